@@ -1,0 +1,79 @@
+//! The import error type.
+
+use std::path::PathBuf;
+
+/// Everything an import can reject or fail on. Each variant names the source, digest, layer or
+/// entry involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] layerstore_store::Error),
+    #[error("invalid image source {spec:?}: {reason}")]
+    InvalidSource { spec: String, reason: String },
+    #[error("I/O error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob {digest} is missing from the source")]
+    BlobMissing { digest: String },
+    #[error("blob {digest} has digest {actual}")]
+    DigestMismatch { digest: String, actual: String },
+    #[error("blob {digest} is {actual} bytes, the descriptor says {expected}")]
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
+    #[error("layer {index} ({digest}): uncompressed content has diff_id {actual}, the config says {expected}")]
+    DiffIdMismatch {
+        index: usize,
+        digest: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{what} is not valid JSON for its type")]
+    BadJson {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {reason}")]
+    BadDocument { what: String, reason: String },
+    #[error("no image in {source_spec} matches: {reason}")]
+    NoMatchingImage { source_spec: String, reason: String },
+    #[error("layer {digest}: {reason}")]
+    Compression { digest: String, reason: String },
+    #[error("layer {digest}: decompression failed")]
+    Decompress {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+    #[error("layer {digest}: malformed tar at offset {offset}: {reason}")]
+    Tar {
+        digest: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("layer {digest}: entry {path}: {reason}")]
+    BadEntry {
+        digest: String,
+        path: String,
+        reason: String,
+    },
+    #[error("import was cancelled")]
+    Cancelled,
+}
+
+/// The import result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Importing one layer blob: verify its digest while streaming, decompress (sniffed and checked
+//! against the media type), parse the tar, store contents as objects, verify the diff_id.
+//!
+//! Two threads per layer: one reads, hashes and inflates the blob and sha256es the tar stream; the
+//! other parses entries and blake3-hashes and writes contents. They meet in a bounded channel, so
+//! memory stays bounded whatever the layer size.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::mpsc;
+
+use layerstore_store::tree::{self, display_path};
+use layerstore_store::{
+    Digest, DigestHasher, EntryKind, LayerRecord, Limits, NewObject, ObjectId, Staging, TreeEntry,
+};
+
+use crate::error::{Error, Result};
+use crate::tarparse::{TarEntry, TarError, TarKind, TarLimits, TarParser};
+
+/// Compression of a layer blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// The compression a layer media type promises.
+pub fn media_type_compression(media_type: &str) -> Option<Compression> {
+    Some(match media_type {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
+        _ => return None,
+    })
+}
+
+fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// What the reading thread measured.
+struct BlobStats {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    tar_size: u64,
+}
+
+/// A blob to import as a layer.
+pub struct LayerInput {
+    pub index: usize,
+    pub blob_digest: Digest,
+    pub blob_size: u64,
+    pub media_type: String,
+    pub expected_diff_id: Digest,
+}
+
+/// Counters for progress reporting.
+pub trait LayerProgress: Sync {
+    /// `n` more compressed bytes of layer `index` were read.
+    fn read(&self, index: usize, n: u64);
+}
+
+/// Import statistics of one layer.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub files: u64,
+    pub content_bytes: u64,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    pub dedup_hits: u64,
+    pub inline_objects: u64,
+}
+
+const CHUNK: usize = 256 * 1024;
+/// Content up to this size is hashed in memory first, so a dedup hit never touches the disk.
+const IN_MEMORY_MAX: u64 = 8 << 20;
+
+/// Import a layer blob read from `blob`.
+pub fn import_layer(
+    input: &LayerInput,
+    blob: Box<dyn Read + Send + '_>,
+    staging: &Staging<'_>,
+    limits: &Limits,
+    progress: &dyn LayerProgress,
+) -> Result<(LayerRecord, LayerStats)> {
+    let digest_s = input.blob_digest.to_string();
+    let expected = media_type_compression(&input.media_type).ok_or_else(|| Error::Compression {
+        digest: digest_s.clone(),
+        reason: format!("unsupported layer media type {:?}", input.media_type),
+    })?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| read_blob(input, blob, expected, limits, tx, progress));
+        let parsed = parse_layer(input, ChannelReader { rx, buf: Vec::new(), pos: 0 }, staging, limits);
+        let stats = reader.join().expect("the blob reader does not panic");
+        // A reader error explains a parse error (truncation, bad digest): report it first.
+        let stats = stats?;
+        let (mut record, lstats) = parsed?;
+        if stats.digest != input.blob_digest {
+            return Err(Error::DigestMismatch {
+                digest: digest_s.clone(),
+                actual: stats.digest.to_string(),
+            });
+        }
+        if stats.size != input.blob_size {
+            return Err(Error::SizeMismatch {
+                digest: digest_s.clone(),
+                expected: input.blob_size,
+                actual: stats.size,
+            });
+        }
+        if stats.diff_id != input.expected_diff_id {
+            return Err(Error::DiffIdMismatch {
+                index: input.index,
+                digest: digest_s.clone(),
+                expected: input.expected_diff_id.to_string(),
+                actual: stats.diff_id.to_string(),
+            });
+        }
+        record.diff_id = stats.diff_id;
+        record.tar_size = stats.tar_size;
+        Ok((record, lstats))
+    })
+}
+
+/// Hashes what passes through.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: DigestHasher,
+    count: u64,
+    limit: u64,
+    index: usize,
+    progress: &'a dyn LayerProgress,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.limit + 1 - self.count).min(usize::MAX as u64) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        self.progress.read(self.index, n as u64);
+        Ok(n)
+    }
+}
+
+fn read_blob(
+    input: &LayerInput,
+    blob: Box<dyn Read + Send + '_>,
+    expected: Compression,
+    limits: &Limits,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    progress: &dyn LayerProgress,
+) -> Result<BlobStats> {
+    let digest_s = input.blob_digest.to_string();
+    let mut hr = io::BufReader::with_capacity(
+        CHUNK,
+        HashingReader {
+            inner: blob,
+            hasher: DigestHasher::default(),
+            count: 0,
+            // One byte more than promised, to notice a longer blob.
+            limit: input.blob_size,
+            index: input.index,
+            progress,
+        },
+    );
+    let head = io::BufRead::fill_buf(&mut hr)
+        .map_err(|e| Error::io(format!("blob {digest_s}"), e))?
+        .to_vec();
+    let actual = sniff(&head);
+    if actual != expected {
+        return Err(Error::Compression {
+            digest: digest_s,
+            reason: format!("media type {} promises {expected:?} but the data is {actual:?}", input.media_type),
+        });
+    }
+    let mut decoder: Box<dyn Read + '_> = match actual {
+        Compression::None => Box::new(&mut hr),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut hr)),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(&mut hr).map_err(|e| Error::Decompress {
+                digest: digest_s.clone(),
+                source: e,
+            })?;
+            // Refuse frames that need a window over 128 MiB.
+            d.window_log_max(27).map_err(|e| Error::Decompress {
+                digest: digest_s.clone(),
+                source: e,
+            })?;
+            Box::new(d)
+        }
+    };
+    let mut tar_hasher = DigestHasher::default();
+    let mut tar_size = 0u64;
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match decoder.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::Decompress {
+                        digest: digest_s,
+                        source: e,
+                    });
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        tar_hasher.update(&chunk);
+        tar_size += filled as u64;
+        if tar_size > limits.max_layer_bytes {
+            return Err(Error::TooLarge {
+                what: format!("uncompressed layer {digest_s}"),
+                limit: limits.max_layer_bytes,
+            });
+        }
+        if tx.send(chunk).is_err() {
+            // The parser stopped early (it reports why); drain nothing more.
+            break;
+        }
+    }
+    drop(decoder);
+    // Read whatever follows the compressed stream so the blob digest covers all of it.
+    io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::io(format!("blob {digest_s}"), e))?;
+    let inner = hr.into_inner();
+    Ok(BlobStats {
+        digest: inner.hasher.finish(),
+        size: inner.count,
+        diff_id: tar_hasher.finish(),
+        tar_size,
+    })
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the layer knows about an earlier entry, for hard links.
+struct Seen {
+    kind: EntryKind,
+    object: Option<ObjectId>,
+    size: u64,
+}
+
+fn parse_layer(
+    input: &LayerInput,
+    r: ChannelReader,
+    staging: &Staging<'_>,
+    limits: &Limits,
+) -> Result<(LayerRecord, LayerStats)> {
+    let digest_s = input.blob_digest.to_string();
+    let tar_err = |e: TarError| Error::Tar {
+        digest: digest_s.clone(),
+        offset: e.offset,
+        reason: match e.io {
+            Some(io) => format!("{}: {io}", e.reason),
+            None => e.reason,
+        },
+    };
+    let mut p = TarParser::new(
+        r,
+        TarLimits {
+            max_record: limits.max_pax_record,
+            max_raw_data: 1 << 20,
+            max_trailer: 16 << 20,
+        },
+    );
+    let path_limits = limits.paths();
+    let mut entries: Vec<TreeEntry> = Vec::new();
+    let mut objects: HashMap<ObjectId, NewObject> = HashMap::new();
+    let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
+    let mut stats = LayerStats::default();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(te) = p.next_entry().map_err(tar_err)? {
+        stats.entries += 1;
+        if stats.entries > limits.max_entries {
+            return Err(Error::TooLarge {
+                what: format!("entry count of layer {digest_s}"),
+                limit: limits.max_entries,
+            });
+        }
+        let bad = |reason: &str| Error::BadEntry {
+            digest: digest_s.clone(),
+            path: display_path(&te.path),
+            reason: reason.to_string(),
+        };
+        let path = tree::normalize(&te.path, &path_limits).map_err(bad)?;
+        let xattr_bytes: usize = te.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if xattr_bytes as u64 > limits.max_xattr_bytes {
+            return Err(bad("extended attributes are too large"));
+        }
+        if te.xattrs.iter().any(|(k, _)| k.contains(&0)) {
+            return Err(bad("xattr name contains a NUL byte"));
+        }
+        if te.uid > u64::from(u32::MAX - 1) || te.gid > u64::from(u32::MAX - 1) {
+            return Err(bad("uid or gid does not fit in 32 bits"));
+        }
+        let name = tree::file_name(&path);
+        // Whiteouts: `.wh..wh..opq` hides a directory's lower children, `.wh.NAME` removes NAME,
+        // other `.wh..wh.*` names are AUFS bookkeeping and carry nothing.
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            let parent = tree::parent(&path).unwrap_or_default().to_vec();
+            let kind = if target == b".wh..opq" {
+                EntryKind::Opaque
+            } else if target.starts_with(b".wh.") {
+                continue;
+            } else if target.is_empty() || target == b"." || target == b".." {
+                return Err(bad("whiteout names nothing"));
+            } else {
+                EntryKind::Whiteout
+            };
+            let mut e = TreeEntry::implicit_dir(if kind == EntryKind::Opaque {
+                parent
+            } else {
+                tree::join(&parent, target)
+            });
+            e.kind = kind;
+            entries.push(e);
+            continue;
+        }
+        if path.is_empty() && te.kind != TarKind::Directory {
+            return Err(bad("the image root must be a directory"));
+        }
+        let mut e = to_entry(&te, path.clone());
+        match te.kind {
+            TarKind::Regular => {
+                let (obj, outcome) = store_content(&mut p, staging, te.size, &mut buf).map_err(|err| match err {
+                    ContentError::Tar(t) => tar_err(t),
+                    ContentError::Store(s) => Error::Store(s),
+                })?;
+                p.content_done(te.size, obj.id);
+                stats.files += 1;
+                stats.content_bytes += te.size;
+                match outcome {
+                    layerstore_store::PutOutcome::Inline => stats.inline_objects += 1,
+                    layerstore_store::PutOutcome::Written => {
+                        stats.new_objects += 1;
+                        stats.new_bytes += te.size;
+                    }
+                    layerstore_store::PutOutcome::Deduplicated => stats.dedup_hits += 1,
+                }
+                e.object = Some(obj.id);
+                objects.entry(obj.id).or_insert(obj);
+            }
+            TarKind::Hardlink => {
+                let raw = te.link.as_deref().unwrap_or_default();
+                let target = tree::normalize(raw, &path_limits).map_err(bad)?;
+                if target == path {
+                    return Err(bad("hard link to itself"));
+                }
+                let t = seen
+                    .get(&target)
+                    .ok_or_else(|| bad("hard link to an entry not earlier in this layer"))?;
+                if t.kind == EntryKind::Directory {
+                    return Err(bad("hard link to a directory"));
+                }
+                e.object = t.object;
+                e.size = t.size;
+                e.link = Some(target);
+            }
+            _ => {}
+        }
+        seen.insert(
+            path,
+            Seen {
+                kind: e.kind,
+                object: e.object,
+                size: e.size,
+            },
+        );
+        entries.push(e);
+    }
+    let skeleton = std::mem::take(&mut p.skeleton)
+        .finish()
+        .map_err(|e| Error::io("(skeleton)", e))?;
+    Ok((
+        LayerRecord {
+            diff_id: input.expected_diff_id,
+            tar_size: p.position(),
+            entries,
+            skeleton,
+            objects: objects.into_values().collect(),
+        },
+        stats,
+    ))
+}
+
+fn to_entry(te: &TarEntry, path: Vec<u8>) -> TreeEntry {
+    let kind = match te.kind {
+        TarKind::Regular => EntryKind::Regular,
+        TarKind::Hardlink => EntryKind::Hardlink,
+        TarKind::Symlink => EntryKind::Symlink,
+        TarKind::CharDevice => EntryKind::CharDevice,
+        TarKind::BlockDevice => EntryKind::BlockDevice,
+        TarKind::Directory => EntryKind::Directory,
+        TarKind::Fifo => EntryKind::Fifo,
+    };
+    TreeEntry {
+        path,
+        kind,
+        mode: te.mode,
+        uid: te.uid,
+        gid: te.gid,
+        mtime: te.mtime,
+        mtime_nsec: te.mtime_nsec,
+        size: if kind == EntryKind::Regular { te.size } else { 0 },
+        object: None,
+        link: if kind == EntryKind::Symlink { te.link.clone() } else { None },
+        dev_major: te.dev_major,
+        dev_minor: te.dev_minor,
+        xattrs: te.xattrs.clone(),
+    }
+}
+
+enum ContentError {
+    Tar(TarError),
+    Store(layerstore_store::Error),
+}
+
+/// Read the current entry's content into an object.
+fn store_content<R: Read>(
+    p: &mut TarParser<R>,
+    staging: &Staging<'_>,
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(NewObject, layerstore_store::PutOutcome), ContentError> {
+    if size <= IN_MEMORY_MAX {
+        buf.resize(size as usize, 0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = p.read_content(&mut buf[filled..]).map_err(ContentError::Tar)?;
+            filled += n;
+        }
+        return staging.put_bytes(buf).map_err(ContentError::Store);
+    }
+    let mut w = staging.writer().map_err(ContentError::Store)?;
+    buf.resize(CHUNK, 0);
+    loop {
+        let n = p.read_content(buf).map_err(ContentError::Tar)?;
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n]).map_err(ContentError::Store)?;
+    }
+    w.finish().map_err(ContentError::Store)
+}

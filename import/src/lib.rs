@@ -1,0 +1,253 @@
+//! Importing OCI images into a layerstore [`Store`].
+//!
+//! Pipeline: resolve the source to one image (manifest → config → layer descriptors, every
+//! document verified against its digest) → take the shared store lock and a lease → for each
+//! layer whose diff_id is not stored yet, in parallel: stream the blob, verify its digest,
+//! decompress (sniffed and checked against the media type), parse the tar strictly, store contents
+//! as objects, verify the diff_id → one `syncfs` → one transaction for all rows → refs
+//! (`image/NAME` and `layer/DIFFID`) in their own durable transaction. Any error before the refs
+//! leaves nothing visible; the lease's staging directory is removed.
+//!
+//! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
+//! compression; only its blob digest mapping is recorded.
+
+pub mod error;
+pub mod layer;
+pub mod resolve;
+pub mod source;
+pub mod tarparse;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use layerstore_store::{Digest, ImageLayer, ImageRecord, LayerRecord, LockMode, RefKind, RefName, Store};
+use serde::Serialize;
+
+pub use error::{Error, Result};
+pub use layer::LayerStats;
+pub use resolve::{Platform, ResolvedImage};
+pub use source::SourceSpec;
+
+/// Progress callbacks; the library never prints. All methods default to doing nothing.
+pub trait Progress: Sync {
+    /// The image is resolved; `layers` are (index, blob digest, blob size, will be read).
+    fn start(&self, _image: &ResolvedImage, _layers: &[(usize, Digest, u64, bool)]) {}
+    /// More compressed bytes of a layer were read.
+    fn read(&self, _index: usize, _bytes: u64) {}
+    /// A layer is done.
+    fn layer_done(&self, _index: usize, _stats: &LayerStats) {}
+}
+
+/// A [`Progress`] that reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Options for [`import`].
+pub struct ImportOptions<'a> {
+    /// The image ref name; defaults to the source's reference or tag.
+    pub tag: Option<String>,
+    /// Platform to pick from an image index (default: the host's).
+    pub platform: Option<Platform>,
+    /// Layers imported at once (default: the number of CPUs).
+    pub jobs: usize,
+    pub progress: &'a dyn Progress,
+}
+
+impl Default for ImportOptions<'_> {
+    fn default() -> Self {
+        ImportOptions {
+            tag: None,
+            platform: None,
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            progress: &NoProgress,
+        }
+    }
+}
+
+/// One layer's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub diff_id: Digest,
+    pub blob_digest: Digest,
+    pub media_type: String,
+    pub blob_size: u64,
+    /// Already stored: not read.
+    pub reused: bool,
+    pub stats: Option<LayerStats>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportReport {
+    pub name: String,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub layers: Vec<LayerReport>,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    pub dedup_hits: u64,
+    pub content_bytes: u64,
+}
+
+/// Open a source spec and resolve it to one image.
+pub fn resolve_source(store: &Store, spec: &SourceSpec, platform: &Platform) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
+    let limits = store.limits();
+    let (container, resolved): (Box<dyn source::Container>, _) = match spec {
+        SourceSpec::OciDir { path, reference } => {
+            let c = source::DirContainer::open(path)?;
+            let r = resolve::resolve_oci(&c, reference.as_deref(), platform, &limits)?;
+            (Box::new(c), r)
+        }
+        SourceSpec::OciArchive { path, reference } => {
+            let c = source::TarContainer::open(path)?;
+            let r = resolve::resolve_oci(&c, reference.as_deref(), platform, &limits)?;
+            (Box::new(c), r)
+        }
+        SourceSpec::DockerArchive { path, reference } => {
+            let c = source::TarContainer::open(path)?;
+            let r = resolve::resolve_docker(&c, reference.as_deref(), &limits)?;
+            (Box::new(c), r)
+        }
+    };
+    Ok((container, resolved))
+}
+
+struct ProgressAdapter<'a>(&'a dyn Progress);
+impl layer::LayerProgress for ProgressAdapter<'_> {
+    fn read(&self, index: usize, n: u64) {
+        self.0.read(index, n);
+    }
+}
+
+/// Import the image `spec` names into `store`.
+pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<ImportReport> {
+    let spec_parsed = SourceSpec::parse(spec)?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let (container, image) = resolve_source(store, &spec_parsed, &platform)?;
+    let name = opts
+        .tag
+        .clone()
+        .or_else(|| image.default_name.clone())
+        .or_else(|| spec_parsed.reference().filter(|r| !r.starts_with('@')).map(str::to_string))
+        .ok_or_else(|| Error::InvalidSource {
+            spec: spec.into(),
+            reason: "the image has no name in the source; give one with --tag".into(),
+        })?;
+    let image_ref = RefName::image(&name)?;
+
+    let _lock = store.lock(LockMode::Shared)?;
+    let lease = store.begin_lease(&format!("import {spec}"))?;
+    let limits = store.limits();
+
+    // Which layers to read: not stored, first occurrence in this image.
+    let mut todo = Vec::new();
+    let mut plan = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        let read = !store.has_layer(&l.diff_id)? && seen.insert(l.diff_id);
+        plan.push((i, l.digest, l.size, read));
+        if read {
+            todo.push(i);
+        }
+    }
+    opts.progress.start(&image, &plan);
+
+    let results: Mutex<Vec<Option<(LayerRecord, LayerStats)>>> = Mutex::new((0..image.layers.len()).map(|_| None).collect());
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let adapter = ProgressAdapter(opts.progress);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1).min(todo.len()) {
+            s.spawn(|| {
+                loop {
+                    if first_error.lock().expect("not poisoned").is_some() {
+                        return;
+                    }
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { return };
+                    let l = &image.layers[i];
+                    let input = layer::LayerInput {
+                        index: i,
+                        blob_digest: l.digest,
+                        blob_size: l.size,
+                        media_type: l.media_type.clone(),
+                        expected_diff_id: l.diff_id,
+                    };
+                    let res = container
+                        .open_optional(&l.path)
+                        .and_then(|o| o.ok_or_else(|| Error::BlobMissing { digest: l.digest.to_string() }))
+                        .and_then(|(blob, _)| layer::import_layer(&input, blob, lease.staging(), &limits, &adapter));
+                    match res {
+                        Ok((rec, stats)) => {
+                            opts.progress.layer_done(i, &stats);
+                            results.lock().expect("not poisoned")[i] = Some((rec, stats));
+                        }
+                        Err(e) => {
+                            first_error.lock().expect("not poisoned").get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("not poisoned") {
+        return Err(e); // dropping the lease removes its staging
+    }
+    let results = results.into_inner().expect("not poisoned");
+    let mut records = Vec::new();
+    let mut reports = Vec::new();
+    let (mut new_objects, mut new_bytes, mut dedup_hits, mut content_bytes) = (0, 0, 0, 0);
+    for (l, r) in image.layers.iter().zip(results) {
+        let stats = r.map(|(rec, stats)| {
+            records.push(rec);
+            new_objects += stats.new_objects;
+            new_bytes += stats.new_bytes;
+            dedup_hits += stats.dedup_hits;
+            content_bytes += stats.content_bytes;
+            stats
+        });
+        reports.push(LayerReport {
+            diff_id: l.diff_id,
+            blob_digest: l.digest,
+            media_type: l.media_type.clone(),
+            blob_size: l.size,
+            reused: stats.is_none(),
+            stats,
+        });
+    }
+    let record = ImageRecord {
+        manifest_digest: image.manifest_digest,
+        manifest_media_type: image.manifest_media_type.clone(),
+        manifest: image.manifest.clone(),
+        config_digest: image.config_digest,
+        config: image.config.clone(),
+        created: image.created.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| ImageLayer {
+                diff_id: l.diff_id,
+                blob_digest: l.digest,
+                media_type: l.media_type.clone(),
+                blob_size: l.size,
+            })
+            .collect(),
+    };
+    store.publish(lease, &records, &record)?;
+    let mut refs = vec![(image_ref, image.manifest_digest.to_string())];
+    for l in &image.layers {
+        refs.push((RefName::new(RefKind::Layer, &l.diff_id.to_string())?, l.diff_id.to_string()));
+    }
+    store.set_refs(&refs)?;
+    Ok(ImportReport {
+        name,
+        manifest_digest: image.manifest_digest,
+        config_digest: image.config_digest,
+        layers: reports,
+        new_objects,
+        new_bytes,
+        dedup_hits,
+        content_bytes,
+    })
+}

@@ -1,0 +1,475 @@
+//! Resolving a source to one image: OCI layouts (directory or archive, with nested indexes and
+//! platform selection) and docker-archive `manifest.json`.
+
+use std::collections::BTreeMap;
+
+use layerstore_store::{Digest, Limits};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layer::media_type_compression;
+use crate::source::{Container, blob_path};
+
+/// A platform to select from an image index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this process runs on, in OCI terms.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+
+    /// Parse `os/arch[/variant]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts[..] {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            }),
+            _ => Err(Error::InvalidSource {
+                spec: s.into(),
+                reason: "platform must be os/arch[/variant]".into(),
+            }),
+        }
+    }
+}
+
+/// A layer as the manifest lists it.
+#[derive(Clone, Debug)]
+pub struct LayerDescriptor {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Where to read it in the container.
+    pub path: String,
+    pub diff_id: Digest,
+}
+
+/// One image, verified down to its config.
+#[derive(Clone, Debug)]
+pub struct ResolvedImage {
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub layers: Vec<LayerDescriptor>,
+    pub created: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// The name the source gives the image (ref annotation, repo tag).
+    pub default_name: Option<String>,
+}
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+fn digest(s: &str, what: &str) -> Result<Digest> {
+    s.parse().map_err(|e: layerstore_store::Error| Error::BadDocument {
+        what: what.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Read a blob of known digest and size, verifying both.
+fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) -> Result<Vec<u8>> {
+    if let Some(s) = size {
+        if s > limits.max_json_bytes {
+            return Err(Error::TooLarge {
+                what: format!("blob {d}"),
+                limit: limits.max_json_bytes,
+            });
+        }
+    }
+    let data = c
+        .read_optional(&blob_path(d), limits.max_json_bytes)?
+        .ok_or_else(|| Error::BlobMissing { digest: d.to_string() })?;
+    let actual = Digest::of(&data);
+    if actual != *d {
+        return Err(Error::DigestMismatch {
+            digest: d.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    if let Some(s) = size {
+        if s != data.len() as u64 {
+            return Err(Error::SizeMismatch {
+                digest: d.to_string(),
+                expected: s,
+                actual: data.len() as u64,
+            });
+        }
+    }
+    Ok(data)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::BadJson {
+        what: what.into(),
+        source: e,
+    })
+}
+
+/// Resolve `reference` in an OCI layout.
+pub fn resolve_oci(
+    c: &dyn Container,
+    reference: Option<&str>,
+    platform: &Platform,
+    limits: &Limits,
+) -> Result<ResolvedImage> {
+    let no_match = |reason: String| Error::NoMatchingImage {
+        source_spec: c.describe(),
+        reason,
+    };
+    let layout = c
+        .read_optional("oci-layout", 4096)?
+        .ok_or_else(|| no_match("not an OCI layout (no oci-layout file)".into()))?;
+    let layout: serde_json::Value = parse_json(&layout, "oci-layout")?;
+    if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+        return Err(Error::BadDocument {
+            what: "oci-layout".into(),
+            reason: "no imageLayoutVersion".into(),
+        });
+    }
+    let index_bytes = c
+        .read_optional("index.json", limits.max_json_bytes)?
+        .ok_or_else(|| no_match("no index.json".into()))?;
+    let index: ImageIndex = parse_json(&index_bytes, "index.json")?;
+    let descs = index.manifests();
+    let chosen = match reference {
+        Some(r) if r.starts_with("@sha256:") || r.starts_with("sha256:") => {
+            let d = digest(r.trim_start_matches('@'), "reference")?;
+            match descs.iter().find(|m| m.digest().to_string() == d.to_string()) {
+                Some(m) => (d, m.media_type().to_string(), Some(m.size()), None),
+                None => (d, String::new(), None, None),
+            }
+        }
+        Some(r) => {
+            let matches: Vec<_> = descs
+                .iter()
+                .filter(|m| {
+                    m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(REF_NAME))
+                        .is_some_and(|n| n == r)
+                })
+                .collect();
+            match matches[..] {
+                [m] => (
+                    digest(&m.digest().to_string(), "index.json")?,
+                    m.media_type().to_string(),
+                    Some(m.size()),
+                    Some(r.to_string()),
+                ),
+                [] => return Err(no_match(format!("no image tagged {r:?}"))),
+                _ => return Err(no_match(format!("{} images are tagged {r:?}", matches.len()))),
+            }
+        }
+        None => match descs.as_slice() {
+            [m] => (
+                digest(&m.digest().to_string(), "index.json")?,
+                m.media_type().to_string(),
+                Some(m.size()),
+                m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned(),
+            ),
+            [] => return Err(no_match("the layout holds no image".into())),
+            _ => {
+                let names: Vec<_> = descs
+                    .iter()
+                    .filter_map(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned())
+                    .collect();
+                return Err(no_match(format!(
+                    "the layout holds {} images; name one ({})",
+                    descs.len(),
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    let (mut d, mut media_type, mut size, default_name) = chosen;
+    // Follow nested indexes to a manifest for the platform.
+    for _depth in 0..4 {
+        let data = read_blob(c, &d, size, limits)?;
+        if media_type.is_empty() {
+            let v: serde_json::Value = parse_json(&data, &format!("blob {d}"))?;
+            media_type = v
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| if v.get("manifests").is_some() { OCI_INDEX.into() } else { OCI_MANIFEST.into() });
+        }
+        match media_type.as_str() {
+            OCI_INDEX | DOCKER_LIST => {
+                let idx: ImageIndex = parse_json(&data, &format!("image index {d}"))?;
+                let m = idx
+                    .manifests()
+                    .iter()
+                    .find(|m| {
+                        m.platform().as_ref().is_some_and(|p| {
+                            p.os().to_string() == platform.os
+                                && p.architecture().to_string() == platform.architecture
+                                && (platform.variant.is_none() || p.variant().as_deref() == platform.variant.as_deref())
+                        })
+                    })
+                    .ok_or_else(|| {
+                        no_match(format!(
+                            "index {d} has no manifest for {}/{}",
+                            platform.os, platform.architecture
+                        ))
+                    })?;
+                d = digest(&m.digest().to_string(), &format!("image index {d}"))?;
+                media_type = m.media_type().to_string();
+                size = Some(m.size());
+            }
+            OCI_MANIFEST | DOCKER_MANIFEST => {
+                return finish_manifest(c, d, media_type, data, default_name, limits);
+            }
+            other => {
+                return Err(Error::BadDocument {
+                    what: format!("descriptor {d}"),
+                    reason: format!("unsupported media type {other:?}"),
+                });
+            }
+        }
+    }
+    Err(Error::BadDocument {
+        what: format!("image index {d}"),
+        reason: "indexes nested too deeply".into(),
+    })
+}
+
+fn finish_manifest(
+    c: &dyn Container,
+    manifest_digest: Digest,
+    media_type: String,
+    manifest: Vec<u8>,
+    default_name: Option<String>,
+    limits: &Limits,
+) -> Result<ResolvedImage> {
+    let what = format!("manifest {manifest_digest}");
+    let m: ImageManifest = parse_json(&manifest, &what)?;
+    let config_digest = digest(&m.config().digest().to_string(), &what)?;
+    let config = read_blob(c, &config_digest, Some(m.config().size()), limits)?;
+    let (diff_ids, created, labels) = parse_config(&config, &config_digest)?;
+    if diff_ids.len() != m.layers().len() {
+        return Err(Error::BadDocument {
+            what: format!("config {config_digest}"),
+            reason: format!("lists {} diff_ids for {} layers", diff_ids.len(), m.layers().len()),
+        });
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers().iter().zip(diff_ids) {
+        let d = digest(&l.digest().to_string(), &what)?;
+        let mt = l.media_type().to_string();
+        if media_type_compression(&mt).is_none() {
+            return Err(Error::Compression {
+                digest: d.to_string(),
+                reason: format!("unsupported layer media type {mt:?}"),
+            });
+        }
+        layers.push(LayerDescriptor {
+            path: blob_path(&d),
+            digest: d,
+            media_type: mt,
+            size: l.size(),
+            diff_id,
+        });
+    }
+    Ok(ResolvedImage {
+        manifest,
+        manifest_digest,
+        manifest_media_type: media_type,
+        config,
+        config_digest,
+        layers,
+        created,
+        labels,
+        default_name,
+    })
+}
+
+type ConfigFacts = (Vec<Digest>, Option<String>, BTreeMap<String, String>);
+
+fn parse_config(config: &[u8], d: &Digest) -> Result<ConfigFacts> {
+    let what = format!("config {d}");
+    let cfg: ImageConfiguration = parse_json(config, &what)?;
+    let mut diff_ids = Vec::new();
+    for s in cfg.rootfs().diff_ids() {
+        diff_ids.push(digest(s, &what)?);
+    }
+    let labels = cfg
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default();
+    Ok((diff_ids, cfg.created().clone(), labels))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SynthDescriptor {
+    media_type: String,
+    size: u64,
+    digest: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SynthManifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: SynthDescriptor,
+    layers: Vec<SynthDescriptor>,
+}
+
+/// Resolve an image in a docker-archive (`docker save` format): `reference` is an index into
+/// `manifest.json` or one of its repo tags.
+pub fn resolve_docker(c: &dyn Container, reference: Option<&str>, limits: &Limits) -> Result<ResolvedImage> {
+    let no_match = |reason: String| Error::NoMatchingImage {
+        source_spec: c.describe(),
+        reason,
+    };
+    let data = c
+        .read_optional("manifest.json", limits.max_json_bytes)?
+        .ok_or_else(|| no_match("not a docker archive (no manifest.json)".into()))?;
+    let entries: Vec<DockerManifestEntry> = parse_json(&data, "manifest.json")?;
+    let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
+    let (entry, name) = match reference {
+        None => match &entries[..] {
+            [e] => (e, tags(e).first().cloned()),
+            [] => return Err(no_match("the archive holds no image".into())),
+            _ => return Err(no_match(format!("the archive holds {} images; name one", entries.len()))),
+        },
+        Some(r) => match r.parse::<usize>() {
+            Ok(n) => {
+                let e = entries
+                    .get(n)
+                    .ok_or_else(|| no_match(format!("no image number {n}")))?;
+                (e, tags(e).first().cloned())
+            }
+            Err(_) => {
+                let with_latest = format!("{r}:latest");
+                let e = entries
+                    .iter()
+                    .find(|e| tags(e).iter().any(|t| t == r || *t == with_latest))
+                    .ok_or_else(|| no_match(format!("no image tagged {r:?}")))?;
+                (e, Some(r.to_string()))
+            }
+        },
+    };
+    let config = c
+        .read_optional(&entry.config, limits.max_json_bytes)?
+        .ok_or_else(|| Error::BlobMissing {
+            digest: entry.config.clone(),
+        })?;
+    let config_digest = Digest::of(&config);
+    let (diff_ids, created, labels) = parse_config(&config, &config_digest)?;
+    if diff_ids.len() != entry.layers.len() {
+        return Err(Error::BadDocument {
+            what: "manifest.json".into(),
+            reason: format!("config lists {} diff_ids for {} layers", diff_ids.len(), entry.layers.len()),
+        });
+    }
+    let mut layers = Vec::new();
+    for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
+        let (mut r, size) = c
+            .open_optional(path)?
+            .ok_or_else(|| Error::BlobMissing { digest: path.clone() })?;
+        let mut head = [0u8; 4];
+        let n = std::io::Read::read(&mut r, &mut head).map_err(|e| Error::io(path, e))?;
+        let head = &head[..n];
+        let (media_type, compressed) = if head.starts_with(&[0x1f, 0x8b]) {
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", true)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            ("application/vnd.oci.image.layer.v1.tar+zstd", true)
+        } else {
+            ("application/vnd.docker.image.rootfs.diff.tar", false)
+        };
+        drop(r);
+        let d = match path.strip_prefix("blobs/sha256/") {
+            Some(hex) => digest(&format!("sha256:{hex}"), "manifest.json")?,
+            // An uncompressed layer's blob digest is its diff_id (verified while importing).
+            None if !compressed => diff_id,
+            None => {
+                let (mut r, _) = c.open_optional(path)?.ok_or_else(|| Error::BlobMissing { digest: path.clone() })?;
+                let mut h = layerstore_store::DigestHasher::default();
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::io(path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                h.finish()
+            }
+        };
+        layers.push(LayerDescriptor {
+            digest: d,
+            media_type: media_type.into(),
+            size,
+            path: path.clone(),
+            diff_id,
+        });
+    }
+    let manifest = SynthManifest {
+        schema_version: 2,
+        media_type: DOCKER_MANIFEST,
+        config: SynthDescriptor {
+            media_type: "application/vnd.docker.container.image.v1+json".into(),
+            size: config.len() as u64,
+            digest: config_digest.to_string(),
+        },
+        layers: layers
+            .iter()
+            .map(|l| SynthDescriptor {
+                media_type: l.media_type.clone(),
+                size: l.size,
+                digest: l.digest.to_string(),
+            })
+            .collect(),
+    };
+    let manifest = serde_json::to_vec(&manifest).expect("manifest serializes");
+    Ok(ResolvedImage {
+        manifest_digest: Digest::of(&manifest),
+        manifest,
+        manifest_media_type: DOCKER_MANIFEST.into(),
+        config,
+        config_digest,
+        layers,
+        created,
+        labels,
+        default_name: name,
+    })
+}

@@ -1,0 +1,337 @@
+//! Writing a merged tree to a directory. Every call is relative to a directory handle opened
+//! with `O_NOFOLLOW`, names are created with `O_EXCL`, so nothing is ever written through a
+//! symlink or outside the target.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::merge::MergedTree;
+use crate::object::ObjectData;
+use crate::store::Store;
+use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};
+
+/// How file contents reach the checkout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckoutMode {
+    /// Copy contents (`copy_file_range`, so filesystems that can share extents do).
+    #[default]
+    Copy,
+    /// Clone extents (`FICLONE`); fails where the filesystem cannot.
+    Reflink,
+    /// Hard-link the store's object files. The checkout's regular files then *are* the store's
+    /// objects: read-only (0444, owned by the store's owner), and they must never be modified.
+    Hardlink,
+}
+
+/// Options for [`Store::checkout`].
+#[derive(Clone, Debug)]
+pub struct CheckoutOptions {
+    pub mode: CheckoutMode,
+    /// Restore owners, device nodes and privileged xattrs (default: when running as root).
+    pub privileged: bool,
+}
+
+impl Default for CheckoutOptions {
+    fn default() -> Self {
+        CheckoutOptions {
+            mode: CheckoutMode::Copy,
+            privileged: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// What a checkout wrote.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckoutStats {
+    pub directories: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub specials: u64,
+    pub bytes: u64,
+    /// Device nodes skipped because the checkout is unprivileged.
+    pub skipped_devices: u64,
+    /// xattrs not restored (overlay markers, or privileged ones when unprivileged).
+    pub skipped_xattrs: u64,
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    dest: PathBuf,
+    opts: &'a CheckoutOptions,
+    stats: CheckoutStats,
+}
+
+impl Store {
+    /// Write the merged tree into `dest`, which must not exist or be an empty directory.
+    pub fn checkout(&self, tree: &MergedTree, dest: &Path, opts: &CheckoutOptions) -> Result<CheckoutStats> {
+        let root = prepare_target(dest)?;
+        let mut ctx = Ctx {
+            store: self,
+            dest: dest.into(),
+            opts,
+            stats: CheckoutStats::default(),
+        };
+        let order = tree.depth_first();
+        // Phase 1: everything but hard links, parents before children.
+        let mut stack: Vec<(&[u8], OwnedFd)> = Vec::new();
+        let mut dirs = Vec::new();
+        for e in &order {
+            if e.path.is_empty() {
+                dirs.push(*e);
+                continue;
+            }
+            let p = parent(&e.path).expect("non-root");
+            while stack.last().is_some_and(|(sp, _)| *sp != p) {
+                stack.pop();
+            }
+            let pfd = match stack.last() {
+                Some((_, fd)) => fd.as_fd(),
+                None => root.as_fd(),
+            };
+            if e.kind == EntryKind::Directory {
+                let fd = ctx.mkdir(pfd, e)?;
+                dirs.push(*e);
+                stack.push((&e.path, fd));
+            } else if e.kind != EntryKind::Hardlink {
+                ctx.create(pfd, e)?;
+            }
+        }
+        drop(stack);
+        // Phase 2: hard links, now that every target exists.
+        for e in order.iter().filter(|e| e.kind == EntryKind::Hardlink) {
+            ctx.hardlink(&root, tree, e)?;
+        }
+        // Phase 3: directory metadata deepest first, so mtimes stay and 0555 dirs were writable.
+        for d in dirs.iter().rev() {
+            let fd = open_dir_path(&root, &d.path).at(ctx.path(d))?;
+            ctx.set_meta_fd(&fd, d)?;
+        }
+        Ok(ctx.stats)
+    }
+}
+
+/// Create or accept the target directory and open it without following symlinks.
+fn prepare_target(dest: &Path) -> Result<OwnedFd> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_symlink() => return Err(Error::TargetIsSymlink { path: dest.into() }),
+        Ok(m) if m.is_dir() => {
+            if std::fs::read_dir(dest).at(dest)?.next().is_some() {
+                return Err(Error::TargetNotEmpty { path: dest.into() });
+            }
+        }
+        Ok(_) => return Err(Error::TargetNotEmpty { path: dest.into() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            rustix::fs::mkdir(dest, Mode::from_raw_mode(0o700)).at(dest)?;
+        }
+        Err(e) => return Err(Error::io(dest, e)),
+    }
+    rustix::fs::open(
+        dest,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at(dest)
+}
+
+/// Open a directory below `root` one component at a time, never following a symlink.
+fn open_dir_path(root: &OwnedFd, path: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::openat(root, c".", flags, Mode::empty())?;
+    for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        fd = rustix::fs::openat(&fd, c, flags, Mode::empty())?;
+    }
+    Ok(fd)
+}
+
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+impl Ctx<'_> {
+    fn path(&self, e: &TreeEntry) -> PathBuf {
+        self.dest.join(display_path(&e.path).trim_start_matches('/'))
+    }
+
+    fn mkdir(&mut self, pfd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<OwnedFd> {
+        let name = file_name(&e.path);
+        rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)).at(self.path(e))?;
+        self.stats.directories += 1;
+        rustix::fs::openat(
+            pfd,
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .at(self.path(e))
+    }
+
+    fn create(&mut self, pfd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<()> {
+        let name = file_name(&e.path);
+        match e.kind {
+            EntryKind::Regular => {
+                let id = e.object.ok_or_else(|| Error::BadTree {
+                    diff_id: String::new(),
+                    path: display_path(&e.path),
+                    reason: "regular file without an object",
+                })?;
+                if self.opts.mode == CheckoutMode::Hardlink {
+                    let data = self.store.read_object(&id)?;
+                    if let ObjectData::Loose { .. } = data {
+                        rustix::fs::linkat(
+                            self.store.objects_dir(),
+                            id.rel_path().as_str(),
+                            pfd,
+                            name,
+                            AtFlags::empty(),
+                        )
+                        .at(self.path(e))?;
+                        self.stats.files += 1;
+                        return Ok(());
+                    }
+                }
+                let fd = rustix::fs::openat(
+                    pfd,
+                    name,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .at(self.path(e))?;
+                let mut file = std::fs::File::from(fd);
+                let data = self.store.read_object(&id)?;
+                let n = match (data, self.opts.mode) {
+                    (ObjectData::Loose { file: src, size }, CheckoutMode::Reflink) => {
+                        rustix::fs::ioctl_ficlone(&file, &src).at(self.path(e))?;
+                        size
+                    }
+                    (data, _) => data.copy_to(&mut file).at(self.path(e))?,
+                };
+                if n != e.size {
+                    return Err(Error::ObjectCorrupt {
+                        id: id.hex(),
+                        actual: format!("{n} bytes, expected {}", e.size),
+                    });
+                }
+                file.flush().at(self.path(e))?;
+                self.stats.files += 1;
+                self.stats.bytes += n;
+                self.set_meta_fd(file.as_fd(), e)?;
+            }
+            EntryKind::Symlink => {
+                let target = e.link.as_deref().unwrap_or_default();
+                rustix::fs::symlinkat(target, pfd, name).at(self.path(e))?;
+                self.stats.symlinks += 1;
+                self.set_meta_at(pfd, e)?;
+            }
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+                let ft = match e.kind {
+                    EntryKind::CharDevice => rustix::fs::FileType::CharacterDevice,
+                    EntryKind::BlockDevice => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                if ft != rustix::fs::FileType::Fifo && !self.opts.privileged {
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                let dev = rustix::fs::makedev(e.dev_major, e.dev_minor);
+                rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), dev).at(self.path(e))?;
+                self.stats.specials += 1;
+                self.set_meta_at(pfd, e)?;
+            }
+            EntryKind::Directory | EntryKind::Hardlink | EntryKind::Whiteout | EntryKind::Opaque => {
+                unreachable!("handled by the caller or removed by the merge")
+            }
+        }
+        Ok(())
+    }
+
+    fn hardlink(&mut self, root: &OwnedFd, tree: &MergedTree, e: &TreeEntry) -> Result<()> {
+        let target = e.link.as_deref().unwrap_or_default();
+        let pfd = open_dir_path(root, parent(&e.path).expect("non-root")).at(self.path(e))?;
+        // The group's first member may have been replaced or removed by an upper layer; then
+        // this member gets its own copy of the content it linked to.
+        let same = tree.entries.get(target).is_some_and(|t| match t.kind {
+            EntryKind::Regular => t.object == e.object,
+            EntryKind::Directory => false,
+            _ => e.object.is_none(),
+        });
+        if same {
+            let tfd = open_dir_path(root, parent(target).unwrap_or_default()).at(self.path(e))?;
+            rustix::fs::linkat(&tfd, file_name(target), &pfd, file_name(&e.path), AtFlags::empty())
+                .at(self.path(e))?;
+            self.stats.hardlinks += 1;
+        } else if e.object.is_some() {
+            let mut copy = e.clone();
+            copy.kind = EntryKind::Regular;
+            self.create(pfd.as_fd(), &copy)?;
+        }
+        Ok(())
+    }
+
+    fn set_meta_fd(&mut self, fd: impl AsFd, e: &TreeEntry) -> Result<()> {
+        let fd = fd.as_fd();
+        if self.opts.privileged {
+            let (uid, gid) = ids(e);
+            rustix::fs::fchown(fd, Some(uid), Some(gid)).at(self.path(e))?;
+        }
+        for (k, v) in &e.xattrs {
+            if is_overlay_xattr(k) {
+                self.stats.skipped_xattrs += 1;
+                continue;
+            }
+            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(err) if !self.opts.privileged || err == rustix::io::Errno::NOTSUP => {
+                    self.stats.skipped_xattrs += 1
+                }
+                Err(err) => return Err(Error::io(self.path(e), err)),
+            }
+        }
+        // After chown, which clears setuid/setgid.
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).at(self.path(e))?;
+        rustix::fs::futimens(fd, &times(e)).at(self.path(e))?;
+        Ok(())
+    }
+
+    fn set_meta_at(&mut self, pfd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<()> {
+        let name = file_name(&e.path);
+        if self.opts.privileged {
+            let (uid, gid) = ids(e);
+            rustix::fs::chownat(pfd, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                .at(self.path(e))?;
+        }
+        if e.kind != EntryKind::Symlink {
+            rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(e.mode & 0o7777), AtFlags::empty())
+                .at(self.path(e))?;
+        }
+        if !e.xattrs.is_empty() {
+            self.stats.skipped_xattrs += e.xattrs.len() as u64;
+        }
+        rustix::fs::utimensat(pfd, name, &times(e), AtFlags::SYMLINK_NOFOLLOW).at(self.path(e))?;
+        Ok(())
+    }
+}
+
+fn ids(e: &TreeEntry) -> (rustix::fs::Uid, rustix::fs::Gid) {
+    // Ids beyond 32 bits were refused at import; clamp defensively.
+    let uid = u32::try_from(e.uid).unwrap_or(u32::MAX - 1);
+    let gid = u32::try_from(e.gid).unwrap_or(u32::MAX - 1);
+    (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid))
+}
+
+fn times(e: &TreeEntry) -> Timestamps {
+    let t = Timespec {
+        tv_sec: e.mtime,
+        tv_nsec: i64::from(e.mtime_nsec).into(),
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}

@@ -1,0 +1,93 @@
+//! The store's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the store. Each variant names the object, digest, ref or path
+/// involved; the cause is in `source`, never repeated in the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("I/O error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path} is not a layerstore store (no meta.json)")]
+    NotAStore { path: PathBuf },
+    #[error("{path} already holds a store or other files")]
+    AlreadyExists { path: PathBuf },
+    #[error("store format {found} is not supported (this layerstore knows format {known})")]
+    UnsupportedFormat { found: u32, known: u32 },
+    #[error("store needs feature {feature:?}, which this layerstore does not know")]
+    UnknownFeature { feature: String },
+    #[error("index schema version {found} is newer than this layerstore knows ({known})")]
+    SchemaTooNew { found: u32, known: u32 },
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest { digest: String, reason: &'static str },
+    #[error("invalid object id {id:?}")]
+    InvalidObjectId { id: String },
+    #[error("invalid ref name {name:?}: {reason}")]
+    InvalidRefName { name: String, reason: &'static str },
+    #[error("invalid path {path:?} in image: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("no image named {name:?}")]
+    ImageNotFound { name: String },
+    #[error("no layer {diff_id}")]
+    LayerNotFound { diff_id: String },
+    #[error("object {id} is missing from the store")]
+    ObjectMissing { id: String },
+    #[error("object {id} is corrupt (content hashes to {actual})")]
+    ObjectCorrupt { id: String, actual: String },
+    #[error("no such path {path:?} in image {image}")]
+    PathNotFound { image: String, path: String },
+    #[error("{path:?} in image {image} is not a regular file")]
+    NotAFile { image: String, path: String },
+    #[error("{path:?} in image {image} is not a directory")]
+    NotADirectory { image: String, path: String },
+    #[error("layer {diff_id}: {reason} at {path:?}")]
+    BadTree {
+        diff_id: String,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("layer {diff_id}: stored tar skeleton is damaged: {reason}")]
+    BadSkeleton { diff_id: String, reason: &'static str },
+    #[error("checkout target {path} exists and is not an empty directory")]
+    TargetNotEmpty { path: PathBuf },
+    #[error("checkout target {path} is a symbolic link")]
+    TargetIsSymlink { path: PathBuf },
+    #[error("ref {name} already exists")]
+    RefExists { name: String },
+    #[error("no ref {name}")]
+    RefNotFound { name: String },
+    #[error("syncfs on the store failed; nothing was published")]
+    Sync(#[source] std::io::Error),
+}
+
+/// The store's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: impl Into<std::io::Error>) -> Self {
+        Error::Io {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Attach a path to an `io::Result` (or anything convertible, like rustix errors).
+pub trait IoContext<T> {
+    /// Map the error to [`Error::Io`] naming `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T, E: Into<std::io::Error>> IoContext<T> for std::result::Result<T, E> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,275 @@
+//! Integrity checking: every object re-hashed (in parallel), every row's object present, every
+//! ref resolvable down to its objects, no staging leftovers.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::digest::{Digest, ObjectId};
+use crate::error::{Error, IoContext, Result};
+use crate::refs::RefKind;
+use crate::store::Store;
+
+/// One problem `fsck` found. Serialized with a `kind` tag, stable for `--json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Finding {
+    /// A loose object's content does not hash to its name.
+    CorruptObject { id: String, actual: String },
+    /// An inline object's content does not hash to its id.
+    CorruptInlineObject { id: String },
+    /// An object row says loose, but the file is missing.
+    MissingObjectFile { id: String },
+    /// A loose object's size differs from its row.
+    ObjectSizeMismatch { id: String, file: u64, row: u64 },
+    /// A loose object is writable, setuid/setgid, or not a regular file.
+    BadObjectMode { id: String, mode: u32 },
+    /// A layer entry names an object with no row.
+    MissingObjectRow { id: String },
+    /// A file in `objects/` whose name is not an object id.
+    StrayFile { path: String },
+    /// A ref whose target does not exist.
+    DanglingRef { name: String, target: String },
+    /// An image lists a layer that is not stored.
+    MissingLayer { image: String, diff_id: String },
+    /// A staging directory without a live import.
+    StagingLeftover { name: String },
+}
+
+/// Options for [`Store::fsck`].
+#[derive(Clone, Debug, Default)]
+pub struct FsckOptions {
+    /// Remove staging leftovers, dead leases, and object rows whose file is gone.
+    pub repair: bool,
+}
+
+/// What `fsck` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub objects_checked: u64,
+    pub bytes_checked: u64,
+    pub refs_checked: u64,
+    /// Loose files no row names: harmless leftovers of an interrupted import, gc removes them.
+    pub unreferenced_files: u64,
+    pub findings: Vec<Finding>,
+    /// The findings that `--repair` fixed.
+    pub repaired: Vec<Finding>,
+}
+
+impl FsckReport {
+    /// Whether problems remain.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+struct ObjRow {
+    size: u64,
+    inline: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Check the store.
+    pub fn fsck(&self, opts: &FsckOptions) -> Result<FsckReport> {
+        let mut rep = FsckReport::default();
+        let mut found = Vec::new();
+
+        let rows: HashMap<ObjectId, ObjRow> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id, size, inline FROM objects")?;
+            let mut out = HashMap::new();
+            let mut q = stmt.query([])?;
+            while let Some(r) = q.next()? {
+                let id: Vec<u8> = r.get(0)?;
+                let Some(id) = ObjectId::from_slice(&id) else { continue };
+                out.insert(
+                    id,
+                    ObjRow {
+                        size: r.get::<_, i64>(1)? as u64,
+                        inline: r.get(2)?,
+                    },
+                );
+            }
+            out
+        };
+
+        // Loose files, re-hashed in parallel.
+        let mut files = Vec::new();
+        for i in 0..=255u8 {
+            let sub = format!("{i:02x}");
+            let dir = self.objects.open_dir(&sub).at(self.path.join("objects").join(&sub))?;
+            for ent in dir.entries().at(self.path.join("objects").join(&sub))? {
+                let ent = ent.at(self.path.join("objects").join(&sub))?;
+                let name = ent.file_name();
+                let full = format!("{sub}{}", name.to_string_lossy());
+                match full.parse::<ObjectId>() {
+                    Ok(id) => files.push(id),
+                    Err(_) => found.push(Finding::StrayFile {
+                        path: format!("objects/{sub}/{}", name.to_string_lossy()),
+                    }),
+                }
+            }
+        }
+        let checked: Vec<Result<(ObjectId, u64, Option<Finding>)>> =
+            files.par_iter().map(|id| self.check_loose(id)).collect();
+        let on_disk: HashSet<ObjectId> = files.iter().copied().collect();
+        for c in checked {
+            let (id, size, finding) = c?;
+            rep.objects_checked += 1;
+            rep.bytes_checked += size;
+            match rows.get(&id) {
+                None => rep.unreferenced_files += 1,
+                Some(row) if row.inline.is_none() && row.size != size => {
+                    found.push(Finding::ObjectSizeMismatch {
+                        id: id.hex(),
+                        file: size,
+                        row: row.size,
+                    })
+                }
+                Some(_) => {}
+            }
+            found.extend(finding);
+        }
+        let mut missing_files = Vec::new();
+        for (id, row) in &rows {
+            match &row.inline {
+                Some(data) => {
+                    rep.objects_checked += 1;
+                    rep.bytes_checked += data.len() as u64;
+                    if ObjectId::of(data) != *id || data.len() as u64 != row.size {
+                        found.push(Finding::CorruptInlineObject { id: id.hex() });
+                    }
+                }
+                None if !on_disk.contains(id) => missing_files.push(*id),
+                None => {}
+            }
+        }
+
+        // Entries naming objects that have no row.
+        {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT e.object FROM entries e LEFT JOIN objects o ON o.id = e.object
+                 WHERE e.object IS NOT NULL AND o.id IS NULL",
+            )?;
+            for id in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+                found.push(Finding::MissingObjectRow { id: hex::encode(id?) });
+            }
+        }
+
+        // Refs resolve completely.
+        let layers: HashSet<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT diff_id FROM layers")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        for r in self.refs(None)? {
+            rep.refs_checked += 1;
+            let dangling = || Finding::DanglingRef {
+                name: r.name.to_string(),
+                target: r.target.clone(),
+            };
+            match r.kind {
+                RefKind::Layer => {
+                    if !layers.contains(&r.target) {
+                        found.push(dangling());
+                    }
+                }
+                _ => match r.target.parse::<Digest>().ok().map(|d| self.image_by_digest(&d)) {
+                    Some(Ok(Some(img))) => {
+                        for l in &img.layers {
+                            if !layers.contains(&l.diff_id.to_string()) {
+                                found.push(Finding::MissingLayer {
+                                    image: r.name.to_string(),
+                                    diff_id: l.diff_id.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    _ => found.push(dangling()),
+                },
+            }
+        }
+
+        // Staging leftovers: directories without a live lease.
+        let live: HashSet<String> = self
+            .leases()?
+            .into_iter()
+            .filter(|l| l.alive)
+            .map(|l| l.id)
+            .collect();
+        let mut leftovers = Vec::new();
+        for ent in self.staging.entries().at(self.path.join("staging"))? {
+            let name = ent.at(self.path.join("staging"))?.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                leftovers.push(name);
+            }
+        }
+
+        if opts.repair {
+            self.reclaim_dead_leases()?;
+            for name in leftovers.drain(..) {
+                let p = self.path.join("staging").join(&name);
+                let is_dir = self.staging.symlink_metadata(&name).at(&p)?.is_dir();
+                if is_dir {
+                    self.staging.remove_dir_all(&name).at(&p)?;
+                } else {
+                    self.staging.remove_file(&name).at(&p)?;
+                }
+                rep.repaired.push(Finding::StagingLeftover { name });
+            }
+            let conn = self.conn();
+            for id in std::mem::take(&mut missing_files) {
+                let still_used: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE object = ?1)",
+                    [&id.as_bytes()[..]],
+                    |r| r.get(0),
+                )?;
+                if still_used {
+                    missing_files.push(id);
+                    continue;
+                }
+                conn.execute("DELETE FROM objects WHERE id = ?1", [&id.as_bytes()[..]])?;
+                rep.repaired.push(Finding::MissingObjectFile { id: id.hex() });
+            }
+        }
+        found.extend(leftovers.into_iter().map(|name| Finding::StagingLeftover { name }));
+        found.extend(missing_files.into_iter().map(|id| Finding::MissingObjectFile { id: id.hex() }));
+        rep.findings = found;
+        Ok(rep)
+    }
+
+    fn check_loose(&self, id: &ObjectId) -> Result<(ObjectId, u64, Option<Finding>)> {
+        let path = self.object_path(id);
+        let f = self.objects.open(id.rel_path()).at(&path)?;
+        let meta = f.metadata().at(&path)?;
+        let mode = {
+            use cap_std::fs::PermissionsExt;
+            meta.permissions().mode()
+        };
+        if !meta.is_file() || mode & 0o7222 != 0 {
+            return Ok((*id, meta.len(), Some(Finding::BadObjectMode { id: id.hex(), mode })));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut f = f.into_std();
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        let actual = ObjectId::from_hash(hasher.finalize());
+        let finding = (actual != *id).then(|| Finding::CorruptObject {
+            id: id.hex(),
+            actual: actual.hex(),
+        });
+        Ok((*id, size, finding))
+    }
+}

@@ -1,0 +1,65 @@
+//! The layerstore store: a content-addressed object store for OCI image layers with an SQLite
+//! index.
+//!
+//! ```text
+//! STORE/
+//!   meta.json        format version, feature flags, inline threshold, limits (written last at init)
+//!   index.sqlite     WAL; schema versioned by PRAGMA user_version (schema.rs)
+//!   objects/ab/cdef… loose objects: file contents named by blake3, mode 0444, never setuid,
+//!                    never device nodes; objects of <= inline_threshold bytes live in the index
+//!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
+//!   lock             flock: shared for readers and importers, exclusive for the gc sweep
+//! ```
+//!
+//! Invariants:
+//! - An object's name is the blake3 of its content and of nothing else; identical content is
+//!   stored once whatever its owner, mode, xattrs or path.
+//! - Publish order: objects are written and renamed into `objects/` first (orphans are harmless),
+//!   then one `syncfs`, then one SQLite transaction records layers, objects and the image and ends
+//!   the import's lease, then refs are set in their own `synchronous=FULL` transaction. Readers
+//!   trust only refs, so a crash at any instant leaves a store that opens and holds every ref it
+//!   held before.
+//! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
+//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]).
+//! - Locking: every reader and importer holds the shared flock for its whole run; only the gc
+//!   sweep takes it exclusively, so a sweep never races a publish.
+
+pub mod checkout;
+pub mod df;
+pub mod digest;
+pub mod error;
+pub mod fsck;
+mod fsutil;
+pub mod lease;
+pub mod merge;
+pub mod object;
+pub mod publish;
+pub mod query;
+pub mod refs;
+mod schema;
+pub mod skeleton;
+pub mod store;
+pub mod tree;
+
+pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
+pub use digest::{Digest, DigestHasher, ObjectId};
+pub use error::{Error, Result};
+pub use lease::Lease;
+pub use merge::MergedTree;
+pub use object::{NewObject, ObjectData, PutOutcome, Staging};
+pub use publish::{ImageLayer, ImageRecord, LayerRecord};
+pub use query::{ImageInfo, LayerInfo};
+pub use refs::{RefInfo, RefKind, RefName};
+pub use store::{Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
+pub use tree::{EntryKind, TreeEntry};
+
+impl Store {
+    /// The merged tree of an image.
+    pub fn merged_tree(&self, image: &ImageInfo) -> Result<MergedTree> {
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for l in &image.layers {
+            layers.push((l.diff_id, self.layer_entries(&l.diff_id)?));
+        }
+        MergedTree::build(layers.iter().map(|(d, e)| (d, e.as_slice())))
+    }
+}

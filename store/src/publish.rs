@@ -1,0 +1,241 @@
+//! Publishing an import: layer rows, object rows, blob mappings and the image row in one
+//! transaction, after the objects were made durable by one `syncfs`.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::lease::Lease;
+use crate::object::NewObject;
+use crate::store::{Store, now};
+use crate::tree::TreeEntry;
+
+/// A fully imported layer, ready to publish.
+#[derive(Debug)]
+pub struct LayerRecord {
+    pub diff_id: Digest,
+    pub tar_size: u64,
+    pub entries: Vec<TreeEntry>,
+    pub skeleton: Vec<u8>,
+    pub objects: Vec<NewObject>,
+}
+
+/// How an image refers to one of its layers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImageLayer {
+    pub diff_id: Digest,
+    pub blob_digest: Digest,
+    pub media_type: String,
+    pub blob_size: u64,
+}
+
+/// An image's manifest and config, ready to publish.
+#[derive(Clone, Debug)]
+pub struct ImageRecord {
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub manifest: Vec<u8>,
+    pub config_digest: Digest,
+    pub config: Vec<u8>,
+    pub created: Option<String>,
+    pub layers: Vec<ImageLayer>,
+}
+
+/// Encode xattrs for the index: per pair, u32 LE name length, name, u32 LE value length, value.
+pub(crate) fn encode_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    if xattrs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (k, v) in xattrs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    Some(out)
+}
+
+/// The inverse of [`encode_xattrs`]; `None` if the bytes are damaged.
+pub(crate) fn decode_xattrs(mut b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let take = |b: &mut &[u8]| -> Option<Vec<u8>> {
+        let (len, rest) = b.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (v, rest) = rest.split_at(len);
+        *b = rest;
+        Some(v.to_vec())
+    };
+    while !b.is_empty() {
+        let k = take(&mut b)?;
+        let v = take(&mut b)?;
+        out.push((k, v));
+    }
+    Some(out)
+}
+
+impl Store {
+    /// Whether a layer with this diff_id is stored.
+    pub fn has_layer(&self, diff_id: &Digest) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM layers WHERE diff_id = ?1",
+                [diff_id.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Make the lease's objects durable, then record the layers and the image in one transaction
+    /// that also ends the lease. Returns the image's row id.
+    pub fn publish(&self, lease: Lease<'_>, layers: &[LayerRecord], image: &ImageRecord) -> Result<()> {
+        self.sync()?;
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            for layer in layers {
+                insert_layer(&tx, layer)?;
+            }
+            insert_image(&tx, image)?;
+            lease.delete_in(&tx)?;
+            tx.commit()?;
+        }
+        lease.finish()
+    }
+}
+
+fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
+    let diff_id = layer.diff_id.to_string();
+    let exists: Option<i64> = tx
+        .query_row("SELECT id FROM layers WHERE diff_id = ?1", [&diff_id], |r| r.get(0))
+        .optional()?;
+    if exists.is_some() {
+        // Imported concurrently by another process; its rows are equivalent.
+        return Ok(());
+    }
+    {
+        let mut obj = tx.prepare_cached(
+            "INSERT INTO objects (id, size, inline) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?;
+        for o in &layer.objects {
+            obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline])?;
+        }
+    }
+    let content_size: u64 = layer
+        .entries
+        .iter()
+        .filter(|e| e.kind == crate::tree::EntryKind::Regular)
+        .map(|e| e.size)
+        .sum();
+    tx.execute(
+        "INSERT INTO layers (diff_id, tar_size, entry_count, content_size, skeleton, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            diff_id,
+            layer.tar_size as i64,
+            layer.entries.len() as i64,
+            content_size as i64,
+            layer.skeleton,
+            now()
+        ],
+    )?;
+    let layer_id = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO entries (layer, seq, path, kind, mode, uid, gid, mtime, mtime_nsec, size,
+                              object, link, dev_major, dev_minor, xattrs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for (seq, e) in layer.entries.iter().enumerate() {
+        stmt.execute(params![
+            layer_id,
+            seq as i64,
+            e.path,
+            e.kind.code(),
+            e.mode,
+            e.uid as i64,
+            e.gid as i64,
+            e.mtime,
+            e.mtime_nsec,
+            e.size as i64,
+            e.object.as_ref().map(|o| &o.as_bytes()[..]),
+            e.link,
+            e.dev_major,
+            e.dev_minor,
+            encode_xattrs(&e.xattrs),
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
+    let mut blob = tx.prepare_cached(
+        "INSERT INTO layer_blobs (digest, diff_id, media_type, size) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+    )?;
+    for l in &image.layers {
+        blob.execute(params![
+            l.blob_digest.to_string(),
+            l.diff_id.to_string(),
+            l.media_type,
+            l.blob_size as i64
+        ])?;
+    }
+    let digest = image.manifest_digest.to_string();
+    let exists: Option<i64> = tx
+        .query_row("SELECT id FROM images WHERE manifest_digest = ?1", [&digest], |r| r.get(0))
+        .optional()?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO images (manifest_digest, manifest_media_type, manifest, config_digest, config,
+                             created, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            digest,
+            image.manifest_media_type,
+            image.manifest,
+            image.config_digest.to_string(),
+            image.config,
+            image.created,
+            now()
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO image_layers (image, idx, diff_id, blob_digest, media_type, blob_size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (i, l) in image.layers.iter().enumerate() {
+        stmt.execute(params![
+            id,
+            i as i64,
+            l.diff_id.to_string(),
+            l.blob_digest.to_string(),
+            l.media_type,
+            l.blob_size as i64
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattrs_round_trip() {
+        let x = vec![
+            (b"security.capability".to_vec(), vec![1, 0, 0, 2]),
+            (b"user.a".to_vec(), Vec::new()),
+        ];
+        assert_eq!(decode_xattrs(&encode_xattrs(&x).unwrap()).unwrap(), x);
+        assert!(encode_xattrs(&[]).is_none());
+        assert!(decode_xattrs(&[5, 0, 0, 0, 1]).is_none());
+    }
+}

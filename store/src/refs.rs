@@ -1,0 +1,243 @@
+//! Refs: named roots. `image/NAME` → manifest digest, `layer/DIFFID` → diff_id, and the kinds that
+//! later pin trees for disk generation (`merged/`), bound images (`bound/ROOT/NAME`) and cached
+//! updates (`prepared/`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{Store, now};
+
+/// The kinds of ref.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefKind {
+    Image,
+    Layer,
+    Merged,
+    Bound,
+    Prepared,
+}
+
+impl RefKind {
+    /// All kinds.
+    pub const ALL: [RefKind; 5] = [
+        RefKind::Image,
+        RefKind::Layer,
+        RefKind::Merged,
+        RefKind::Bound,
+        RefKind::Prepared,
+    ];
+
+    /// The prefix in the ref name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Image => "image",
+            RefKind::Layer => "layer",
+            RefKind::Merged => "merged",
+            RefKind::Bound => "bound",
+            RefKind::Prepared => "prepared",
+        }
+    }
+}
+
+impl FromStr for RefKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        RefKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::InvalidRefName {
+                name: s.into(),
+                reason: "unknown ref kind",
+            })
+    }
+}
+
+/// A validated ref name `KIND/NAME`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RefName {
+    full: String,
+    kind_len: usize,
+}
+
+impl RefName {
+    /// Build from a kind and a name, validating the name: 1–255 bytes of `[A-Za-z0-9._:@/+-]`,
+    /// no empty, `.` or `..` segments.
+    pub fn new(kind: RefKind, name: &str) -> Result<Self> {
+        let bad = |reason| Error::InvalidRefName {
+            name: name.chars().take(300).collect(),
+            reason,
+        };
+        if name.is_empty() || name.len() > 255 {
+            return Err(bad("must be 1 to 255 bytes"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b))
+        {
+            return Err(bad("may only contain letters, digits and . _ : @ / + -"));
+        }
+        if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+            return Err(bad("has an empty, '.' or '..' segment"));
+        }
+        let prefix = kind.as_str();
+        Ok(RefName {
+            full: format!("{prefix}/{name}"),
+            kind_len: prefix.len(),
+        })
+    }
+
+    /// An image ref.
+    pub fn image(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Image, name)
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> RefKind {
+        self.full[..self.kind_len].parse().expect("validated at construction")
+    }
+
+    /// The name without the kind.
+    pub fn name(&self) -> &str {
+        &self.full[self.kind_len + 1..]
+    }
+
+    /// `KIND/NAME`.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl FromStr for RefName {
+    type Err = Error;
+    /// Parse `KIND/NAME`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, name) = s.split_once('/').ok_or_else(|| Error::InvalidRefName {
+            name: s.into(),
+            reason: "must be KIND/NAME",
+        })?;
+        RefName::new(kind.parse()?, name)
+    }
+}
+
+impl fmt::Display for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+impl fmt::Debug for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RefName({})", self.full)
+    }
+}
+
+impl Serialize for RefName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.full)
+    }
+}
+
+/// A ref as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefInfo {
+    pub name: RefName,
+    pub kind: RefKind,
+    pub target: String,
+    pub created: i64,
+}
+
+impl Store {
+    /// Set refs in one durable transaction (`synchronous=FULL`), replacing existing ones.
+    pub fn set_refs(&self, refs: &[(RefName, String)]) -> Result<()> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let res = (|| {
+            let tx = conn.transaction()?;
+            for (name, target) in refs {
+                tx.execute(
+                    "INSERT INTO refs (name, target, created) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET target = excluded.target, created = excluded.created",
+                    params![name.as_str(), target, now()],
+                )?;
+            }
+            tx.commit()
+        })();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(res?)
+    }
+
+    /// Remove refs in one durable transaction. A missing ref is an error and nothing is removed.
+    pub fn remove_refs(&self, names: &[RefName]) -> Result<()> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let res = (|| {
+            let tx = conn.transaction()?;
+            for name in names {
+                if tx.execute("DELETE FROM refs WHERE name = ?1", [name.as_str()])? == 0 {
+                    return Err(Error::RefNotFound {
+                        name: name.to_string(),
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        res
+    }
+
+    /// The target of a ref, if it exists.
+    pub fn ref_target(&self, name: &RefName) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()
+            .query_row("SELECT target FROM refs WHERE name = ?1", [name.as_str()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// All refs, or those of one kind, sorted by name.
+    pub fn refs(&self, kind: Option<RefKind>) -> Result<Vec<RefInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, target, created FROM refs ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, target, created) = row?;
+            let name: RefName = name.parse()?;
+            if kind.is_none_or(|k| k == name.kind()) {
+                out.push(RefInfo {
+                    kind: name.kind(),
+                    name,
+                    target,
+                    created,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_names_are_validated() {
+        let r = RefName::image("docker.io/library/debian:bookworm").unwrap();
+        assert_eq!(r.kind(), RefKind::Image);
+        assert_eq!(r.name(), "docker.io/library/debian:bookworm");
+        assert_eq!(r.as_str().parse::<RefName>().unwrap(), r);
+        for bad in ["", "../x", "a//b", "a/./b", "sp ace", "nul\0", "é"] {
+            assert!(RefName::image(bad).is_err(), "{bad:?}");
+        }
+        assert!("nokind".parse::<RefName>().is_err());
+        assert!("weird/x".parse::<RefName>().is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The index schema. Migrations are append-only and tracked by `PRAGMA user_version`; all pending
+//! ones run in one transaction.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE objects (
+        id BLOB PRIMARY KEY,        -- blake3 of the content
+        size INTEGER NOT NULL,
+        inline BLOB                 -- the content for small objects; NULL = loose file
+    ) WITHOUT ROWID;
+
+    CREATE TABLE layers (
+        id INTEGER PRIMARY KEY,
+        diff_id TEXT NOT NULL UNIQUE,
+        tar_size INTEGER NOT NULL,
+        entry_count INTEGER NOT NULL,
+        content_size INTEGER NOT NULL,
+        skeleton BLOB NOT NULL,     -- zstd tar skeleton, see skeleton.rs
+        imported_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE entries (
+        layer INTEGER NOT NULL REFERENCES layers(id),
+        seq INTEGER NOT NULL,
+        path BLOB NOT NULL,
+        kind INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        mtime INTEGER NOT NULL,
+        mtime_nsec INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        object BLOB,
+        link BLOB,
+        dev_major INTEGER NOT NULL,
+        dev_minor INTEGER NOT NULL,
+        xattrs BLOB,
+        PRIMARY KEY (layer, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE layer_blobs (
+        digest TEXT PRIMARY KEY,    -- compressed blob digest
+        diff_id TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        manifest_digest TEXT NOT NULL UNIQUE,
+        manifest_media_type TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        config_digest TEXT NOT NULL,
+        config BLOB NOT NULL,
+        created TEXT,
+        imported_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE image_layers (
+        image INTEGER NOT NULL REFERENCES images(id),
+        idx INTEGER NOT NULL,
+        diff_id TEXT NOT NULL,
+        blob_digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        blob_size INTEGER NOT NULL,
+        PRIMARY KEY (image, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX image_layers_diff_id ON image_layers(diff_id);
+
+    CREATE TABLE refs (
+        name TEXT PRIMARY KEY,      -- kind/rest, e.g. image/app:v1 or layer/sha256:…
+        target TEXT NOT NULL,       -- a manifest digest or a diff_id
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE leases (
+        id TEXT PRIMARY KEY,        -- also the name of the staging directory
+        pid INTEGER NOT NULL,
+        boot_id TEXT NOT NULL,
+        start_time INTEGER NOT NULL, -- process start time in clock ticks since boot
+        created INTEGER NOT NULL,
+        what TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the schema up to date.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    for m in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(m)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}

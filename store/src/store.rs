@@ -1,0 +1,279 @@
+//! Opening and creating a store, its configuration and its lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::schema;
+use crate::tree::PathLimits;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Features this build understands; a store that names another one is refused.
+const KNOWN_FEATURES: &[&str] = &[];
+
+/// `meta.json`: the format version, feature flags and tunables fixed at `init`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoreConfig {
+    pub format: u32,
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Objects of at most this many bytes live in the index instead of loose files.
+    #[serde(default = "default_inline_threshold")]
+    pub inline_threshold: u64,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_inline_threshold() -> u64 {
+    StoreOptions::default().inline_threshold
+}
+
+/// Resource limits applied to everything imported. Defaults are safe for hostile input and loose
+/// enough for every real distribution image.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest uncompressed layer tar in bytes.
+    pub max_layer_bytes: u64,
+    /// Most entries in one layer.
+    pub max_entries: u64,
+    /// Longest path, component and deepest nesting.
+    pub max_path: usize,
+    pub max_component: usize,
+    pub max_depth: usize,
+    /// Largest single PAX or GNU long-name record, and largest total xattr bytes of one entry.
+    pub max_pax_record: u64,
+    pub max_xattr_bytes: u64,
+    /// Largest manifest, index or config JSON.
+    pub max_json_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_layer_bytes: 64 << 30,
+            max_entries: 4_000_000,
+            max_path: 4095,
+            max_component: 255,
+            max_depth: 256,
+            max_pax_record: 1 << 20,
+            max_xattr_bytes: 1 << 20,
+            max_json_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The path part of the limits.
+    pub fn paths(&self) -> PathLimits {
+        PathLimits {
+            max_component: self.max_component,
+            max_path: self.max_path,
+            max_depth: self.max_depth,
+        }
+    }
+}
+
+/// Options for [`Store::init`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub inline_threshold: u64,
+    pub limits: Limits,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            inline_threshold: 4096,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An open store. Cheap to share between threads: the index connection is behind a mutex and all
+/// file access goes through directory handles.
+pub struct Store {
+    pub(crate) path: PathBuf,
+    pub(crate) root: Dir,
+    pub(crate) objects: Dir,
+    pub(crate) staging: Dir,
+    pub(crate) conn: Mutex<Connection>,
+    pub(crate) config: StoreConfig,
+}
+
+/// Which flock a [`StoreLock`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Readers and importers.
+    Shared,
+    /// Only the gc sweep and repairs.
+    Exclusive,
+}
+
+/// A held flock on `STORE/lock`; released on drop (and by the kernel when the process dies).
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Create a new store at `path` (created if missing; must be empty if present).
+    pub fn init(path: &Path, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path).at(path)?;
+        let root = Dir::open_ambient_dir(path, ambient_authority()).at(path)?;
+        if root.entries().at(path)?.next().is_some() {
+            return Err(Error::AlreadyExists { path: path.into() });
+        }
+        root.create_dir("objects").at(path.join("objects"))?;
+        let objects = root.open_dir("objects").at(path.join("objects"))?;
+        for i in 0..=255u8 {
+            objects.create_dir(format!("{i:02x}")).at(path.join("objects"))?;
+        }
+        root.create_dir("staging").at(path.join("staging"))?;
+        root.write("lock", b"").at(path.join("lock"))?;
+        let config = StoreConfig {
+            format: FORMAT_VERSION,
+            features: Vec::new(),
+            inline_threshold: opts.inline_threshold,
+            limits: opts.limits,
+        };
+        {
+            let conn = open_index(path)?;
+            drop(conn);
+        }
+        // meta.json last: a store without it is not a store, so a crash during init leaves
+        // something `init` can be retried on after removing it.
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        crate::fsutil::atomic_write(&root, "meta.json", &json).at(path.join("meta.json"))?;
+        rustix::fs::syncfs(&root).map_err(|e| Error::Sync(e.into()))?;
+        Store::open(path)
+    }
+
+    /// Open an existing store.
+    pub fn open(path: &Path) -> Result<Store> {
+        let root = Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotAStore { path: path.into() }
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+        let meta = match root.read("meta.json") {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAStore { path: path.into() });
+            }
+            Err(e) => return Err(Error::io(path.join("meta.json"), e)),
+        };
+        let config: StoreConfig = serde_json::from_slice(&meta)
+            .map_err(|e| Error::io(path.join("meta.json"), std::io::Error::other(e)))?;
+        if config.format != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                found: config.format,
+                known: FORMAT_VERSION,
+            });
+        }
+        if let Some(f) = config.features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+            return Err(Error::UnknownFeature { feature: f.clone() });
+        }
+        let objects = root.open_dir("objects").at(path.join("objects"))?;
+        let staging = root.open_dir("staging").at(path.join("staging"))?;
+        let conn = open_index(path)?;
+        Ok(Store {
+            path: path.into(),
+            root,
+            objects,
+            staging,
+            conn: Mutex::new(conn),
+            config,
+        })
+    }
+
+    /// Open the store at `path`, creating it first if there is none.
+    pub fn open_or_init(path: &Path, opts: &StoreOptions) -> Result<Store> {
+        match Store::open(path) {
+            Err(Error::NotAStore { .. }) => match Store::init(path, opts) {
+                // Another process initialized it meanwhile.
+                Err(Error::AlreadyExists { .. }) => Store::open(path),
+                r => r,
+            },
+            r => r,
+        }
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration from `meta.json`.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The limits imports must apply.
+    pub fn limits(&self) -> Limits {
+        self.config.limits
+    }
+
+    /// The index connection.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take the store lock; blocks until it is free.
+    pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+        use rustix::fs::{FlockOperation, flock};
+        let file = self
+            .root
+            .open("lock")
+            .at(self.path.join("lock"))?
+            .into_std();
+        let op = match mode {
+            LockMode::Shared => FlockOperation::LockShared,
+            LockMode::Exclusive => FlockOperation::LockExclusive,
+        };
+        flock(&file, op).at(self.path.join("lock"))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Make everything written so far durable: one `syncfs` of the store's filesystem.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::syncfs(&self.root).map_err(|e| Error::Sync(e.into()))
+    }
+
+    /// The handle of the `objects/` directory.
+    pub fn objects_dir(&self) -> &Dir {
+        &self.objects
+    }
+}
+
+fn open_index(store: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(store.join("index.sqlite"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Layer rows are made durable by the WAL at NORMAL; refs raise it to FULL for their commit.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Seconds since the epoch, for `created`/`imported_at` columns.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
