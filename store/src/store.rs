@@ -156,7 +156,7 @@ impl Store {
         // something `init` can be retried on after removing it.
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         crate::fsutil::atomic_write(&root, "meta.json", &json).at(path.join("meta.json"))?;
-        rustix::fs::syncfs(&root).map_err(|e| Error::Sync(e.into()))?;
+        syncfs(&root)?;
         Store::open(path)
     }
 
@@ -250,13 +250,21 @@ impl Store {
 
     /// Make everything written so far durable: one `syncfs` of the store's filesystem.
     pub fn sync(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.root).map_err(|e| Error::Sync(e.into()))
+        syncfs(&self.root)
     }
 
     /// The handle of the `objects/` directory.
     pub fn objects_dir(&self) -> &Dir {
         &self.objects
     }
+}
+
+/// `syncfs` needs a real descriptor (directory handles may be `O_PATH`).
+fn syncfs(root: &Dir) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(root, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::Sync(e.into()))?;
+    rustix::fs::syncfs(&fd).map_err(|e| Error::Sync(e.into()))
 }
 
 fn open_index(store: &Path) -> Result<Connection> {
