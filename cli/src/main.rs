@@ -463,10 +463,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 writeln!(out, "logical bytes of all images: {} ({})", fmt::bytes(df.logical_bytes), df.logical_bytes)?;
                 writeln!(
                     out,
-                    "stored: {} ({}) = objects {} + index {}",
+                    "distinct content: {} ({})",
+                    fmt::bytes(df.object_bytes),
+                    df.object_bytes
+                )?;
+                writeln!(
+                    out,
+                    "stored: {} ({}) = loose objects {} + index {} (with inline objects)",
                     fmt::bytes(df.stored_bytes),
                     df.stored_bytes,
-                    fmt::bytes(df.object_bytes),
+                    fmt::bytes(df.loose_bytes),
                     fmt::bytes(df.index_bytes)
                 )?;
                 writeln!(

@@ -25,9 +25,11 @@ pub struct DfReport {
     pub images: Vec<ImageUsage>,
     /// Sum of the images' logical bytes.
     pub logical_bytes: u64,
-    /// Objects plus index.
+    /// Loose object files plus the index (which holds the inline objects).
     pub stored_bytes: u64,
+    /// Distinct content bytes, loose and inline.
     pub object_bytes: u64,
+    pub loose_bytes: u64,
     pub objects: u64,
     pub loose_objects: u64,
     pub inline_objects: u64,
@@ -42,10 +44,12 @@ impl Store {
     pub fn df(&self) -> Result<DfReport> {
         let images = self.images()?;
         let conn = self.conn();
-        let (objects, object_bytes, loose_objects): (i64, i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(*) - COUNT(inline) FROM objects",
+        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(*) - COUNT(inline),
+                    COALESCE(SUM(CASE WHEN inline IS NULL THEN size END), 0)
+             FROM objects",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         let layers: i64 = conn.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
         // Distinct objects per referenced image, then how many images use each object.
@@ -100,8 +104,9 @@ impl Store {
         Ok(DfReport {
             images: out,
             logical_bytes,
-            stored_bytes: object_bytes + index_bytes,
+            stored_bytes: loose_bytes as u64 + index_bytes,
             object_bytes,
+            loose_bytes: loose_bytes as u64,
             objects: objects as u64,
             loose_objects: loose_objects as u64,
             inline_objects: (objects - loose_objects) as u64,

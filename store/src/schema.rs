@@ -8,11 +8,13 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     r#"
+    -- A rowid table: inline contents pack densely in its pages (a WITHOUT ROWID table keyed by
+    -- a random hash would split pages and spill every kilobyte-sized row to overflow pages).
     CREATE TABLE objects (
-        id BLOB PRIMARY KEY,        -- blake3 of the content
+        id BLOB NOT NULL UNIQUE,    -- blake3 of the content
         size INTEGER NOT NULL,
         inline BLOB                 -- the content for small objects; NULL = loose file
-    ) WITHOUT ROWID;
+    );
 
     CREATE TABLE layers (
         id INTEGER PRIMARY KEY,

@@ -270,6 +270,8 @@ fn syncfs(root: &Dir) -> Result<()> {
 fn open_index(store: &Path) -> Result<Connection> {
     let mut conn = Connection::open(store.join("index.sqlite"))?;
     conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    // Only takes effect on a new database; inline objects of a few KiB fit its pages whole.
+    conn.pragma_update(None, "page_size", 16384)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Layer rows are made durable by the WAL at NORMAL; refs raise it to FULL for their commit.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
