@@ -16,11 +16,16 @@ use layerstore_import::{ImportOptions, Platform};
 use layerstore_store::fsck::FsckOptions;
 use layerstore_store::tree::display_path;
 use layerstore_store::{
-    CheckoutMode, CheckoutOptions, Digest, EntryKind, LockMode, RefKind, RefName, Store, StoreOptions,
+    CheckoutMode, CheckoutOptions, Digest, EntryKind, LockMode, RefKind, RefName, Store,
+    StoreOptions,
 };
 
 #[derive(Parser)]
-#[command(name = "layerstore", version, about = "A content-addressed, deduplicated store for OCI images")]
+#[command(
+    name = "layerstore",
+    version,
+    about = "A content-addressed, deduplicated store for OCI images"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -193,14 +198,20 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 inline_threshold: *inline_threshold,
                 ..StoreOptions::default()
             };
-            Store::init(&store_path, &opts).with_context(|| format!("cannot create store {}", store_path.display()))?;
+            Store::init(&store_path, &opts)
+                .with_context(|| format!("cannot create store {}", store_path.display()))?;
             if g.json {
                 print_json(&serde_json::json!({ "store": store_path }))?;
             } else if !g.quiet {
                 writeln!(out, "initialized store {}", store_path.display())?;
             }
         }
-        Command::Import { source, tag, platform, jobs } => {
+        Command::Import {
+            source,
+            tag,
+            platform,
+            jobs,
+        } => {
             let store = Store::open_or_init(&store_path, &StoreOptions::default())
                 .with_context(|| format!("cannot open store {}", store_path.display()))?;
             let bars = progress::Bars::new(!g.json && !g.quiet && std::io::stderr().is_terminal());
@@ -214,7 +225,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 opts.jobs = *j;
             }
             let started = std::time::Instant::now();
-            let report = layerstore_import::import(&store, source, &opts).with_context(|| format!("cannot import {source}"))?;
+            let report = layerstore_import::import(&store, source, &opts)
+                .with_context(|| format!("cannot import {source}"))?;
             drop(bars);
             if g.json {
                 print_json(&report)?;
@@ -229,7 +241,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     report.layers.len(),
                     report.layers.len() - reused,
                     reused,
-                    report.layers.iter().filter_map(|l| l.stats.as_ref()).map(|s| s.files).sum::<u64>(),
+                    report
+                        .layers
+                        .iter()
+                        .filter_map(|l| l.stats.as_ref())
+                        .map(|s| s.files)
+                        .sum::<u64>(),
                     report.new_objects,
                     fmt::bytes(report.new_bytes),
                     report.dedup_hits,
@@ -255,7 +272,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     .collect();
                 print_json(&v)?;
             } else {
-                writeln!(out, "{:<30} {:<19} {:>6} {:>10}  CREATED", "NAME", "DIGEST", "LAYERS", "SIZE")?;
+                writeln!(
+                    out,
+                    "{:<30} {:<19} {:>6} {:>10}  CREATED",
+                    "NAME", "DIGEST", "LAYERS", "SIZE"
+                )?;
                 for (name, i) in &images {
                     writeln!(
                         out,
@@ -289,7 +310,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     "content_size": li.content_size,
                 }));
             }
-            let labels = config.pointer("/config/Labels").cloned().unwrap_or(serde_json::Value::Null);
+            let labels = config
+                .pointer("/config/Labels")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
             if g.json {
                 print_json(&serde_json::json!({
                     "names": info.names,
@@ -303,11 +327,20 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }))?;
             } else {
                 writeln!(out, "Names:    {}", info.names.join(", "))?;
-                writeln!(out, "Manifest: {} ({})", info.manifest_digest, info.manifest_media_type)?;
+                writeln!(
+                    out,
+                    "Manifest: {} ({})",
+                    info.manifest_digest, info.manifest_media_type
+                )?;
                 writeln!(out, "Config:   {}", info.config_digest)?;
                 writeln!(out, "Created:  {}", info.created.as_deref().unwrap_or("-"))?;
                 if let Some(p) = config.get("architecture") {
-                    writeln!(out, "Platform: {}/{}", config.get("os").and_then(|o| o.as_str()).unwrap_or("?"), p.as_str().unwrap_or("?"))?;
+                    writeln!(
+                        out,
+                        "Platform: {}/{}",
+                        config.get("os").and_then(|o| o.as_str()).unwrap_or("?"),
+                        p.as_str().unwrap_or("?")
+                    )?;
                 }
                 if let serde_json::Value::Object(m) = &labels {
                     writeln!(out, "Labels:")?;
@@ -329,7 +362,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Ls { image, path, recursive } => {
+        Command::Ls {
+            image,
+            path,
+            recursive,
+        } => {
             let store = open(&store_path)?;
             let _l = store.lock(LockMode::Shared)?;
             let info = store.resolve_image(image)?;
@@ -342,7 +379,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             } else if *recursive {
                 tree.depth_first()
                     .into_iter()
-                    .filter(|e| layerstore_store::tree::is_within(&e.path, &entry.path) && e.path != entry.path)
+                    .filter(|e| {
+                        layerstore_store::tree::is_within(&e.path, &entry.path)
+                            && e.path != entry.path
+                    })
                     .collect()
             } else {
                 tree.children(&entry.path)
@@ -358,13 +398,18 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         e.uid,
                         e.gid,
                         match e.kind {
-                            EntryKind::CharDevice | EntryKind::BlockDevice => format!("{},{}", e.dev_major, e.dev_minor),
+                            EntryKind::CharDevice | EntryKind::BlockDevice =>
+                                format!("{},{}", e.dev_major, e.dev_minor),
                             _ => e.size.to_string(),
                         },
                         display_path(&e.path)
                     );
                     if let Some(l) = &e.link {
-                        line.push_str(if e.kind == EntryKind::Symlink { " -> " } else { " link to " });
+                        line.push_str(if e.kind == EntryKind::Symlink {
+                            " -> "
+                        } else {
+                            " link to "
+                        });
                         line.push_str(&String::from_utf8_lossy(l));
                     }
                     writeln!(out, "{line}")?;
@@ -431,7 +476,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
-                        std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                        std::fs::File::create(p)
+                            .with_context(|| format!("cannot create {}", p.display()))?,
                     );
                     store.export_layer_tar(&d, &mut f)?;
                     f.flush()?;
@@ -448,7 +494,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             if g.json {
                 print_json(&df)?;
             } else {
-                writeln!(out, "{:<30} {:>12} {:>12} {:>12}", "IMAGE", "LOGICAL", "EXCLUSIVE", "SHARED")?;
+                writeln!(
+                    out,
+                    "{:<30} {:>12} {:>12} {:>12}",
+                    "IMAGE", "LOGICAL", "EXCLUSIVE", "SHARED"
+                )?;
                 for i in &df.images {
                     writeln!(
                         out,
@@ -460,7 +510,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     )?;
                 }
                 writeln!(out)?;
-                writeln!(out, "logical bytes of all images: {} ({})", fmt::bytes(df.logical_bytes), df.logical_bytes)?;
+                writeln!(
+                    out,
+                    "logical bytes of all images: {} ({})",
+                    fmt::bytes(df.logical_bytes),
+                    df.logical_bytes
+                )?;
                 writeln!(
                     out,
                     "distinct content: {} ({})",
@@ -504,7 +559,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         fmt::bytes(rep.bytes_checked),
                         rep.refs_checked,
                         rep.unreferenced_files,
-                        if rep.is_clean() { "no problems".to_string() } else { format!("{} problems", rep.findings.len()) }
+                        if rep.is_clean() {
+                            "no problems".to_string()
+                        } else {
+                            format!("{} problems", rep.findings.len())
+                        }
                     )?;
                 }
             }

@@ -44,7 +44,9 @@ impl Progress for Bars {
                 bars.insert(*i, pb);
             } else {
                 let pb = self.multi.add(ProgressBar::new(0));
-                pb.set_style(ProgressStyle::with_template("{prefix:.bold} {msg}").expect("valid template"));
+                pb.set_style(
+                    ProgressStyle::with_template("{prefix:.bold} {msg}").expect("valid template"),
+                );
                 pb.set_prefix(format!("layer {i} {short}"));
                 pb.finish_with_message("already stored");
             }

@@ -22,8 +22,14 @@ pub enum Error {
     #[error("blob {digest} has digest {actual}")]
     DigestMismatch { digest: String, actual: String },
     #[error("blob {digest} is {actual} bytes, the descriptor says {expected}")]
-    SizeMismatch { digest: String, expected: u64, actual: u64 },
-    #[error("layer {index} ({digest}): uncompressed content has diff_id {actual}, the config says {expected}")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "layer {index} ({digest}): uncompressed content has diff_id {actual}, the config says {expected}"
+    )]
     DiffIdMismatch {
         index: usize,
         digest: String,

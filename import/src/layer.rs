@@ -106,7 +106,16 @@ pub fn import_layer(
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
     std::thread::scope(|s| {
         let reader = s.spawn(|| read_blob(input, blob, expected, limits, tx, progress));
-        let parsed = parse_layer(input, ChannelReader { rx, buf: Vec::new(), pos: 0 }, staging, limits);
+        let parsed = parse_layer(
+            input,
+            ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            },
+            staging,
+            limits,
+        );
         let stats = reader.join().expect("the blob reader does not panic");
         // A reader error explains a parse error (truncation, bad digest): report it first.
         let stats = stats?;
@@ -150,7 +159,9 @@ struct HashingReader<'a, R> {
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min((self.limit + 1 - self.count).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((self.limit + 1 - self.count).min(usize::MAX as u64) as usize);
         if want == 0 {
             return Ok(0);
         }
@@ -190,16 +201,21 @@ fn read_blob(
     if actual != expected {
         return Err(Error::Compression {
             digest: digest_s,
-            reason: format!("media type {} promises {expected:?} but the data is {actual:?}", input.media_type),
+            reason: format!(
+                "media type {} promises {expected:?} but the data is {actual:?}",
+                input.media_type
+            ),
         });
     }
     let mut decoder: Box<dyn Read + '_> = match actual {
         Compression::None => Box::new(&mut hr),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut hr)),
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(&mut hr).map_err(|e| Error::Decompress {
-                digest: digest_s.clone(),
-                source: e,
+            let mut d = zstd::stream::read::Decoder::with_buffer(&mut hr).map_err(|e| {
+                Error::Decompress {
+                    digest: digest_s.clone(),
+                    source: e,
+                }
             })?;
             // Refuse frames that need a window over 128 MiB.
             d.window_log_max(27).map_err(|e| Error::Decompress {
@@ -369,10 +385,11 @@ fn parse_layer(
         let mut e = to_entry(&te, path.clone());
         match te.kind {
             TarKind::Regular => {
-                let (obj, outcome) = store_content(&mut p, staging, te.size, &mut buf).map_err(|err| match err {
-                    ContentError::Tar(t) => tar_err(t),
-                    ContentError::Store(s) => Error::Store(s),
-                })?;
+                let (obj, outcome) =
+                    store_content(&mut p, staging, te.size, &mut buf).map_err(|err| match err {
+                        ContentError::Tar(t) => tar_err(t),
+                        ContentError::Store(s) => Error::Store(s),
+                    })?;
                 p.content_done(te.size, obj.id);
                 stats.files += 1;
                 stats.content_bytes += te.size;
@@ -448,9 +465,17 @@ fn to_entry(te: &TarEntry, path: Vec<u8>) -> TreeEntry {
         gid: te.gid,
         mtime: te.mtime,
         mtime_nsec: te.mtime_nsec,
-        size: if kind == EntryKind::Regular { te.size } else { 0 },
+        size: if kind == EntryKind::Regular {
+            te.size
+        } else {
+            0
+        },
         object: None,
-        link: if kind == EntryKind::Symlink { te.link.clone() } else { None },
+        link: if kind == EntryKind::Symlink {
+            te.link.clone()
+        } else {
+            None
+        },
         dev_major: te.dev_major,
         dev_minor: te.dev_minor,
         xattrs: te.xattrs.clone(),
@@ -473,7 +498,9 @@ fn store_content<R: Read>(
         buf.resize(size as usize, 0);
         let mut filled = 0;
         while filled < buf.len() {
-            let n = p.read_content(&mut buf[filled..]).map_err(ContentError::Tar)?;
+            let n = p
+                .read_content(&mut buf[filled..])
+                .map_err(ContentError::Tar)?;
             filled += n;
         }
         return staging.put_bytes(buf).map_err(ContentError::Store);

@@ -20,7 +20,9 @@ pub mod tarparse;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use layerstore_store::{Digest, ImageLayer, ImageRecord, LayerRecord, LockMode, RefKind, RefName, Store};
+use layerstore_store::{
+    Digest, ImageLayer, ImageRecord, LayerRecord, LockMode, RefKind, RefName, Store,
+};
 use serde::Serialize;
 
 pub use error::{Error, Result};
@@ -58,7 +60,9 @@ impl Default for ImportOptions<'_> {
         ImportOptions {
             tag: None,
             platform: None,
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             progress: &NoProgress,
         }
     }
@@ -90,7 +94,11 @@ pub struct ImportReport {
 }
 
 /// Open a source spec and resolve it to one image.
-pub fn resolve_source(store: &Store, spec: &SourceSpec, platform: &Platform) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
+pub fn resolve_source(
+    store: &Store,
+    spec: &SourceSpec,
+    platform: &Platform,
+) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
     let limits = store.limits();
     let (container, resolved): (Box<dyn source::Container>, _) = match spec {
         SourceSpec::OciDir { path, reference } => {
@@ -128,7 +136,12 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
         .tag
         .clone()
         .or_else(|| image.default_name.clone())
-        .or_else(|| spec_parsed.reference().filter(|r| !r.starts_with('@')).map(str::to_string))
+        .or_else(|| {
+            spec_parsed
+                .reference()
+                .filter(|r| !r.starts_with('@'))
+                .map(str::to_string)
+        })
         .ok_or_else(|| Error::InvalidSource {
             spec: spec.into(),
             reason: "the image has no name in the source; give one with --tag".into(),
@@ -152,7 +165,8 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
     }
     opts.progress.start(&image, &plan);
 
-    let results: Mutex<Vec<Option<(LayerRecord, LayerStats)>>> = Mutex::new((0..image.layers.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<(LayerRecord, LayerStats)>>> =
+        Mutex::new((0..image.layers.len()).map(|_| None).collect());
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let next = AtomicUsize::new(0);
     let adapter = ProgressAdapter(opts.progress);
@@ -175,8 +189,14 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
                     };
                     let res = container
                         .open_optional(&l.path)
-                        .and_then(|o| o.ok_or_else(|| Error::BlobMissing { digest: l.digest.to_string() }))
-                        .and_then(|(blob, _)| layer::import_layer(&input, blob, lease.staging(), &limits, &adapter));
+                        .and_then(|o| {
+                            o.ok_or_else(|| Error::BlobMissing {
+                                digest: l.digest.to_string(),
+                            })
+                        })
+                        .and_then(|(blob, _)| {
+                            layer::import_layer(&input, blob, lease.staging(), &limits, &adapter)
+                        });
                     match res {
                         Ok((rec, stats)) => {
                             opts.progress.layer_done(i, &stats);
@@ -237,7 +257,10 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
     store.publish(lease, &records, &record)?;
     let mut refs = vec![(image_ref, image.manifest_digest.to_string())];
     for l in &image.layers {
-        refs.push((RefName::new(RefKind::Layer, &l.diff_id.to_string())?, l.diff_id.to_string()));
+        refs.push((
+            RefName::new(RefKind::Layer, &l.diff_id.to_string())?,
+            l.diff_id.to_string(),
+        ));
     }
     store.set_refs(&refs)?;
     Ok(ImportReport {

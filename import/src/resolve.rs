@@ -86,25 +86,28 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 fn digest(s: &str, what: &str) -> Result<Digest> {
-    s.parse().map_err(|e: layerstore_store::Error| Error::BadDocument {
-        what: what.into(),
-        reason: e.to_string(),
-    })
+    s.parse()
+        .map_err(|e: layerstore_store::Error| Error::BadDocument {
+            what: what.into(),
+            reason: e.to_string(),
+        })
 }
 
 /// Read a blob of known digest and size, verifying both.
 fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) -> Result<Vec<u8>> {
-    if let Some(s) = size {
-        if s > limits.max_json_bytes {
-            return Err(Error::TooLarge {
-                what: format!("blob {d}"),
-                limit: limits.max_json_bytes,
-            });
-        }
+    if let Some(s) = size
+        && s > limits.max_json_bytes
+    {
+        return Err(Error::TooLarge {
+            what: format!("blob {d}"),
+            limit: limits.max_json_bytes,
+        });
     }
     let data = c
         .read_optional(&blob_path(d), limits.max_json_bytes)?
-        .ok_or_else(|| Error::BlobMissing { digest: d.to_string() })?;
+        .ok_or_else(|| Error::BlobMissing {
+            digest: d.to_string(),
+        })?;
     let actual = Digest::of(&data);
     if actual != *d {
         return Err(Error::DigestMismatch {
@@ -112,14 +115,14 @@ fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) 
             actual: actual.to_string(),
         });
     }
-    if let Some(s) = size {
-        if s != data.len() as u64 {
-            return Err(Error::SizeMismatch {
-                digest: d.to_string(),
-                expected: s,
-                actual: data.len() as u64,
-            });
-        }
+    if let Some(s) = size
+        && s != data.len() as u64
+    {
+        return Err(Error::SizeMismatch {
+            digest: d.to_string(),
+            expected: s,
+            actual: data.len() as u64,
+        });
     }
     Ok(data)
 }
@@ -146,7 +149,11 @@ pub fn resolve_oci(
         .read_optional("oci-layout", 4096)?
         .ok_or_else(|| no_match("not an OCI layout (no oci-layout file)".into()))?;
     let layout: serde_json::Value = parse_json(&layout, "oci-layout")?;
-    if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+    if layout
+        .get("imageLayoutVersion")
+        .and_then(|v| v.as_str())
+        .is_none()
+    {
         return Err(Error::BadDocument {
             what: "oci-layout".into(),
             reason: "no imageLayoutVersion".into(),
@@ -160,7 +167,10 @@ pub fn resolve_oci(
     let chosen = match reference {
         Some(r) if r.starts_with("@sha256:") || r.starts_with("sha256:") => {
             let d = digest(r.trim_start_matches('@'), "reference")?;
-            match descs.iter().find(|m| m.digest().to_string() == d.to_string()) {
+            match descs
+                .iter()
+                .find(|m| m.digest().to_string() == d.to_string())
+            {
                 Some(m) => (d, m.media_type().to_string(), Some(m.size()), None),
                 None => (d, String::new(), None, None),
             }
@@ -177,27 +187,40 @@ pub fn resolve_oci(
                 .collect();
             match matches[..] {
                 [m] => (
-                    digest(&m.digest().to_string(), "index.json")?,
+                    digest(m.digest().as_ref(), "index.json")?,
                     m.media_type().to_string(),
                     Some(m.size()),
                     Some(r.to_string()),
                 ),
                 [] => return Err(no_match(format!("no image tagged {r:?}"))),
-                _ => return Err(no_match(format!("{} images are tagged {r:?}", matches.len()))),
+                _ => {
+                    return Err(no_match(format!(
+                        "{} images are tagged {r:?}",
+                        matches.len()
+                    )));
+                }
             }
         }
         None => match descs.as_slice() {
             [m] => (
-                digest(&m.digest().to_string(), "index.json")?,
+                digest(m.digest().as_ref(), "index.json")?,
                 m.media_type().to_string(),
                 Some(m.size()),
-                m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned(),
+                m.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .cloned(),
             ),
             [] => return Err(no_match("the layout holds no image".into())),
             _ => {
                 let names: Vec<_> = descs
                     .iter()
-                    .filter_map(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned())
+                    .filter_map(|m| {
+                        m.annotations()
+                            .as_ref()
+                            .and_then(|a| a.get(REF_NAME))
+                            .cloned()
+                    })
                     .collect();
                 return Err(no_match(format!(
                     "the layout holds {} images; name one ({})",
@@ -217,7 +240,13 @@ pub fn resolve_oci(
                 .get("mediaType")
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
-                .unwrap_or_else(|| if v.get("manifests").is_some() { OCI_INDEX.into() } else { OCI_MANIFEST.into() });
+                .unwrap_or_else(|| {
+                    if v.get("manifests").is_some() {
+                        OCI_INDEX.into()
+                    } else {
+                        OCI_MANIFEST.into()
+                    }
+                });
         }
         match media_type.as_str() {
             OCI_INDEX | DOCKER_LIST => {
@@ -229,7 +258,8 @@ pub fn resolve_oci(
                         m.platform().as_ref().is_some_and(|p| {
                             p.os().to_string() == platform.os
                                 && p.architecture().to_string() == platform.architecture
-                                && (platform.variant.is_none() || p.variant().as_deref() == platform.variant.as_deref())
+                                && (platform.variant.is_none()
+                                    || p.variant().as_deref() == platform.variant.as_deref())
                         })
                     })
                     .ok_or_else(|| {
@@ -238,7 +268,7 @@ pub fn resolve_oci(
                             platform.os, platform.architecture
                         ))
                     })?;
-                d = digest(&m.digest().to_string(), &format!("image index {d}"))?;
+                d = digest(m.digest().as_ref(), &format!("image index {d}"))?;
                 media_type = m.media_type().to_string();
                 size = Some(m.size());
             }
@@ -269,18 +299,22 @@ fn finish_manifest(
 ) -> Result<ResolvedImage> {
     let what = format!("manifest {manifest_digest}");
     let m: ImageManifest = parse_json(&manifest, &what)?;
-    let config_digest = digest(&m.config().digest().to_string(), &what)?;
+    let config_digest = digest(m.config().digest().as_ref(), &what)?;
     let config = read_blob(c, &config_digest, Some(m.config().size()), limits)?;
     let (diff_ids, created, labels) = parse_config(&config, &config_digest)?;
     if diff_ids.len() != m.layers().len() {
         return Err(Error::BadDocument {
             what: format!("config {config_digest}"),
-            reason: format!("lists {} diff_ids for {} layers", diff_ids.len(), m.layers().len()),
+            reason: format!(
+                "lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                m.layers().len()
+            ),
         });
     }
     let mut layers = Vec::new();
     for (l, diff_id) in m.layers().iter().zip(diff_ids) {
-        let d = digest(&l.digest().to_string(), &what)?;
+        let d = digest(l.digest().as_ref(), &what)?;
         let mt = l.media_type().to_string();
         if media_type_compression(&mt).is_none() {
             return Err(Error::Compression {
@@ -355,7 +389,11 @@ struct SynthManifest {
 
 /// Resolve an image in a docker-archive (`docker save` format): `reference` is an index into
 /// `manifest.json` or one of its repo tags.
-pub fn resolve_docker(c: &dyn Container, reference: Option<&str>, limits: &Limits) -> Result<ResolvedImage> {
+pub fn resolve_docker(
+    c: &dyn Container,
+    reference: Option<&str>,
+    limits: &Limits,
+) -> Result<ResolvedImage> {
     let no_match = |reason: String| Error::NoMatchingImage {
         source_spec: c.describe(),
         reason,
@@ -369,7 +407,12 @@ pub fn resolve_docker(c: &dyn Container, reference: Option<&str>, limits: &Limit
         None => match &entries[..] {
             [e] => (e, tags(e).first().cloned()),
             [] => return Err(no_match("the archive holds no image".into())),
-            _ => return Err(no_match(format!("the archive holds {} images; name one", entries.len()))),
+            _ => {
+                return Err(no_match(format!(
+                    "the archive holds {} images; name one",
+                    entries.len()
+                )));
+            }
         },
         Some(r) => match r.parse::<usize>() {
             Ok(n) => {
@@ -398,14 +441,18 @@ pub fn resolve_docker(c: &dyn Container, reference: Option<&str>, limits: &Limit
     if diff_ids.len() != entry.layers.len() {
         return Err(Error::BadDocument {
             what: "manifest.json".into(),
-            reason: format!("config lists {} diff_ids for {} layers", diff_ids.len(), entry.layers.len()),
+            reason: format!(
+                "config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                entry.layers.len()
+            ),
         });
     }
     let mut layers = Vec::new();
     for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
-        let (mut r, size) = c
-            .open_optional(path)?
-            .ok_or_else(|| Error::BlobMissing { digest: path.clone() })?;
+        let (mut r, size) = c.open_optional(path)?.ok_or_else(|| Error::BlobMissing {
+            digest: path.clone(),
+        })?;
         let mut head = [0u8; 4];
         let n = std::io::Read::read(&mut r, &mut head).map_err(|e| Error::io(path, e))?;
         let head = &head[..n];
@@ -422,11 +469,14 @@ pub fn resolve_docker(c: &dyn Container, reference: Option<&str>, limits: &Limit
             // An uncompressed layer's blob digest is its diff_id (verified while importing).
             None if !compressed => diff_id,
             None => {
-                let (mut r, _) = c.open_optional(path)?.ok_or_else(|| Error::BlobMissing { digest: path.clone() })?;
+                let (mut r, _) = c.open_optional(path)?.ok_or_else(|| Error::BlobMissing {
+                    digest: path.clone(),
+                })?;
                 let mut h = layerstore_store::DigestHasher::default();
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n = std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::io(path, e))?;
+                    let n =
+                        std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::io(path, e))?;
                     if n == 0 {
                         break;
                     }

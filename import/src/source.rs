@@ -18,9 +18,18 @@ use crate::error::{Error, Result};
 /// A parsed source spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
-    OciDir { path: PathBuf, reference: Option<String> },
-    OciArchive { path: PathBuf, reference: Option<String> },
-    DockerArchive { path: PathBuf, reference: Option<String> },
+    OciDir {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    OciArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 impl SourceSpec {
@@ -30,17 +39,22 @@ impl SourceSpec {
             spec: spec.into(),
             reason: reason.into(),
         };
-        let (transport, rest) = spec
-            .split_once(':')
-            .ok_or_else(|| bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE"))?;
+        let (transport, rest) = spec.split_once(':').ok_or_else(|| {
+            bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE")
+        })?;
         if rest.is_empty() {
             return Err(bad("empty path"));
         }
         // As in skopeo, the path ends at the first ':' and the rest is the reference, so
         // `docker-archive:a.tar:app:v1` names the image `app:v1`. `oci:DIR@sha256:…` also works.
         let (path, reference) = match (rest.find("@sha256:"), rest.find(':')) {
-            (Some(at), Some(colon)) if colon > at => (rest[..at].to_string(), Some(rest[at..].to_string())),
-            (_, Some(colon)) => (rest[..colon].to_string(), Some(rest[colon + 1..].to_string())),
+            (Some(at), Some(colon)) if colon > at => {
+                (rest[..at].to_string(), Some(rest[at..].to_string()))
+            }
+            (_, Some(colon)) => (
+                rest[..colon].to_string(),
+                Some(rest[colon + 1..].to_string()),
+            ),
             (_, None) => (rest.to_string(), None),
         };
         let reference = reference.filter(|r| !r.is_empty());
@@ -88,8 +102,12 @@ pub struct DirContainer {
 impl DirContainer {
     /// Open `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let dir = Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| Error::io(path, e))?;
-        Ok(DirContainer { dir, path: path.into() })
+        let dir =
+            Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| Error::io(path, e))?;
+        Ok(DirContainer {
+            dir,
+            path: path.into(),
+        })
     }
 }
 
@@ -111,7 +129,11 @@ fn read_bounded(mut r: impl Read, max: u64, what: &str) -> Result<Vec<u8>> {
 impl Container for DirContainer {
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self.open_optional(path)? {
-            Some((r, _)) => Ok(Some(read_bounded(r, max, &self.path.join(path).to_string_lossy())?)),
+            Some((r, _)) => Ok(Some(read_bounded(
+                r,
+                max,
+                &self.path.join(path).to_string_lossy(),
+            )?)),
             None => Ok(None),
         }
     }
@@ -119,11 +141,19 @@ impl Container for DirContainer {
     fn open_optional(&self, path: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>> {
         match self.dir.open(path) {
             Ok(f) => {
-                let meta = f.metadata().map_err(|e| Error::io(self.path.join(path), e))?;
+                let meta = f
+                    .metadata()
+                    .map_err(|e| Error::io(self.path.join(path), e))?;
                 if !meta.is_file() {
-                    return Err(Error::io(self.path.join(path), std::io::Error::other("not a regular file")));
+                    return Err(Error::io(
+                        self.path.join(path),
+                        std::io::Error::other("not a regular file"),
+                    ));
                 }
-                Ok(Some((Box::new(std::io::BufReader::with_capacity(1 << 20, f.into_std())), meta.len())))
+                Ok(Some((
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, f.into_std())),
+                    meta.len(),
+                )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(self.path.join(path), e)),
@@ -159,7 +189,10 @@ impl TarContainer {
                 continue;
             }
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let name = name.trim_start_matches("./").trim_start_matches('/').to_string();
+            let name = name
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_string();
             members.insert(name, (entry.raw_file_position(), entry.size()));
             if members.len() > 1_000_000 {
                 return Err(Error::TooLarge {
@@ -192,7 +225,10 @@ impl Read for MemberReader<'_> {
         let n = (buf.len() as u64).min(left) as usize;
         let got = self.file.read_at(&mut buf[..n], self.pos)?;
         if got == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "archive member is truncated"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "archive member is truncated",
+            ));
         }
         self.pos += got as u64;
         Ok(got)
@@ -202,7 +238,11 @@ impl Read for MemberReader<'_> {
 impl Container for TarContainer {
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self.open_optional(path)? {
-            Some((r, _)) => Ok(Some(read_bounded(r, max, &format!("{}:{path}", self.path.display()))?)),
+            Some((r, _)) => Ok(Some(read_bounded(
+                r,
+                max,
+                &format!("{}:{path}", self.path.display()),
+            )?)),
             None => Ok(None),
         }
     }
@@ -217,7 +257,10 @@ impl Container for TarContainer {
             end: pos + size,
         };
         let _ = (&self.file).seek(SeekFrom::Start(0));
-        Ok(Some((Box::new(std::io::BufReader::with_capacity(1 << 20, r)), size)))
+        Ok(Some((
+            Box::new(std::io::BufReader::with_capacity(1 << 20, r)),
+            size,
+        )))
     }
 
     fn describe(&self) -> String {
@@ -234,25 +277,46 @@ mod tests {
         let p = |s: &str| SourceSpec::parse(s).unwrap();
         assert_eq!(
             p("oci:/x/y:base-v1"),
-            SourceSpec::OciDir { path: "/x/y".into(), reference: Some("base-v1".into()) }
+            SourceSpec::OciDir {
+                path: "/x/y".into(),
+                reference: Some("base-v1".into())
+            }
         );
-        assert_eq!(p("oci:dir"), SourceSpec::OciDir { path: "dir".into(), reference: None });
+        assert_eq!(
+            p("oci:dir"),
+            SourceSpec::OciDir {
+                path: "dir".into(),
+                reference: None
+            }
+        );
         let d = format!("@sha256:{}", "a".repeat(64));
         assert_eq!(
             p(&format!("oci:/x{d}")),
-            SourceSpec::OciDir { path: "/x".into(), reference: Some(d.clone()) }
+            SourceSpec::OciDir {
+                path: "/x".into(),
+                reference: Some(d.clone())
+            }
         );
         assert_eq!(
             p("docker-archive:/t/a.tar:1"),
-            SourceSpec::DockerArchive { path: "/t/a.tar".into(), reference: Some("1".into()) }
+            SourceSpec::DockerArchive {
+                path: "/t/a.tar".into(),
+                reference: Some("1".into())
+            }
         );
         assert_eq!(
             p("docker-archive:a.tar:app:v1"),
-            SourceSpec::DockerArchive { path: "a.tar".into(), reference: Some("app:v1".into()) }
+            SourceSpec::DockerArchive {
+                path: "a.tar".into(),
+                reference: Some("app:v1".into())
+            }
         );
         assert_eq!(
             p("oci-archive:a.tar"),
-            SourceSpec::OciArchive { path: "a.tar".into(), reference: None }
+            SourceSpec::OciArchive {
+                path: "a.tar".into(),
+                reference: None
+            }
         );
         assert!(SourceSpec::parse("nope").is_err());
         assert!(SourceSpec::parse("ftp:x").is_err());

@@ -216,13 +216,18 @@ impl<R: Read> TarParser<R> {
             check_checksum(&block).map_err(|r| err(offset, r))?;
             let size = match ext.size.take() {
                 Some(s) => s,
-                None => h.entry_size().map_err(|_| err(offset, "invalid size field"))?,
+                None => h
+                    .entry_size()
+                    .map_err(|_| err(offset, "invalid size field"))?,
             };
             let typeflag = block[156];
             match typeflag {
                 b'x' | b'g' | b'L' | b'K' => {
                     if size > self.limits.max_record {
-                        return Err(err(offset, format!("extension record of {size} bytes is too large")));
+                        return Err(err(
+                            offset,
+                            format!("extension record of {size} bytes is too large"),
+                        ));
                     }
                     let data = self.raw(size)?;
                     let pad = padding(size);
@@ -236,8 +241,11 @@ impl<R: Read> TarParser<R> {
                             tar::PaxExtensions::new(&data)
                                 .try_for_each(|e| e.map(drop))
                                 .map_err(|_| err(offset, "malformed global PAX header"))?;
-                            ext.any = ext.path.is_some() || ext.link.is_some() || ext.size.is_some()
-                                || ext.gnu_name.is_some() || ext.gnu_link.is_some();
+                            ext.any = ext.path.is_some()
+                                || ext.link.is_some()
+                                || ext.size.is_some()
+                                || ext.gnu_name.is_some()
+                                || ext.gnu_link.is_some();
                         }
                         b'L' => ext.gnu_name = Some(trim_nul(&data).to_vec()),
                         _ => ext.gnu_link = Some(trim_nul(&data).to_vec()),
@@ -261,15 +269,20 @@ impl<R: Read> TarParser<R> {
                 b'6' => TarKind::Fifo,
                 b'S' => return Err(err(offset, "GNU sparse files are not supported")),
                 b'D' | b'M' | b'V' | b'N' => {
-                    return Err(err(offset, format!("GNU type '{}' is not supported", typeflag as char)));
+                    return Err(err(
+                        offset,
+                        format!("GNU type '{}' is not supported", typeflag as char),
+                    ));
                 }
                 t => return Err(err(offset, format!("unknown entry type 0x{t:02x}"))),
             };
             let link = match ext.link.take().or(ext.gnu_link.take()) {
                 Some(l) => Some(l),
-                None if matches!(kind, TarKind::Hardlink | TarKind::Symlink) => {
-                    Some(h.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default())
-                }
+                None if matches!(kind, TarKind::Hardlink | TarKind::Symlink) => Some(
+                    h.link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default(),
+                ),
                 None => None,
             };
             let num = |r: std::io::Result<u64>, what: &str| {
@@ -286,23 +299,25 @@ impl<R: Read> TarParser<R> {
             let (mtime, mtime_nsec) = match ext.mtime {
                 Some(m) => m,
                 None => (
-                    i64::try_from(num(h.mtime(), "mtime")?).map_err(|_| err(offset, "mtime overflows"))?,
+                    i64::try_from(num(h.mtime(), "mtime")?)
+                        .map_err(|_| err(offset, "mtime overflows"))?,
                     0,
                 ),
             };
             let mode = h.mode().map_err(|_| err(offset, "invalid mode field"))? & 0o7777;
-            let (dev_major, dev_minor) = if matches!(kind, TarKind::CharDevice | TarKind::BlockDevice) {
-                (
-                    h.device_major()
-                        .map_err(|_| err(offset, "invalid device major"))?
-                        .unwrap_or(0),
-                    h.device_minor()
-                        .map_err(|_| err(offset, "invalid device minor"))?
-                        .unwrap_or(0),
-                )
-            } else {
-                (0, 0)
-            };
+            let (dev_major, dev_minor) =
+                if matches!(kind, TarKind::CharDevice | TarKind::BlockDevice) {
+                    (
+                        h.device_major()
+                            .map_err(|_| err(offset, "invalid device major"))?
+                            .unwrap_or(0),
+                        h.device_minor()
+                            .map_err(|_| err(offset, "invalid device minor"))?
+                            .unwrap_or(0),
+                    )
+                } else {
+                    (0, 0)
+                };
             // Data: content for regular files; anything else goes raw into the skeleton.
             self.pending = size;
             self.pending_pad = padding(size);
@@ -360,17 +375,30 @@ fn check_checksum(block: &[u8; 512]) -> Result<(), &'static str> {
     let field = &block[148..156];
     let text = trim_nul(field);
     let text = std::str::from_utf8(text).map_err(|_| "checksum field is not octal")?;
-    let want = u32::from_str_radix(text.trim_matches(' '), 8).map_err(|_| "checksum field is not octal")?;
+    let want = u32::from_str_radix(text.trim_matches(' '), 8)
+        .map_err(|_| "checksum field is not octal")?;
     let unsigned: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     // Some old tars summed signed bytes.
     let signed: i32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { i32::from(b as i8) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                i32::from(b as i8)
+            }
+        })
         .sum();
     if want == unsigned || want as i32 == signed {
         Ok(())
@@ -384,11 +412,20 @@ fn apply_pax(ext: &mut Ext, data: &[u8]) -> Result<(), String> {
         let rec = rec.map_err(|_| "malformed PAX record".to_string())?;
         let key = rec.key_bytes();
         let val = rec.value_bytes();
-        let text = || std::str::from_utf8(val).map_err(|_| format!("PAX {} is not text", String::from_utf8_lossy(key)));
+        let text = || {
+            std::str::from_utf8(val)
+                .map_err(|_| format!("PAX {} is not text", String::from_utf8_lossy(key)))
+        };
         match key {
             b"path" => ext.path = Some(val.to_vec()),
             b"linkpath" => ext.link = Some(val.to_vec()),
-            b"size" => ext.size = Some(text()?.parse().map_err(|_| "invalid PAX size".to_string())?),
+            b"size" => {
+                ext.size = Some(
+                    text()?
+                        .parse()
+                        .map_err(|_| "invalid PAX size".to_string())?,
+                )
+            }
             b"uid" => ext.uid = Some(text()?.parse().map_err(|_| "invalid PAX uid".to_string())?),
             b"gid" => ext.gid = Some(text()?.parse().map_err(|_| "invalid PAX gid".to_string())?),
             b"mtime" => ext.mtime = Some(parse_pax_time(text()?).ok_or("invalid PAX mtime")?),
@@ -400,7 +437,9 @@ fn apply_pax(ext: &mut Ext, data: &[u8]) -> Result<(), String> {
                 ext.xattrs.retain(|(n, _)| n != name);
                 ext.xattrs.push((name.to_vec(), val.to_vec()));
             }
-            k if k.starts_with(b"GNU.sparse.") => return Err("GNU sparse files are not supported".into()),
+            k if k.starts_with(b"GNU.sparse.") => {
+                return Err("GNU sparse files are not supported".into());
+            }
             _ => {} // atime, ctime, uname, gname, comment, charset, …: not recorded
         }
     }
@@ -415,7 +454,10 @@ fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
         None => (false, s),
     };
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = secs.parse().ok()?;
@@ -439,7 +481,10 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(parse_pax_time("1700000000.5"), Some((1700000000, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("1700000000.5"),
+            Some((1700000000, 500_000_000))
+        );
         assert_eq!(parse_pax_time("12"), Some((12, 0)));
         assert_eq!(parse_pax_time("-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time("1.0000000019"), Some((1, 1)));

@@ -70,7 +70,12 @@ struct Ctx<'a> {
 
 impl Store {
     /// Write the merged tree into `dest`, which must not exist or be an empty directory.
-    pub fn checkout(&self, tree: &MergedTree, dest: &Path, opts: &CheckoutOptions) -> Result<CheckoutStats> {
+    pub fn checkout(
+        &self,
+        tree: &MergedTree,
+        dest: &Path,
+        opts: &CheckoutOptions,
+    ) -> Result<CheckoutStats> {
         let root = prepare_target(dest)?;
         let mut ctx = Ctx {
             store: self,
@@ -120,7 +125,9 @@ impl Store {
 /// Create or accept the target directory and open it without following symlinks.
 fn prepare_target(dest: &Path) -> Result<OwnedFd> {
     match std::fs::symlink_metadata(dest) {
-        Ok(m) if m.file_type().is_symlink() => return Err(Error::TargetIsSymlink { path: dest.into() }),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::TargetIsSymlink { path: dest.into() });
+        }
         Ok(m) if m.is_dir() => {
             if std::fs::read_dir(dest).at(dest)?.next().is_some() {
                 return Err(Error::TargetNotEmpty { path: dest.into() });
@@ -156,7 +163,8 @@ fn is_overlay_xattr(name: &[u8]) -> bool {
 
 impl Ctx<'_> {
     fn path(&self, e: &TreeEntry) -> PathBuf {
-        self.dest.join(display_path(&e.path).trim_start_matches('/'))
+        self.dest
+            .join(display_path(&e.path).trim_start_matches('/'))
     }
 
     fn mkdir(&mut self, pfd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<OwnedFd> {
@@ -199,7 +207,11 @@ impl Ctx<'_> {
                 let fd = rustix::fs::openat(
                     pfd,
                     name,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .at(self.path(e))?;
@@ -240,11 +252,15 @@ impl Ctx<'_> {
                     return Ok(());
                 }
                 let dev = rustix::fs::makedev(e.dev_major, e.dev_minor);
-                rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), dev).at(self.path(e))?;
+                rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), dev)
+                    .at(self.path(e))?;
                 self.stats.specials += 1;
                 self.set_meta_at(pfd, e)?;
             }
-            EntryKind::Directory | EntryKind::Hardlink | EntryKind::Whiteout | EntryKind::Opaque => {
+            EntryKind::Directory
+            | EntryKind::Hardlink
+            | EntryKind::Whiteout
+            | EntryKind::Opaque => {
                 unreachable!("handled by the caller or removed by the merge")
             }
         }
@@ -263,8 +279,14 @@ impl Ctx<'_> {
         });
         if same {
             let tfd = open_dir_path(root, parent(target).unwrap_or_default()).at(self.path(e))?;
-            rustix::fs::linkat(&tfd, file_name(target), &pfd, file_name(&e.path), AtFlags::empty())
-                .at(self.path(e))?;
+            rustix::fs::linkat(
+                &tfd,
+                file_name(target),
+                &pfd,
+                file_name(&e.path),
+                AtFlags::empty(),
+            )
+            .at(self.path(e))?;
             self.stats.hardlinks += 1;
         } else if e.object.is_some() {
             let mut copy = e.clone();
@@ -307,8 +329,13 @@ impl Ctx<'_> {
                 .at(self.path(e))?;
         }
         if e.kind != EntryKind::Symlink {
-            rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(e.mode & 0o7777), AtFlags::empty())
-                .at(self.path(e))?;
+            rustix::fs::chmodat(
+                pfd,
+                name,
+                Mode::from_raw_mode(e.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .at(self.path(e))?;
         }
         if !e.xattrs.is_empty() {
             self.stats.skipped_xattrs += e.xattrs.len() as u64;
@@ -322,13 +349,16 @@ fn ids(e: &TreeEntry) -> (rustix::fs::Uid, rustix::fs::Gid) {
     // Ids beyond 32 bits were refused at import; clamp defensively.
     let uid = u32::try_from(e.uid).unwrap_or(u32::MAX - 1);
     let gid = u32::try_from(e.gid).unwrap_or(u32::MAX - 1);
-    (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid))
+    (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    )
 }
 
 fn times(e: &TreeEntry) -> Timestamps {
     let t = Timespec {
         tv_sec: e.mtime,
-        tv_nsec: i64::from(e.mtime_nsec).into(),
+        tv_nsec: i64::from(e.mtime_nsec),
     };
     Timestamps {
         last_access: t,

@@ -44,13 +44,14 @@ impl Store {
     pub fn df(&self) -> Result<DfReport> {
         let images = self.images()?;
         let conn = self.conn();
-        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(*) - COUNT(inline),
+        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(*) - COUNT(inline),
                     COALESCE(SUM(CASE WHEN inline IS NULL THEN size END), 0)
              FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
         let layers: i64 = conn.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
         // Distinct objects per referenced image, then how many images use each object.
         let mut stmt = conn.prepare(
@@ -72,7 +73,11 @@ impl Store {
         )?;
         let mut per_image = std::collections::HashMap::new();
         for row in stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
         })? {
             let (id, excl, shared) = row?;
             per_image.insert(id, (excl, shared));
@@ -83,7 +88,8 @@ impl Store {
         let mut logical_bytes = 0;
         let mut counted = std::collections::HashSet::new();
         for (name, info) in images {
-            let (exclusive_bytes, shared_bytes) = per_image.get(&info.id).copied().unwrap_or((0, 0));
+            let (exclusive_bytes, shared_bytes) =
+                per_image.get(&info.id).copied().unwrap_or((0, 0));
             if counted.insert(info.id) {
                 logical_bytes += info.logical_size;
             }
@@ -112,7 +118,11 @@ impl Store {
             inline_objects: (objects - loose_objects) as u64,
             index_bytes,
             layers: layers as u64,
-            dedup_ratio: if object_bytes == 0 { 1.0 } else { logical_bytes as f64 / object_bytes as f64 },
+            dedup_ratio: if object_bytes == 0 {
+                1.0
+            } else {
+                logical_bytes as f64 / object_bytes as f64
+            },
         })
     }
 }

@@ -41,14 +41,19 @@ impl FromStr for Digest {
             digest: s.chars().take(200).collect(),
             reason,
         };
-        let (algo, hexpart) = s.split_once(':').ok_or_else(|| bad("no algorithm prefix"))?;
+        let (algo, hexpart) = s
+            .split_once(':')
+            .ok_or_else(|| bad("no algorithm prefix"))?;
         if algo != "sha256" {
             return Err(bad("only sha256 digests are supported"));
         }
         if hexpart.len() != 64 {
             return Err(bad("sha256 needs exactly 64 hex digits"));
         }
-        if !hexpart.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if !hexpart
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(bad("digest must be lowercase hex"));
         }
         let mut raw = [0u8; 32];
@@ -137,7 +142,9 @@ impl FromStr for ObjectId {
     fn from_str(s: &str) -> Result<Self> {
         let mut raw = [0u8; 32];
         if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(Error::InvalidObjectId { id: s.chars().take(100).collect() });
+            return Err(Error::InvalidObjectId {
+                id: s.chars().take(100).collect(),
+            });
         }
         hex::decode_to_slice(s, &mut raw).map_err(|_| Error::InvalidObjectId { id: s.into() })?;
         Ok(ObjectId(raw))

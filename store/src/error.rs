@@ -26,7 +26,10 @@ pub enum Error {
     #[error("index schema version {found} is newer than this layerstore knows ({known})")]
     SchemaTooNew { found: u32, known: u32 },
     #[error("invalid digest {digest:?}: {reason}")]
-    InvalidDigest { digest: String, reason: &'static str },
+    InvalidDigest {
+        digest: String,
+        reason: &'static str,
+    },
     #[error("invalid object id {id:?}")]
     InvalidObjectId { id: String },
     #[error("invalid ref name {name:?}: {reason}")]
@@ -54,7 +57,10 @@ pub enum Error {
         reason: &'static str,
     },
     #[error("layer {diff_id}: stored tar skeleton is damaged: {reason}")]
-    BadSkeleton { diff_id: String, reason: &'static str },
+    BadSkeleton {
+        diff_id: String,
+        reason: &'static str,
+    },
     #[error("checkout target {path} exists and is not an empty directory")]
     TargetNotEmpty { path: PathBuf },
     #[error("checkout target {path} is a symbolic link")]

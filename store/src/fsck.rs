@@ -83,7 +83,9 @@ impl Store {
             let mut q = stmt.query([])?;
             while let Some(r) = q.next()? {
                 let id: Vec<u8> = r.get(0)?;
-                let Some(id) = ObjectId::from_slice(&id) else { continue };
+                let Some(id) = ObjectId::from_slice(&id) else {
+                    continue;
+                };
                 out.insert(
                     id,
                     ObjRow {
@@ -99,7 +101,10 @@ impl Store {
         let mut files = Vec::new();
         for i in 0..=255u8 {
             let sub = format!("{i:02x}");
-            let dir = self.objects.open_dir(&sub).at(self.path.join("objects").join(&sub))?;
+            let dir = self
+                .objects
+                .open_dir(&sub)
+                .at(self.path.join("objects").join(&sub))?;
             for ent in dir.entries().at(self.path.join("objects").join(&sub))? {
                 let ent = ent.at(self.path.join("objects").join(&sub))?;
                 let name = ent.file_name();
@@ -155,7 +160,9 @@ impl Store {
                  WHERE e.object IS NOT NULL AND o.id IS NULL",
             )?;
             for id in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-                found.push(Finding::MissingObjectRow { id: hex::encode(id?) });
+                found.push(Finding::MissingObjectRow {
+                    id: hex::encode(id?),
+                });
             }
         }
 
@@ -163,7 +170,8 @@ impl Store {
         let layers: HashSet<String> = {
             let conn = self.conn();
             let mut stmt = conn.prepare("SELECT diff_id FROM layers")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
         };
         for r in self.refs(None)? {
             rep.refs_checked += 1;
@@ -177,7 +185,12 @@ impl Store {
                         found.push(dangling());
                     }
                 }
-                _ => match r.target.parse::<Digest>().ok().map(|d| self.image_by_digest(&d)) {
+                _ => match r
+                    .target
+                    .parse::<Digest>()
+                    .ok()
+                    .map(|d| self.image_by_digest(&d))
+                {
                     Some(Ok(Some(img))) => {
                         for l in &img.layers {
                             if !layers.contains(&l.diff_id.to_string()) {
@@ -203,7 +216,11 @@ impl Store {
             .collect();
         let mut leftovers = Vec::new();
         for ent in self.staging.entries().at(self.path.join("staging"))? {
-            let name = ent.at(self.path.join("staging"))?.file_name().to_string_lossy().into_owned();
+            let name = ent
+                .at(self.path.join("staging"))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             if !live.contains(&name) {
                 leftovers.push(name);
             }
@@ -233,11 +250,20 @@ impl Store {
                     continue;
                 }
                 conn.execute("DELETE FROM objects WHERE id = ?1", [&id.as_bytes()[..]])?;
-                rep.repaired.push(Finding::MissingObjectFile { id: id.hex() });
+                rep.repaired
+                    .push(Finding::MissingObjectFile { id: id.hex() });
             }
         }
-        found.extend(leftovers.into_iter().map(|name| Finding::StagingLeftover { name }));
-        found.extend(missing_files.into_iter().map(|id| Finding::MissingObjectFile { id: id.hex() }));
+        found.extend(
+            leftovers
+                .into_iter()
+                .map(|name| Finding::StagingLeftover { name }),
+        );
+        found.extend(
+            missing_files
+                .into_iter()
+                .map(|id| Finding::MissingObjectFile { id: id.hex() }),
+        );
         rep.findings = found;
         Ok(rep)
     }
@@ -251,7 +277,11 @@ impl Store {
             meta.permissions().mode()
         };
         if !meta.is_file() || mode & 0o7222 != 0 {
-            return Ok((*id, meta.len(), Some(Finding::BadObjectMode { id: id.hex(), mode })));
+            return Ok((
+                *id,
+                meta.len(),
+                Some(Finding::BadObjectMode { id: id.hex(), mode }),
+            ));
         }
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];

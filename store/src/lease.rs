@@ -60,7 +60,9 @@ impl Store {
         let staging = match self.staging(&id) {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.conn().execute("DELETE FROM leases WHERE id = ?1", [&id]);
+                let _ = self
+                    .conn()
+                    .execute("DELETE FROM leases WHERE id = ?1", [&id]);
                 return Err(e);
             }
         };
@@ -74,8 +76,9 @@ impl Store {
     /// All leases, with whether their process is alive.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, pid, boot_id, start_time, created, what FROM leases ORDER BY created")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, pid, boot_id, start_time, created, what FROM leases ORDER BY created",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(LeaseInfo {
                 id: r.get(0)?,
@@ -101,7 +104,8 @@ impl Store {
     pub fn reclaim_dead_leases(&self) -> Result<usize> {
         let dead: Vec<_> = self.leases()?.into_iter().filter(|l| !l.alive).collect();
         for l in &dead {
-            self.conn().execute("DELETE FROM leases WHERE id = ?1", [&l.id])?;
+            self.conn()
+                .execute("DELETE FROM leases WHERE id = ?1", [&l.id])?;
             match self.staging.remove_dir_all(&l.id) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

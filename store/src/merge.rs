@@ -25,7 +25,9 @@ pub struct MergedTree {
 
 impl MergedTree {
     /// Merge layers (bottom first), each given with its diff_id for error messages.
-    pub fn build<'a>(layers: impl IntoIterator<Item = (&'a Digest, &'a [TreeEntry])>) -> Result<Self> {
+    pub fn build<'a>(
+        layers: impl IntoIterator<Item = (&'a Digest, &'a [TreeEntry])>,
+    ) -> Result<Self> {
         let mut t = MergedTree::default();
         t.entries
             .insert(Vec::new(), TreeEntry::implicit_dir(Vec::new()));
@@ -46,17 +48,22 @@ impl MergedTree {
         for e in entries {
             match e.kind {
                 EntryKind::Opaque => {
-                    if let Some(dir) = self.resolve(&e.path, true).map_err(|r| bad(&e.path, r))? {
-                        if self.entries.get(&dir).is_some_and(|d| d.kind == EntryKind::Directory) {
-                            self.remove_below(&dir);
-                        }
+                    let dir = self.resolve(&e.path, true).map_err(|r| bad(&e.path, r))?;
+                    if let Some(dir) = dir
+                        && self
+                            .entries
+                            .get(&dir)
+                            .is_some_and(|d| d.kind == EntryKind::Directory)
+                    {
+                        self.remove_below(&dir);
                     }
                 }
                 EntryKind::Whiteout => {
-                    if let Some(p) = self.resolve(&e.path, false).map_err(|r| bad(&e.path, r))? {
-                        if !p.is_empty() {
-                            self.remove_subtree(&p);
-                        }
+                    let p = self.resolve(&e.path, false).map_err(|r| bad(&e.path, r))?;
+                    if let Some(p) = p
+                        && !p.is_empty()
+                    {
+                        self.remove_subtree(&p);
                     }
                 }
                 _ => {}
@@ -76,7 +83,10 @@ impl MergedTree {
             if e.kind != EntryKind::Directory {
                 return Err("the image root must be a directory");
             }
-            let root = self.entries.get_mut(&e.path[..]).expect("root always exists");
+            let root = self
+                .entries
+                .get_mut(&e.path[..])
+                .expect("root always exists");
             *root = e.clone();
             return Ok(());
         }
@@ -88,14 +98,21 @@ impl MergedTree {
             let target = e.link.as_deref().ok_or("hard link without a target")?;
             let (tparent, tname) = self.resolve_parent(target, false)?;
             let tpath = join(&tparent, tname);
-            let t = self.entries.get(&tpath).ok_or("hard link names no earlier entry")?;
+            let t = self
+                .entries
+                .get(&tpath)
+                .ok_or("hard link names no earlier entry")?;
             match t.kind {
                 EntryKind::Directory => return Err("hard link to a directory"),
                 EntryKind::Hardlink | EntryKind::Regular => {
                     entry.object = t.object;
                     entry.size = t.size;
                     // Link to the group's first member so a whole group shares one inode.
-                    let first = if t.kind == EntryKind::Hardlink { t.link.clone() } else { Some(tpath.clone()) };
+                    let first = if t.kind == EntryKind::Hardlink {
+                        t.link.clone()
+                    } else {
+                        Some(tpath.clone())
+                    };
                     entry.link = first;
                     if tpath == path {
                         return Ok(()); // a link to itself changes nothing
@@ -124,7 +141,11 @@ impl MergedTree {
 
     /// Resolve a normalized path inside the root; `follow_last` follows a final symlink too.
     /// `Ok(None)` if a component is missing.
-    fn resolve(&self, path: &[u8], follow_last: bool) -> std::result::Result<Option<Vec<u8>>, &'static str> {
+    fn resolve(
+        &self,
+        path: &[u8],
+        follow_last: bool,
+    ) -> std::result::Result<Option<Vec<u8>>, &'static str> {
         let mut comps = components(path);
         let last = if follow_last { None } else { comps.pop_back() };
         let mut cur = Vec::new();
@@ -170,7 +191,8 @@ impl MergedTree {
                 Some(e) if e.kind == EntryKind::Directory => {}
                 Some(_) => return Err("a parent on the path is not a directory"),
                 None => {
-                    self.entries.insert(p.clone(), TreeEntry::implicit_dir(p.clone()));
+                    self.entries
+                        .insert(p.clone(), TreeEntry::implicit_dir(p.clone()));
                 }
             }
         }
@@ -229,7 +251,7 @@ impl MergedTree {
                         comps.push_front(t);
                     }
                 }
-                Some(_) if is_last && !follow_final => *cur = next,
+                Some(_) if is_last => *cur = next,
                 Some(_) => return Err("a parent on the path is not a directory"),
             }
         }
@@ -242,10 +264,7 @@ impl MergedTree {
     }
 
     fn remove_below(&mut self, dir: &[u8]) {
-        let doomed: Vec<Vec<u8>> = self
-            .children_range(dir)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let doomed: Vec<Vec<u8>> = self.children_range(dir).map(|(k, _)| k.clone()).collect();
         for k in doomed {
             self.entries.remove(&k);
         }
@@ -274,7 +293,8 @@ impl MergedTree {
         let mut comps = components(user_path);
         let mut cur = Vec::new();
         let mut hops = 0;
-        self.walk(&mut comps, &mut cur, &mut hops, false, true).ok()?;
+        self.walk(&mut comps, &mut cur, &mut hops, false, true)
+            .ok()?;
         self.entries.get(&cur)
     }
 
@@ -284,7 +304,8 @@ impl MergedTree {
         let last = comps.pop_back();
         let mut cur = Vec::new();
         let mut hops = 0;
-        self.walk(&mut comps, &mut cur, &mut hops, false, true).ok()?;
+        self.walk(&mut comps, &mut cur, &mut hops, false, true)
+            .ok()?;
         match last {
             Some(l) if l != b"." && l != b".." => self.entries.get(&join(&cur, &l)),
             _ => self.lookup(user_path),
@@ -350,7 +371,10 @@ mod tests {
         e
     }
     fn paths(t: &MergedTree) -> Vec<String> {
-        t.entries.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+        t.entries
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
     }
     fn merge(layers: &[Vec<TreeEntry>]) -> Result<MergedTree> {
         let dg = d();
@@ -359,7 +383,13 @@ mod tests {
 
     #[test]
     fn whiteouts_and_opaques_hide_lower_entries_only() {
-        let l1 = vec![dir("a"), file("a/x", b"1"), file("a/y", b"2"), dir("b"), file("b/z", b"3")];
+        let l1 = vec![
+            dir("a"),
+            file("a/x", b"1"),
+            file("a/y", b"2"),
+            dir("b"),
+            file("b/z", b"3"),
+        ];
         let l2 = vec![
             file("a/new", b"4"),
             marker("a", EntryKind::Opaque), // after its sibling in the stream: sibling survives
@@ -373,7 +403,10 @@ mod tests {
     #[test]
     fn implicit_parents_are_directories() {
         let t = merge(&[vec![file("usr/lib/x/y", b"1")]]).unwrap();
-        assert_eq!(paths(&t), ["", "usr", "usr/lib", "usr/lib/x", "usr/lib/x/y"]);
+        assert_eq!(
+            paths(&t),
+            ["", "usr", "usr/lib", "usr/lib/x", "usr/lib/x/y"]
+        );
         assert_eq!(t.entries[&b"usr/lib"[..]].mode, 0o755);
     }
 
@@ -424,7 +457,14 @@ mod tests {
 
     #[test]
     fn lookup_follows_symlinks_within_the_root() {
-        let t = merge(&[vec![dir("etc"), file("etc/os-release", b"x"), symlink("e", "../etc")]]).unwrap();
+        let t = merge(&[vec![
+            dir("etc"),
+            file("etc/os-release", b"x"),
+            symlink("e", "../etc"),
+            symlink("etc/alias", "os-release"),
+        ]])
+        .unwrap();
+        assert_eq!(t.lookup(b"/etc/alias").unwrap().path, b"etc/os-release");
         assert_eq!(t.lookup(b"/e/os-release").unwrap().path, b"etc/os-release");
         assert_eq!(t.lookup_nofollow(b"/e").unwrap().kind, EntryKind::Symlink);
         assert_eq!(t.children(b"").len(), 2);

@@ -232,7 +232,11 @@ impl Store {
     /// Whether a loose file for `id` exists.
     pub fn has_loose(&self, id: &ObjectId) -> Result<bool> {
         let rel = id.rel_path();
-        match rustix::fs::statat(&self.objects, rel.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(
+            &self.objects,
+            rel.as_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
             Ok(_) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(Error::io(self.path.join("objects").join(rel), e)),

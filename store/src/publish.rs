@@ -93,7 +93,12 @@ impl Store {
 
     /// Make the lease's objects durable, then record the layers and the image in one transaction
     /// that also ends the lease. Returns the image's row id.
-    pub fn publish(&self, lease: Lease<'_>, layers: &[LayerRecord], image: &ImageRecord) -> Result<()> {
+    pub fn publish(
+        &self,
+        lease: Lease<'_>,
+        layers: &[LayerRecord],
+        image: &ImageRecord,
+    ) -> Result<()> {
         self.sync()?;
         {
             let mut conn = self.conn();
@@ -112,7 +117,11 @@ impl Store {
 fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
     let diff_id = layer.diff_id.to_string();
     let exists: Option<i64> = tx
-        .query_row("SELECT id FROM layers WHERE diff_id = ?1", [&diff_id], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM layers WHERE diff_id = ?1",
+            [&diff_id],
+            |r| r.get(0),
+        )
         .optional()?;
     if exists.is_some() {
         // Imported concurrently by another process; its rows are equivalent.
@@ -187,7 +196,11 @@ fn insert_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
     }
     let digest = image.manifest_digest.to_string();
     let exists: Option<i64> = tx
-        .query_row("SELECT id FROM images WHERE manifest_digest = ?1", [&digest], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM images WHERE manifest_digest = ?1",
+            [&digest],
+            |r| r.get(0),
+        )
         .optional()?;
     if exists.is_some() {
         return Ok(());

@@ -41,8 +41,9 @@ pub struct LayerInfo {
 }
 
 fn parse_digest(s: String) -> rusqlite::Result<Digest> {
-    s.parse()
-        .map_err(|e: Error| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+    s.parse().map_err(|e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 impl Store {
@@ -53,7 +54,9 @@ impl Store {
         } else {
             let name = spec.strip_prefix("image/").unwrap_or(spec);
             let r = RefName::new(RefKind::Image, name)?;
-            let target = self.ref_target(&r)?.ok_or_else(|| Error::ImageNotFound { name: name.into() })?;
+            let target = self
+                .ref_target(&r)?
+                .ok_or_else(|| Error::ImageNotFound { name: name.into() })?;
             target.parse()?
         };
         self.image_by_digest(&digest)?
@@ -171,9 +174,11 @@ impl Store {
     pub fn layer_entries(&self, diff_id: &Digest) -> Result<Vec<TreeEntry>> {
         let conn = self.conn();
         let layer_id: i64 = conn
-            .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM layers WHERE diff_id = ?1",
+                [diff_id.to_string()],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| Error::LayerNotFound {
                 diff_id: diff_id.to_string(),
@@ -230,12 +235,17 @@ impl Store {
             .ok_or_else(|| Error::LayerNotFound {
                 diff_id: diff_id.to_string(),
             })?;
-        let sk = Skeleton::decode(&skeleton, tar_size as usize).map_err(|reason| Error::BadSkeleton {
-            diff_id: diff_id.to_string(),
-            reason,
+        let sk = Skeleton::decode(&skeleton, tar_size as usize).map_err(|reason| {
+            Error::BadSkeleton {
+                diff_id: diff_id.to_string(),
+                reason,
+            }
         })?;
         let mut written = 0u64;
-        let mut counting = CountingWriter { inner: out, count: &mut written };
+        let mut counting = CountingWriter {
+            inner: out,
+            count: &mut written,
+        };
         sk.rebuild(&mut counting, |s, w| -> Result<()> {
             let data = self.read_object(&s.object)?;
             if data.size() != s.size {
@@ -244,7 +254,8 @@ impl Store {
                     reason: "object size differs from the splice",
                 });
             }
-            data.copy_to(w).map_err(|e| Error::io(self.object_path(&s.object), e))?;
+            data.copy_to(w)
+                .map_err(|e| Error::io(self.object_path(&s.object), e))?;
             Ok(())
         })?;
         Ok(written)

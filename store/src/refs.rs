@@ -81,7 +81,10 @@ impl RefName {
         {
             return Err(bad("may only contain letters, digits and . _ : @ / + -"));
         }
-        if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if name
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(bad("has an empty, '.' or '..' segment"));
         }
         let prefix = kind.as_str();
@@ -98,7 +101,9 @@ impl RefName {
 
     /// The kind.
     pub fn kind(&self) -> RefKind {
-        self.full[..self.kind_len].parse().expect("validated at construction")
+        self.full[..self.kind_len]
+            .parse()
+            .expect("validated at construction")
     }
 
     /// The name without the kind.
@@ -196,7 +201,11 @@ impl Store {
         use rusqlite::OptionalExtension;
         Ok(self
             .conn()
-            .query_row("SELECT target FROM refs WHERE name = ?1", [name.as_str()], |r| r.get(0))
+            .query_row(
+                "SELECT target FROM refs WHERE name = ?1",
+                [name.as_str()],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 

@@ -77,11 +77,8 @@ impl Skeleton {
     pub fn decode(compressed: &[u8], max_raw: usize) -> Result<Skeleton, &'static str> {
         let mut data = Vec::new();
         let dec = zstd::stream::Decoder::new(compressed).map_err(|_| "not zstd")?;
-        io::copy(
-            &mut io::Read::take(dec, max_raw as u64 + 1),
-            &mut data,
-        )
-        .map_err(|_| "zstd stream is damaged")?;
+        io::copy(&mut io::Read::take(dec, max_raw as u64 + 1), &mut data)
+            .map_err(|_| "zstd stream is damaged")?;
         if data.len() > max_raw {
             return Err("skeleton is larger than its bound");
         }
@@ -104,7 +101,10 @@ impl Skeleton {
             });
         }
         let raw = cur.to_vec();
-        if splices.last().is_some_and(|s| s.raw_offset > raw.len() as u64) {
+        if splices
+            .last()
+            .is_some_and(|s| s.raw_offset > raw.len() as u64)
+        {
             return Err("splice beyond the raw bytes");
         }
         Ok(Skeleton { raw, splices })
@@ -170,7 +170,11 @@ mod tests {
         let sk = Skeleton::decode(&enc, 1 << 20).unwrap();
         let mut out = Vec::new();
         sk.rebuild(&mut out, |s, w| -> io::Result<()> {
-            let content: &[u8] = if s.object == ObjectId::of(b"hello") { b"hello" } else { b"abc" };
+            let content: &[u8] = if s.object == ObjectId::of(b"hello") {
+                b"hello"
+            } else {
+                b"abc"
+            };
             assert_eq!(content.len() as u64, s.size);
             w.write_all(content)
         })

@@ -138,7 +138,9 @@ impl Store {
         root.create_dir("objects").at(path.join("objects"))?;
         let objects = root.open_dir("objects").at(path.join("objects"))?;
         for i in 0..=255u8 {
-            objects.create_dir(format!("{i:02x}")).at(path.join("objects"))?;
+            objects
+                .create_dir(format!("{i:02x}"))
+                .at(path.join("objects"))?;
         }
         root.create_dir("staging").at(path.join("staging"))?;
         root.write("lock", b"").at(path.join("lock"))?;
@@ -184,7 +186,11 @@ impl Store {
                 known: FORMAT_VERSION,
             });
         }
-        if let Some(f) = config.features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+        if let Some(f) = config
+            .features
+            .iter()
+            .find(|f| !KNOWN_FEATURES.contains(&f.as_str()))
+        {
             return Err(Error::UnknownFeature { feature: f.clone() });
         }
         let objects = root.open_dir("objects").at(path.join("objects"))?;
@@ -262,8 +268,13 @@ impl Store {
 /// `syncfs` needs a real descriptor (directory handles may be `O_PATH`).
 fn syncfs(root: &Dir) -> Result<()> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::openat(root, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::Sync(e.into()))?;
+    let fd = rustix::fs::openat(
+        root,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::Sync(e.into()))?;
     rustix::fs::syncfs(&fd).map_err(|e| Error::Sync(e.into()))
 }
 
