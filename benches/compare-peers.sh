@@ -22,11 +22,13 @@
 #   TOOLS        space-separated subset of: skopeo-cs umoci ostree layerstore (default: all)
 #   DROP_CACHES  1 = drop the page cache before every timed run (default 0: warm cache)
 #   RESULTS_DIR  where the Markdown report goes (default <repo>/benches/results)
+#   OUT_NAME     file name of the report inside RESULTS_DIR (default YYYY-MM-DD-compare-peers.md;
+#                e.g. OUT_NAME=$(date +%F)-compare-peers-tmpfs.md to keep runs apart)
 #   WORK_PARENT  where the temporary stores live (default ${TMPDIR:-/var/tmp}); same
 #                filesystem for every tool, so stored bytes are comparable. On a VM whose
 #                disk is noisy, WORK_PARENT=/dev/shm (tmpfs) gives steadier CPU-side numbers;
 #                say which one a result used (the report records the filesystem)
-# Output: a table on stdout and $RESULTS_DIR/YYYY-MM-DD-compare-peers.md
+# Output: a table on stdout and $RESULTS_DIR/$OUT_NAME
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -95,6 +97,7 @@ CS_DRIVER=${CS_DRIVER:-overlay}
 TOOLS=${TOOLS:-skopeo-cs umoci ostree layerstore}
 export DROP_CACHES=${DROP_CACHES:-0}
 RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
+OUT_NAME=${OUT_NAME:-$(date +%F)-compare-peers.md}
 WORK_PARENT=${WORK_PARENT:-${TMPDIR:-/var/tmp}}
 
 die() { echo "compare-peers: $*" >&2; exit 1; }
@@ -243,7 +246,7 @@ for tool in "${enabled[@]}"; do run_tool "$tool"; done
 # Report
 # ---------------------------------------------------------------------------
 mkdir -p "$RESULTS_DIR"
-out=$RESULTS_DIR/$(date +%F)-compare-peers.md
+out=$RESULTS_DIR/$OUT_NAME
 notes_file=$W/notes.txt
 : > "$notes_file"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "$n" >> "$notes_file"; done

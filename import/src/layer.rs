@@ -356,6 +356,14 @@ fn parse_layer(
         if te.uid > u64::from(u32::MAX - 1) || te.gid > u64::from(u32::MAX - 1) {
             return Err(bad("uid or gid does not fit in 32 bits"));
         }
+        // AUFS bookkeeping (`.wh..wh.plnk/…`, `.wh..wh.aufs`) carries nothing for the tree; its data
+        // stays in the skeleton.
+        if path
+            .split(|&b| b == b'/')
+            .any(|c| c.starts_with(b".wh..wh.") && c != b".wh..wh..opq")
+        {
+            continue;
+        }
         let name = tree::file_name(&path);
         // Whiteouts: `.wh..wh..opq` hides a directory's lower children, `.wh.NAME` removes NAME,
         // other `.wh..wh.*` names are AUFS bookkeeping and carry nothing.
@@ -363,8 +371,6 @@ fn parse_layer(
             let parent = tree::parent(&path).unwrap_or_default().to_vec();
             let kind = if target == b".wh..opq" {
                 EntryKind::Opaque
-            } else if target.starts_with(b".wh.") {
-                continue;
             } else if target.is_empty() || target == b"." || target == b".." {
                 return Err(bad("whiteout names nothing"));
             } else {

@@ -236,6 +236,21 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
             stats,
         });
     }
+    // The image must flatten: a symlink loop or a path through a file would make it unusable.
+    {
+        let fresh: std::collections::HashMap<Digest, &[layerstore_store::TreeEntry]> =
+            records.iter().map(|r| (r.diff_id, r.entries.as_slice())).collect();
+        let mut stored = std::collections::HashMap::new();
+        for l in &image.layers {
+            if !fresh.contains_key(&l.diff_id) && !stored.contains_key(&l.diff_id) {
+                stored.insert(l.diff_id, store.layer_entries(&l.diff_id)?);
+            }
+        }
+        layerstore_store::MergedTree::build(image.layers.iter().map(|l| {
+            let entries = fresh.get(&l.diff_id).copied().unwrap_or_else(|| stored[&l.diff_id].as_slice());
+            (&l.diff_id, entries)
+        }))?;
+    }
     let record = ImageRecord {
         manifest_digest: image.manifest_digest,
         manifest_media_type: image.manifest_media_type.clone(),

@@ -235,7 +235,9 @@ impl Store {
             .ok_or_else(|| Error::LayerNotFound {
                 diff_id: diff_id.to_string(),
             })?;
-        let sk = Skeleton::decode(&skeleton, tar_size as usize).map_err(|reason| {
+        // The decoded skeleton is the tar minus contents plus a splice table of ~50 bytes per file.
+        let bound = (tar_size as usize).saturating_mul(2).saturating_add(1 << 16);
+        let sk = Skeleton::decode(&skeleton, bound).map_err(|reason| {
             Error::BadSkeleton {
                 diff_id: diff_id.to_string(),
                 reason,
