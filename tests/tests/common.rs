@@ -70,3 +70,96 @@ pub fn is_root() -> bool {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false)
 }
+
+/// What a comparison of two unpacked trees looks at: type, mode, owner, size, content hash,
+/// symlink target, device number, xattrs (mtimes of directories aside, as the issue allows).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Facts {
+    pub kind: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub content: Option<blake3::Hash>,
+    pub target: Option<PathBuf>,
+    pub rdev: u64,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Facts of every entry below `root`, and its hard-link groups (sorted lists of paths).
+pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let ft = m.file_type();
+            if ft.is_dir() {
+                stack.push(p.clone());
+            }
+            if ft.is_file() && m.nlink() > 1 {
+                inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
+            }
+            out.insert(
+                rel,
+                Facts {
+                    kind: m.mode() & 0o170000,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if ft.is_file() { m.len() } else { 0 },
+                    content: ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap())),
+                    target: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+                    rdev: m.rdev(),
+                    xattrs: xattrs(&p),
+                },
+            );
+        }
+    }
+    let mut groups: Vec<Vec<PathBuf>> = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    groups.sort();
+    (out, groups)
+}
+
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    // getfattr is optional; without it xattrs are not compared.
+    let Ok(o) = std::process::Command::new("getfattr")
+        .args(["--absolute-names", "-h", "-d", "-m", "-", "-e", "hex"])
+        .arg(p)
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, Vec<u8>)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, val)| (k.to_string(), val.as_bytes().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Assert two unpacked trees are equal, listing the first differences.
+#[track_caller]
+pub fn assert_same_tree(ours: &Path, theirs: &Path) {
+    let (a, ga) = tree_facts(ours);
+    let (b, gb) = tree_facts(theirs);
+    let mut diffs = Vec::new();
+    for k in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+        if a.get(k) != b.get(k) {
+            diffs.push(format!("{}: ours {:?} theirs {:?}", k.display(), a.get(k), b.get(k)));
+        }
+    }
+    assert!(diffs.is_empty(), "{} differences, first: {:#?}", diffs.len(), &diffs[..diffs.len().min(10)]);
+    assert_eq!(ga, gb, "hard-link groups differ");
+}

@@ -1,0 +1,142 @@
+//! Scenario tests through the libraries on the bundled sample series: import → read → checkout →
+//! export → fsck, with figures cross-checked against an independent computation on the fixtures.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use common::*;
+use layerstore_store::{CheckoutMode, CheckoutOptions, Digest};
+use layerstore_tests::{SAMPLE_TAGS, sample, sample_series};
+
+/// Distinct contents of regular files in tars, by blake3 (independent of the importer's parser).
+fn contents(tars: &[Vec<u8>]) -> HashMap<blake3::Hash, u64> {
+    let mut out = HashMap::new();
+    for t in tars {
+        let mut a = tar::Archive::new(&t[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type().is_file() {
+                let mut buf = Vec::new();
+                e.read_to_end(&mut buf).unwrap();
+                out.insert(blake3::hash(&buf), buf.len() as u64);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sample_series_round_trips_and_dedups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    let written = sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    let mut reports = HashMap::new();
+    for tag in SAMPLE_TAGS {
+        let r = import(&store, &format!("oci:{}:{tag}", oci.display())).unwrap();
+        reports.insert(tag.to_string(), r);
+    }
+    // Every layer rebuilds to its diff_id, byte for byte.
+    for (_, w) in &written {
+        for l in &w.layers {
+            let d: Digest = l.diff_id.parse().unwrap();
+            let mut out = Vec::new();
+            store.export_layer_tar(&d, &mut out).unwrap();
+            assert_eq!(out.len() as u64, l.tar_size);
+            assert_eq!(Digest::of(&out), d);
+        }
+    }
+    // Stored content equals the distinct contents of all layers, exactly.
+    let all = contents(&[sample::base_layer(1), sample::app_layer(1), sample::base_layer(2), sample::app_layer(2), sample::app_v3_layer()]);
+    let df = store.df().unwrap();
+    assert_eq!(df.object_bytes, all.values().sum::<u64>());
+    assert_eq!(df.objects as usize, all.len());
+    // The security update stored only what base-v1 lacked.
+    let v1 = contents(&[sample::base_layer(1), sample::app_layer(1)]);
+    let v2 = contents(&[sample::base_layer(2)]);
+    let new: u64 = v2.iter().filter(|(h, _)| !v1.contains_key(h)).map(|(_, s)| s).sum();
+    let r = &reports["base-v2"];
+    assert_eq!(r.new_bytes + inline_new_bytes(&store, &v1, &v2), new);
+    assert_sound(&store);
+}
+
+/// Bytes of new contents that went inline (not counted as new loose bytes).
+fn inline_new_bytes(
+    store: &layerstore_store::Store,
+    old: &HashMap<blake3::Hash, u64>,
+    new: &HashMap<blake3::Hash, u64>,
+) -> u64 {
+    new.iter()
+        .filter(|(h, s)| !old.contains_key(*h) && **s <= store.config().inline_threshold)
+        .map(|(_, s)| s)
+        .sum()
+}
+
+#[test]
+fn checkouts_match_umoci_unpack() {
+    if !have("umoci") || !is_root() {
+        eprintln!("skipped: needs umoci and root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    // This umoci reads gzip layers only; the base images are gzip.
+    for tag in ["base-v1", "base-v2"] {
+        import(&store, &format!("oci:{}:{tag}", oci.display())).unwrap();
+        let img = store.resolve_image(tag).unwrap();
+        let tree = store.merged_tree(&img).unwrap();
+        let ours = tmp.path().join(format!("co-{tag}"));
+        store.checkout(&tree, &ours, &CheckoutOptions::default()).unwrap();
+        let bundle = tmp.path().join(format!("umoci-{tag}"));
+        let st = std::process::Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{tag}", oci.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "umoci: {}", String::from_utf8_lossy(&st.stderr));
+        assert_same_tree(&ours, &bundle.join("rootfs"));
+        // A hard-link checkout has the same paths and contents.
+        let hl = tmp.path().join(format!("hl-{tag}"));
+        let opts = CheckoutOptions { mode: CheckoutMode::Hardlink, ..CheckoutOptions::default() };
+        store.checkout(&tree, &hl, &opts).unwrap();
+        let (a, _) = tree_facts(&ours);
+        let (b, _) = tree_facts(&hl);
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (k, fa) in &a {
+            assert_eq!(fa.content, b[k].content, "{}", k.display());
+        }
+    }
+    assert_sound(&store);
+}
+
+#[test]
+fn archives_and_layouts_give_the_same_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = sample::sample_specs();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let archive = tmp.path().join("sample.oci.tar");
+    layerstore_tests::write_oci_archive(&oci, &archive).unwrap();
+    let docker = tmp.path().join("sample.docker.tar");
+    let refs: Vec<(String, &layerstore_tests::ImageSpec)> =
+        specs.iter().map(|(n, s)| (format!("{n}:latest"), s)).collect();
+    let refs: Vec<(&str, &layerstore_tests::ImageSpec)> = refs.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    layerstore_tests::write_docker_archive(&docker, &refs).unwrap();
+    let store = new_store(tmp.path());
+    for tag in SAMPLE_TAGS {
+        let a = import(&store, &format!("oci:{}:{tag}", oci.display())).unwrap();
+        let b = import(&store, &format!("oci-archive:{}:{tag}", archive.display())).unwrap();
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        let c = import(&store, &format!("docker-archive:{}:{tag}:latest", docker.display())).unwrap();
+        assert!(c.layers.iter().all(|l| l.reused), "docker-archive layers are the same diff_ids");
+        let ta = store.merged_tree(&store.resolve_image(tag).unwrap()).unwrap();
+        let tc = store.merged_tree(&store.resolve_image(&format!("{tag}:latest")).unwrap()).unwrap();
+        assert_eq!(ta.entries, tc.entries);
+    }
+    assert_sound(&store);
+}
