@@ -108,6 +108,29 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Remove what no ref needs: layer refs no image lists, then unreachable layers and objects.
+    Gc {
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Which roots keep something alive: IMAGE, sha256:DIGEST (image or layer), OBJECT-ID, or
+    /// IMAGE:/PATH.
+    Why { target: String },
+    /// Write a disk image of IMAGE: a rootfs tar, EROFS or ext4, from a temporary merged ref.
+    Disk {
+        image: String,
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = FormatArg::Tar)]
+        format: FormatArg,
+        /// ext4 size, e.g. 512M or 2G (default: from the content).
+        #[arg(long)]
+        size: Option<String>,
+        /// Keep the merged/ ref afterwards (drop it with `rm --merged` or by re-running gc after
+        /// removing it).
+        #[arg(long)]
+        keep_merged: bool,
+    },
     /// List refs.
     Refs {
         #[arg(long, value_enum)]
@@ -127,6 +150,32 @@ enum ModeArg {
     Copy,
     Reflink,
     Hardlink,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Tar,
+    Erofs,
+    Ext4,
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64),
+        Some((i, _)) => (
+            &s[..i],
+            match s[i..].to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => bail!("invalid size {s:?} (use e.g. 512M or 2G)"),
+            },
+        ),
+    };
+    let n: u64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -569,6 +618,132 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             }
             if !rep.is_clean() {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Gc { dry_run } => {
+            let store = open(&store_path)?;
+            let (plan, report) =
+                layerstore_gc::collect(&store, &layerstore_gc::GcOptions { dry_run: *dry_run })?;
+            match (g.json, report) {
+                (true, None) => print_json(&plan)?,
+                (true, Some(r)) => print_json(&r)?,
+                (false, None) => {
+                    if plan.is_empty() {
+                        writeln!(out, "nothing to collect")?;
+                    } else {
+                        writeln!(
+                            out,
+                            "would remove {} layer refs, {} images, {} layers, {} objects ({} loose files) and {} stray files, freeing {}",
+                            plan.layer_refs.len(),
+                            plan.images.len(),
+                            plan.layers.len(),
+                            plan.objects,
+                            plan.loose_files,
+                            plan.stray_files,
+                            fmt::bytes(plan.bytes())
+                        )?;
+                        for l in &plan.layers {
+                            writeln!(out, "  layer {l}")?;
+                        }
+                    }
+                }
+                (false, Some(r)) => {
+                    if !g.quiet {
+                        let p = &r.removed;
+                        writeln!(
+                            out,
+                            "removed {} layer refs, {} images, {} layers, {} objects and {} stray files; freed {} (exclusive lock held {:.1} ms)",
+                            p.layer_refs.len(),
+                            p.images.len(),
+                            p.layers.len(),
+                            p.objects,
+                            p.stray_files,
+                            fmt::bytes(r.bytes_freed),
+                            r.lock_held.as_secs_f64() * 1000.0
+                        )?;
+                    }
+                }
+            }
+        }
+        Command::Why { target } => {
+            let store = open(&store_path)?;
+            let _l = store.lock(LockMode::Shared)?;
+            use layerstore_gc::why::{Subject, why};
+            let subject = if let Some((img, path)) = target.split_once(":/") {
+                let info = store.resolve_image(img)?;
+                let tree = store.merged_tree(&info)?;
+                let e = tree
+                    .lookup(path.as_bytes())
+                    .with_context(|| format!("no such path /{path} in image {img}"))?;
+                Subject::Object(
+                    e.object
+                        .with_context(|| format!("/{path} in image {img} has no content"))?,
+                )
+            } else if target.starts_with("sha256:") {
+                let d: Digest = target.parse()?;
+                if store.image_by_digest(&d)?.is_some() {
+                    Subject::Image(d)
+                } else {
+                    Subject::Layer(d)
+                }
+            } else if let Ok(id) = target.parse::<layerstore_store::ObjectId>() {
+                Subject::Object(id)
+            } else {
+                Subject::Image(store.resolve_image(target)?.manifest_digest)
+            };
+            let reasons = why(&store, &subject)?;
+            if g.json {
+                print_json(&reasons)?;
+            } else if reasons.is_empty() {
+                writeln!(out, "nothing keeps {target} alive; the next gc removes it")?;
+            } else {
+                for r in &reasons {
+                    match &r.layer {
+                        Some(l) => writeln!(out, "{} -> {} -> layer {l}", r.root, r.via)?,
+                        None => writeln!(out, "{} -> {}", r.root, r.via)?,
+                    }
+                }
+            }
+        }
+        Command::Disk {
+            image,
+            out: dest,
+            format,
+            size,
+            keep_merged,
+        } => {
+            let store = open(&store_path)?;
+            let _l = store.lock(LockMode::Shared)?;
+            let info = store.resolve_image(image)?;
+            let opts = layerstore_store::disk::DiskOptions {
+                format: match format {
+                    FormatArg::Tar => layerstore_store::disk::DiskFormat::Tar,
+                    FormatArg::Erofs => layerstore_store::disk::DiskFormat::Erofs,
+                    FormatArg::Ext4 => layerstore_store::disk::DiskFormat::Ext4,
+                },
+                size: size.as_deref().map(parse_size).transpose()?,
+                keep_merged: *keep_merged,
+                merged_name: image.strip_prefix("image/").unwrap_or(image).to_string(),
+            };
+            let rep = store.generate_disk(&info, dest, &opts).with_context(|| {
+                format!("cannot write a disk image of {image} to {}", dest.display())
+            })?;
+            if g.json {
+                print_json(&rep)?;
+            } else if !g.quiet {
+                writeln!(
+                    out,
+                    "wrote {} ({}, {} entries) from {}{}",
+                    dest.display(),
+                    fmt::bytes(rep.bytes),
+                    rep.entries,
+                    rep.merged_ref,
+                    if rep.merged_kept {
+                        " (kept)"
+                    } else {
+                        " (dropped)"
+                    }
+                )?;
             }
         }
         Command::Refs { kind } => {

@@ -238,8 +238,10 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
     }
     // The image must flatten: a symlink loop or a path through a file would make it unusable.
     {
-        let fresh: std::collections::HashMap<Digest, &[layerstore_store::TreeEntry]> =
-            records.iter().map(|r| (r.diff_id, r.entries.as_slice())).collect();
+        let fresh: std::collections::HashMap<Digest, &[layerstore_store::TreeEntry]> = records
+            .iter()
+            .map(|r| (r.diff_id, r.entries.as_slice()))
+            .collect();
         let mut stored = std::collections::HashMap::new();
         for l in &image.layers {
             if !fresh.contains_key(&l.diff_id) && !stored.contains_key(&l.diff_id) {
@@ -247,7 +249,10 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
             }
         }
         layerstore_store::MergedTree::build(image.layers.iter().map(|l| {
-            let entries = fresh.get(&l.diff_id).copied().unwrap_or_else(|| stored[&l.diff_id].as_slice());
+            let entries = fresh
+                .get(&l.diff_id)
+                .copied()
+                .unwrap_or_else(|| stored[&l.diff_id].as_slice());
             (&l.diff_id, entries)
         }))?;
     }

@@ -52,7 +52,10 @@ impl Store {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-        let layers: i64 = conn.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
+        let layers: i64 =
+            conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| {
+                r.get(0)
+            })?;
         // Distinct objects per referenced image, then how many images use each object.
         let mut stmt = conn.prepare(
             "WITH live AS (

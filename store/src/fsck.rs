@@ -180,7 +180,7 @@ impl Store {
                 target: r.target.clone(),
             };
             match r.kind {
-                RefKind::Layer => {
+                RefKind::Layer | RefKind::Merged => {
                     if !layers.contains(&r.target) {
                         found.push(dangling());
                     }

@@ -27,11 +27,13 @@
 pub mod checkout;
 pub mod df;
 pub mod digest;
+pub mod disk;
 pub mod error;
 pub mod fsck;
 mod fsutil;
 pub mod lease;
 pub mod merge;
+pub mod merged;
 pub mod object;
 pub mod publish;
 pub mod query;

@@ -284,3 +284,33 @@ impl Store {
         Staging::create(self, name)
     }
 }
+
+impl Store {
+    /// Every loose object file with its size (one directory scan).
+    pub fn loose_files(&self) -> Result<Vec<(ObjectId, u64)>> {
+        let mut out = Vec::new();
+        for i in 0..=255u8 {
+            let sub = format!("{i:02x}");
+            let path = self.path.join("objects").join(&sub);
+            let dir = self.objects.open_dir(&sub).at(&path)?;
+            for ent in dir.entries().at(&path)? {
+                let ent = ent.at(&path)?;
+                let name = ent.file_name();
+                if let Ok(id) = format!("{sub}{}", name.to_string_lossy()).parse::<ObjectId>() {
+                    let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((id, size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unlink a loose object file; a missing one is fine.
+    pub fn remove_loose(&self, id: &ObjectId) -> Result<()> {
+        match self.objects.remove_file(id.rel_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(self.object_path(id), e)),
+        }
+    }
+}

@@ -115,43 +115,52 @@ impl Store {
 }
 
 fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
-    let diff_id = layer.diff_id.to_string();
+    let mut obj = tx.prepare_cached(
+        "INSERT INTO objects (id, size, inline) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
+    for o in &layer.objects {
+        obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline])?;
+    }
+    insert_tree(
+        tx,
+        &layer.diff_id.to_string(),
+        false,
+        layer.tar_size,
+        &layer.skeleton,
+        layer.entries.iter(),
+    )
+}
+
+/// Insert a layers row and its entries, unless a row with this key exists (imported concurrently
+/// by another process, or a merged tree made before; its rows are equivalent).
+pub(crate) fn insert_tree<'e>(
+    tx: &Transaction<'_>,
+    key: &str,
+    merged: bool,
+    tar_size: u64,
+    skeleton: &[u8],
+    entries: impl Iterator<Item = &'e TreeEntry> + Clone,
+) -> Result<()> {
     let exists: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM layers WHERE diff_id = ?1",
-            [&diff_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT id FROM layers WHERE diff_id = ?1", [key], |r| {
+            r.get(0)
+        })
         .optional()?;
     if exists.is_some() {
-        // Imported concurrently by another process; its rows are equivalent.
         return Ok(());
     }
-    {
-        let mut obj = tx.prepare_cached(
-            "INSERT INTO objects (id, size, inline) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )?;
-        for o in &layer.objects {
-            obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline])?;
-        }
-    }
-    let content_size: u64 = layer
-        .entries
-        .iter()
-        .filter(|e| e.kind == crate::tree::EntryKind::Regular)
-        .map(|e| e.size)
-        .sum();
+    let (count, content_size) = entries.clone().fold((0u64, 0u64), |(n, c), e| {
+        let c = if e.kind == crate::tree::EntryKind::Regular {
+            c + e.size
+        } else {
+            c
+        };
+        (n + 1, c)
+    });
     tx.execute(
-        "INSERT INTO layers (diff_id, tar_size, entry_count, content_size, skeleton, imported_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            diff_id,
-            layer.tar_size as i64,
-            layer.entries.len() as i64,
-            content_size as i64,
-            layer.skeleton,
-            now()
-        ],
+        "INSERT INTO layers (diff_id, merged, tar_size, entry_count, content_size, skeleton, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![key, merged, tar_size as i64, count as i64, content_size as i64, skeleton, now()],
     )?;
     let layer_id = tx.last_insert_rowid();
     let mut stmt = tx.prepare_cached(
@@ -159,7 +168,7 @@ fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
                               object, link, dev_major, dev_minor, xattrs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
-    for (seq, e) in layer.entries.iter().enumerate() {
+    for (seq, e) in entries.enumerate() {
         stmt.execute(params![
             layer_id,
             seq as i64,

@@ -172,13 +172,16 @@ impl Store {
 
     /// The entries of a layer in stream order.
     pub fn layer_entries(&self, diff_id: &Digest) -> Result<Vec<TreeEntry>> {
+        self.entries_by_key(&diff_id.to_string())
+    }
+
+    /// The entries of a layers row by its key (a diff_id, or `merged:DIGEST`).
+    pub(crate) fn entries_by_key(&self, diff_id: &str) -> Result<Vec<TreeEntry>> {
         let conn = self.conn();
         let layer_id: i64 = conn
-            .query_row(
-                "SELECT id FROM layers WHERE diff_id = ?1",
-                [diff_id.to_string()],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id], |r| {
+                r.get(0)
+            })
             .optional()?
             .ok_or_else(|| Error::LayerNotFound {
                 diff_id: diff_id.to_string(),
@@ -236,12 +239,12 @@ impl Store {
                 diff_id: diff_id.to_string(),
             })?;
         // The decoded skeleton is the tar minus contents plus a splice table of ~50 bytes per file.
-        let bound = (tar_size as usize).saturating_mul(2).saturating_add(1 << 16);
-        let sk = Skeleton::decode(&skeleton, bound).map_err(|reason| {
-            Error::BadSkeleton {
-                diff_id: diff_id.to_string(),
-                reason,
-            }
+        let bound = (tar_size as usize)
+            .saturating_mul(2)
+            .saturating_add(1 << 16);
+        let sk = Skeleton::decode(&skeleton, bound).map_err(|reason| Error::BadSkeleton {
+            diff_id: diff_id.to_string(),
+            reason,
         })?;
         let mut written = 0u64;
         let mut counting = CountingWriter {

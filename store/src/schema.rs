@@ -16,9 +16,13 @@ const MIGRATIONS: &[&str] = &[
         inline BLOB                 -- the content for small objects; NULL = loose file
     );
 
+    -- Imported layers are keyed by diff_id. Merged trees (the flattened tree of an image, pinned
+    -- by a merged/ ref while a disk is generated) are stored the same way, keyed
+    -- `merged:MANIFEST-DIGEST`, with merged = 1 and an empty skeleton.
     CREATE TABLE layers (
         id INTEGER PRIMARY KEY,
         diff_id TEXT NOT NULL UNIQUE,
+        merged INTEGER NOT NULL DEFAULT 0,
         tar_size INTEGER NOT NULL,
         entry_count INTEGER NOT NULL,
         content_size INTEGER NOT NULL,
@@ -73,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image, idx)
     ) WITHOUT ROWID;
     CREATE INDEX image_layers_diff_id ON image_layers(diff_id);
+    CREATE INDEX image_layers_blob ON image_layers(blob_digest);
 
     CREATE TABLE refs (
         name TEXT PRIMARY KEY,      -- kind/rest, e.g. image/app:v1 or layer/sha256:…

@@ -22,11 +22,15 @@ pub fn import(store: &Store, spec: &str) -> layerstore_import::Result<ImportRepo
 pub fn assert_sound(store: &Store) {
     let rep = store.fsck(&FsckOptions::default()).expect("fsck runs");
     assert!(rep.is_clean(), "fsck: {:?}", rep.findings);
-    let staging: Vec<_> = std::fs::read_dir(store.path().join("staging")).unwrap().collect();
+    let staging: Vec<_> = std::fs::read_dir(store.path().join("staging"))
+        .unwrap()
+        .collect();
     assert!(staging.is_empty(), "staging leftovers: {staging:?}");
     assert!(store.leases().unwrap().is_empty(), "leases left");
     for r in store.refs(Some(RefKind::Image)).unwrap() {
-        let img = store.resolve_image(r.name.name()).expect("image ref resolves");
+        let img = store
+            .resolve_image(r.name.name())
+            .expect("image ref resolves");
         store.merged_tree(&img).expect("tree builds");
     }
 }
@@ -35,7 +39,9 @@ pub fn assert_sound(store: &Store) {
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();
@@ -89,6 +95,7 @@ pub struct Facts {
 /// Facts of every entry below `root`, and its hard-link groups (sorted lists of paths).
 pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) {
     use std::os::unix::fs::MetadataExt;
+    let mut xattrs = all_xattrs(root);
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -105,7 +112,7 @@ pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) 
                 inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
             }
             out.insert(
-                rel,
+                rel.clone(),
                 Facts {
                     kind: m.mode() & 0o170000,
                     mode: m.mode() & 0o7777,
@@ -115,7 +122,7 @@ pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) 
                     content: ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap())),
                     target: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
                     rdev: m.rdev(),
-                    xattrs: xattrs(&p),
+                    xattrs: xattrs.remove(&rel).unwrap_or_default(),
                 },
             );
         }
@@ -131,22 +138,33 @@ pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) 
     (out, groups)
 }
 
-fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    // getfattr is optional; without it xattrs are not compared.
+/// Every xattr below `root` in one `getfattr -R` run (optional: without getfattr, none).
+fn all_xattrs(root: &Path) -> BTreeMap<PathBuf, Vec<(String, Vec<u8>)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out: BTreeMap<PathBuf, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     let Ok(o) = std::process::Command::new("getfattr")
-        .args(["--absolute-names", "-h", "-d", "-m", "-", "-e", "hex"])
-        .arg(p)
+        .args(["-R", "-P", "--absolute-names", "-d", "-m", "-", "-e", "hex"])
+        .arg(root)
         .output()
     else {
-        return Vec::new();
+        return out;
     };
-    let mut v: Vec<(String, Vec<u8>)> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, val)| (k.to_string(), val.as_bytes().to_vec()))
-        .collect();
-    v.sort();
-    v
+    let mut current: Option<PathBuf> = None;
+    for line in o.stdout.split(|&b| b == b'\n') {
+        if let Some(name) = line.strip_prefix(b"# file: ") {
+            let p = Path::new(std::ffi::OsStr::from_bytes(name));
+            current = p.strip_prefix(root).ok().map(Path::to_path_buf);
+        } else if let (Some(cur), Some(eq)) = (&current, line.iter().position(|&b| b == b'=')) {
+            let (k, v) = line.split_at(eq);
+            out.entry(cur.clone())
+                .or_default()
+                .push((String::from_utf8_lossy(k).into_owned(), v[1..].to_vec()));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
 }
 
 /// Assert two unpacked trees are equal, listing the first differences.
@@ -155,11 +173,25 @@ pub fn assert_same_tree(ours: &Path, theirs: &Path) {
     let (a, ga) = tree_facts(ours);
     let (b, gb) = tree_facts(theirs);
     let mut diffs = Vec::new();
-    for k in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for k in a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         if a.get(k) != b.get(k) {
-            diffs.push(format!("{}: ours {:?} theirs {:?}", k.display(), a.get(k), b.get(k)));
+            diffs.push(format!(
+                "{}: ours {:?} theirs {:?}",
+                k.display(),
+                a.get(k),
+                b.get(k)
+            ));
         }
     }
-    assert!(diffs.is_empty(), "{} differences, first: {:#?}", diffs.len(), &diffs[..diffs.len().min(10)]);
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(10)]
+    );
     assert_eq!(ga, gb, "hard-link groups differ");
 }

@@ -24,16 +24,25 @@ fn corpus() -> Option<PathBuf> {
 
 fn run(cmd: &mut std::process::Command) {
     let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
 fn corpus_checkouts_equal_umoci_and_layers_round_trip() {
     let Some(corpus) = corpus() else { return };
-    let tmp = tempfile::tempdir_in(std::env::var_os("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
+    let tmp =
+        tempfile::tempdir_in(std::env::var_os("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
     let store = new_store(tmp.path());
     for name in IMAGES {
-        import(&store, &format!("oci:{}:{name}", corpus.join("oci").display())).unwrap();
+        import(
+            &store,
+            &format!("oci:{}:{name}", corpus.join("oci").display()),
+        )
+        .unwrap();
         let img = store.resolve_image(name).unwrap();
         for l in &img.layers {
             let mut h = layerstore_store::DigestHasher::default();
@@ -42,7 +51,13 @@ fn corpus_checkouts_equal_umoci_and_layers_round_trip() {
             assert_eq!(h.finish(), l.diff_id, "{name}: layer round trip");
         }
         let ours = tmp.path().join(format!("co-{name}"));
-        store.checkout(&store.merged_tree(&img).unwrap(), &ours, &CheckoutOptions::default()).unwrap();
+        store
+            .checkout(
+                &store.merged_tree(&img).unwrap(),
+                &ours,
+                &CheckoutOptions::default(),
+            )
+            .unwrap();
         let bundle = tmp.path().join(format!("umoci-{name}"));
         run(std::process::Command::new("umoci")
             .args(["unpack", "--image"])
@@ -58,28 +73,45 @@ fn corpus_checkouts_equal_umoci_and_layers_round_trip() {
 #[test]
 fn corpus_archives_import_to_the_same_trees() {
     let Some(corpus) = corpus() else { return };
-    let tmp = tempfile::tempdir_in(std::env::var_os("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
+    let tmp =
+        tempfile::tempdir_in(std::env::var_os("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
     let store = new_store(tmp.path());
     for name in IMAGES {
         let oci_tar = tmp.path().join(format!("{name}.oci.tar"));
         let docker_tar = tmp.path().join(format!("{name}.docker.tar"));
         let layout = format!("oci:{}:{name}", corpus.join("oci").display());
-        run(std::process::Command::new("skopeo").args(["copy", "-q", &layout]).arg(format!("oci-archive:{}:{name}", oci_tar.display())));
-        run(std::process::Command::new("skopeo").args(["copy", "-q", &layout]).arg(format!("docker-archive:{}:{name}:latest", docker_tar.display())));
+        run(std::process::Command::new("skopeo")
+            .args(["copy", "-q", &layout])
+            .arg(format!("oci-archive:{}:{name}", oci_tar.display())));
+        run(std::process::Command::new("skopeo")
+            .args(["copy", "-q", &layout])
+            .arg(format!(
+                "docker-archive:{}:{name}:latest",
+                docker_tar.display()
+            )));
         let a = import(&store, &layout).unwrap();
         let b = import(&store, &format!("oci-archive:{}:{name}", oci_tar.display())).unwrap();
         let c = import(&store, &format!("docker-archive:{}", docker_tar.display())).unwrap();
         assert_eq!(a.manifest_digest, b.manifest_digest, "{name}");
         let trees: Vec<_> = [&a.name, &c.name]
             .iter()
-            .map(|n| store.merged_tree(&store.resolve_image(n).unwrap()).unwrap().entries)
+            .map(|n| {
+                store
+                    .merged_tree(&store.resolve_image(n).unwrap())
+                    .unwrap()
+                    .entries
+            })
             .collect();
         assert_eq!(trees[0], trees[1], "{name}: docker-archive tree");
         std::fs::remove_file(oci_tar).unwrap();
         std::fs::remove_file(docker_tar).unwrap();
     }
     let df = store.df().unwrap();
-    assert!(df.layers == 5, "five distinct layers, whatever the source: {}", df.layers);
+    assert!(
+        df.layers == 5,
+        "five distinct layers, whatever the source: {}",
+        df.layers
+    );
     assert_sound(&store);
 }
 
@@ -93,4 +125,3 @@ impl std::io::Write for HashWriter<'_> {
         Ok(())
     }
 }
-

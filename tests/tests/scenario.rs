@@ -49,14 +49,24 @@ fn sample_series_round_trips_and_dedups() {
         }
     }
     // Stored content equals the distinct contents of all layers, exactly.
-    let all = contents(&[sample::base_layer(1), sample::app_layer(1), sample::base_layer(2), sample::app_layer(2), sample::app_v3_layer()]);
+    let all = contents(&[
+        sample::base_layer(1),
+        sample::app_layer(1),
+        sample::base_layer(2),
+        sample::app_layer(2),
+        sample::app_v3_layer(),
+    ]);
     let df = store.df().unwrap();
     assert_eq!(df.object_bytes, all.values().sum::<u64>());
     assert_eq!(df.objects as usize, all.len());
     // The security update stored only what base-v1 lacked.
     let v1 = contents(&[sample::base_layer(1), sample::app_layer(1)]);
     let v2 = contents(&[sample::base_layer(2)]);
-    let new: u64 = v2.iter().filter(|(h, _)| !v1.contains_key(h)).map(|(_, s)| s).sum();
+    let new: u64 = v2
+        .iter()
+        .filter(|(h, _)| !v1.contains_key(h))
+        .map(|(_, s)| s)
+        .sum();
     let r = &reports["base-v2"];
     assert_eq!(r.new_bytes + inline_new_bytes(&store, &v1, &v2), new);
     assert_sound(&store);
@@ -90,7 +100,9 @@ fn checkouts_match_umoci_unpack() {
         let img = store.resolve_image(tag).unwrap();
         let tree = store.merged_tree(&img).unwrap();
         let ours = tmp.path().join(format!("co-{tag}"));
-        store.checkout(&tree, &ours, &CheckoutOptions::default()).unwrap();
+        store
+            .checkout(&tree, &ours, &CheckoutOptions::default())
+            .unwrap();
         let bundle = tmp.path().join(format!("umoci-{tag}"));
         let st = std::process::Command::new("umoci")
             .args(["unpack", "--image"])
@@ -98,11 +110,18 @@ fn checkouts_match_umoci_unpack() {
             .arg(&bundle)
             .output()
             .unwrap();
-        assert!(st.status.success(), "umoci: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         assert_same_tree(&ours, &bundle.join("rootfs"));
         // A hard-link checkout has the same paths and contents.
         let hl = tmp.path().join(format!("hl-{tag}"));
-        let opts = CheckoutOptions { mode: CheckoutMode::Hardlink, ..CheckoutOptions::default() };
+        let opts = CheckoutOptions {
+            mode: CheckoutMode::Hardlink,
+            ..CheckoutOptions::default()
+        };
         store.checkout(&tree, &hl, &opts).unwrap();
         let (a, _) = tree_facts(&ours);
         let (b, _) = tree_facts(&hl);
@@ -123,19 +142,33 @@ fn archives_and_layouts_give_the_same_images() {
     let archive = tmp.path().join("sample.oci.tar");
     layerstore_tests::write_oci_archive(&oci, &archive).unwrap();
     let docker = tmp.path().join("sample.docker.tar");
-    let refs: Vec<(String, &layerstore_tests::ImageSpec)> =
-        specs.iter().map(|(n, s)| (format!("{n}:latest"), s)).collect();
-    let refs: Vec<(&str, &layerstore_tests::ImageSpec)> = refs.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let refs: Vec<(String, &layerstore_tests::ImageSpec)> = specs
+        .iter()
+        .map(|(n, s)| (format!("{n}:latest"), s))
+        .collect();
+    let refs: Vec<(&str, &layerstore_tests::ImageSpec)> =
+        refs.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     layerstore_tests::write_docker_archive(&docker, &refs).unwrap();
     let store = new_store(tmp.path());
     for tag in SAMPLE_TAGS {
         let a = import(&store, &format!("oci:{}:{tag}", oci.display())).unwrap();
         let b = import(&store, &format!("oci-archive:{}:{tag}", archive.display())).unwrap();
         assert_eq!(a.manifest_digest, b.manifest_digest);
-        let c = import(&store, &format!("docker-archive:{}:{tag}:latest", docker.display())).unwrap();
-        assert!(c.layers.iter().all(|l| l.reused), "docker-archive layers are the same diff_ids");
-        let ta = store.merged_tree(&store.resolve_image(tag).unwrap()).unwrap();
-        let tc = store.merged_tree(&store.resolve_image(&format!("{tag}:latest")).unwrap()).unwrap();
+        let c = import(
+            &store,
+            &format!("docker-archive:{}:{tag}:latest", docker.display()),
+        )
+        .unwrap();
+        assert!(
+            c.layers.iter().all(|l| l.reused),
+            "docker-archive layers are the same diff_ids"
+        );
+        let ta = store
+            .merged_tree(&store.resolve_image(tag).unwrap())
+            .unwrap();
+        let tc = store
+            .merged_tree(&store.resolve_image(&format!("{tag}:latest")).unwrap())
+            .unwrap();
         assert_eq!(ta.entries, tc.entries);
     }
     assert_sound(&store);

@@ -1,0 +1,305 @@
+//! Garbage collection scenarios through the libraries. Every test ends with the store sound
+//! (fsck clean, every ref resolvable).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::*;
+use layerstore_gc::{GcOptions, collect, plan};
+use layerstore_store::disk::{DiskFormat, DiskOptions};
+use layerstore_store::{RefKind, RefName, Store};
+use layerstore_tests::{
+    Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat, sample_series,
+};
+
+fn gc(store: &Store) -> layerstore_gc::GcReport {
+    collect(store, &GcOptions::default())
+        .unwrap()
+        .1
+        .expect("not a dry run")
+}
+
+fn disk(store: &Store, name: &str, out: &Path) {
+    let img = store.resolve_image(name).unwrap();
+    let opts = DiskOptions {
+        format: DiskFormat::Tar,
+        size: None,
+        keep_merged: false,
+        merged_name: name.into(),
+    };
+    store.generate_disk(&img, out, &opts).unwrap();
+}
+
+/// Loose object bytes on disk.
+fn loose_bytes(store: &Store) -> u64 {
+    store.loose_files().unwrap().iter().map(|(_, s)| s).sum()
+}
+
+#[test]
+fn upgrade_leaves_what_a_fresh_v2_store_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let src = |t: &str| format!("oci:{}:{t}", oci.display());
+
+    let store = new_store(tmp.path());
+    import(&store, &src("base-v1")).unwrap();
+    import(&store, &src("app-v1")).unwrap();
+    disk(&store, "app-v1", &tmp.path().join("app-v1.tar"));
+    import(&store, &src("base-v2")).unwrap();
+    import(&store, &src("app-v2")).unwrap();
+    store
+        .remove_refs(&[
+            RefName::image("base-v1").unwrap(),
+            RefName::image("app-v1").unwrap(),
+        ])
+        .unwrap();
+    let planned = plan(&store).unwrap();
+    let report = gc(&store);
+    assert_eq!(
+        report.removed.layers.len(),
+        3,
+        "two v1 layers and app-v1's merged tree"
+    );
+    assert_eq!(planned.object_bytes, report.removed.object_bytes);
+    assert_sound(&store);
+
+    let fresh_dir = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh_dir).unwrap();
+    let fresh = new_store(&fresh_dir);
+    import(&fresh, &src("base-v2")).unwrap();
+    import(&fresh, &src("app-v2")).unwrap();
+    let (a, b) = (store.df().unwrap(), fresh.df().unwrap());
+    assert_eq!(a.object_bytes, b.object_bytes);
+    assert_eq!(a.objects, b.objects);
+    assert_eq!(loose_bytes(&store), loose_bytes(&fresh));
+    // Layer refs left are exactly the v2 layers.
+    let layers: BTreeSet<String> = store
+        .refs(Some(RefKind::Layer))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    let fresh_layers: BTreeSet<String> = fresh
+        .refs(Some(RefKind::Layer))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    assert_eq!(layers, fresh_layers);
+    disk(&store, "app-v2", &tmp.path().join("app-v2.tar"));
+    assert!(
+        store.refs(Some(RefKind::Merged)).unwrap().is_empty(),
+        "merged ref dropped after disk"
+    );
+    assert!(
+        collect(&store, &GcOptions::default())
+            .unwrap()
+            .1
+            .unwrap()
+            .removed
+            .layers
+            .len()
+            == 1,
+        "the app-v2 merged tree goes at the next gc"
+    );
+    assert_sound(&store);
+}
+
+#[test]
+fn gc_keeps_objects_reachable_from_merged_refs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let img = store.resolve_image("base-v1").unwrap();
+    let (_, tree) = store.create_merged("pinned", &img).unwrap();
+    store
+        .remove_refs(&[RefName::image("base-v1").unwrap()])
+        .unwrap();
+    let r = gc(&store);
+    assert_eq!(
+        r.removed.layers.len(),
+        1,
+        "the image's layer goes, the merged tree stays"
+    );
+    // Every object of the merged tree is still readable.
+    for e in tree.entries.values() {
+        if let Some(id) = e.object {
+            store.read_object(&id).unwrap();
+        }
+    }
+    assert_sound(&store);
+    store
+        .remove_refs(&[RefName::new(RefKind::Merged, "pinned").unwrap()])
+        .unwrap();
+    gc(&store);
+    assert_eq!(store.df().unwrap().objects, 0);
+    assert!(store.loose_files().unwrap().is_empty());
+    assert_sound(&store);
+}
+
+#[test]
+fn gc_removes_stray_files_of_an_interrupted_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    // A loose object written before a crash, with no row.
+    let id = layerstore_store::ObjectId::of(&[5u8; 9000]);
+    let p = store.object_path(&id);
+    std::fs::write(&p, [5u8; 9000]).unwrap();
+    let planned = plan(&store).unwrap();
+    assert_eq!(planned.stray_files, 1);
+    assert_eq!(planned.stray_bytes, 9000);
+    gc(&store);
+    assert!(!p.exists());
+    assert_sound(&store);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:app-v1", oci.display())).unwrap();
+    store
+        .remove_refs(&[RefName::image("app-v1").unwrap()])
+        .unwrap();
+    let before = store.df().unwrap();
+    let (p, r) = collect(&store, &GcOptions { dry_run: true }).unwrap();
+    assert!(r.is_none());
+    assert_eq!(p.layers.len(), 2);
+    assert_eq!(p.object_bytes, before.object_bytes);
+    assert_eq!(store.df().unwrap().objects, before.objects);
+    assert_sound(&store);
+}
+
+/// Model-based test: random sequences of import / tag / rm / disk / gc against a model of which
+/// names exist; after every gc the stored objects are exactly those the named images need.
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Import(usize),
+        Tag(usize, usize),
+        Rm(usize),
+        Disk(usize),
+        Gc,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..4usize).prop_map(Op::Import),
+            1 => (0..4usize, 0..4usize).prop_map(|(a, b)| Op::Tag(a, b)),
+            2 => (0..4usize).prop_map(Op::Rm),
+            1 => (0..4usize).prop_map(Op::Disk),
+            2 => Just(Op::Gc),
+        ]
+    }
+
+    /// Four small images sharing some files.
+    fn images() -> Vec<ImageSpec> {
+        let f = |name: &str, content: &[u8]| Entry::file(name, content.to_vec());
+        let shared = vec![0xabu8; 6000];
+        let layer = |entries: Vec<Entry>| {
+            Layer::new(
+                LayerBuilder::new(TarFormat::Pax)
+                    .with_entries(entries)
+                    .tar_bytes(),
+                Compression::Gzip,
+            )
+        };
+        let base = layer(vec![f("lib/shared", &shared), f("etc/conf", b"c")]);
+        vec![
+            ImageSpec::new(vec![base.clone()]),
+            ImageSpec::new(vec![base.clone(), layer(vec![f("app/a", &[1u8; 7000])])]),
+            ImageSpec::new(vec![layer(vec![
+                f("lib/shared", &shared),
+                f("app/b", &[2u8; 8000]),
+            ])]),
+            ImageSpec::new(vec![
+                base,
+                layer(vec![
+                    Entry::whiteout("lib/shared"),
+                    f("app/c", &[3u8; 9000]),
+                ]),
+            ]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn gc_matches_the_model(ops in proptest::collection::vec(op(), 1..14)) {
+            let tmp = tempfile::tempdir().unwrap();
+            let oci = tmp.path().join("oci");
+            let mut layout = OciLayout::create(&oci).unwrap();
+            let specs = images();
+            for (i, s) in specs.iter().enumerate() {
+                layout.add_image(&format!("img{i}"), s).unwrap();
+            }
+            let store = new_store(tmp.path());
+            // Model: name → image index.
+            let mut names: BTreeMap<String, usize> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Import(i) => {
+                        import(&store, &format!("oci:{}:img{i}", oci.display())).unwrap();
+                        names.insert(format!("img{i}"), i);
+                    }
+                    Op::Tag(i, j) => {
+                        if let Some(&img) = names.get(&format!("img{i}")) {
+                            let info = store.resolve_image(&format!("img{i}")).unwrap();
+                            store.set_refs(&[(RefName::image(&format!("tag{j}")).unwrap(), info.manifest_digest.to_string())]).unwrap();
+                            names.insert(format!("tag{j}"), img);
+                        }
+                    }
+                    Op::Rm(i) => {
+                        let n = format!("img{i}");
+                        if names.remove(&n).is_some() {
+                            store.remove_refs(&[RefName::image(&n).unwrap()]).unwrap();
+                        }
+                    }
+                    Op::Disk(i) => {
+                        if names.contains_key(&format!("img{i}")) {
+                            disk(&store, &format!("img{i}"), &tmp.path().join("disk.tar"));
+                        }
+                    }
+                    Op::Gc => {
+                        gc(&store);
+                        // Exactly the contents of the named images' layers remain.
+                        let mut want = BTreeSet::new();
+                        for &img in names.values() {
+                            for l in &specs[img].layers {
+                                let mut a = tar::Archive::new(&l.tar[..]);
+                                for e in a.entries().unwrap() {
+                                    let mut e = e.unwrap();
+                                    if e.header().entry_type().is_file() && !e.path().unwrap().to_string_lossy().contains(".wh.") {
+                                        let mut buf = Vec::new();
+                                        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+                                        want.insert(layerstore_store::ObjectId::of(&buf));
+                                    }
+                                }
+                            }
+                        }
+                        let conn = store.conn();
+                        let mut stmt = conn.prepare("SELECT id FROM objects").unwrap();
+                        let have: BTreeSet<_> = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap()
+                            .map(|r| layerstore_store::ObjectId::from_slice(&r.unwrap()).unwrap()).collect();
+                        drop(stmt);
+                        drop(conn);
+                        prop_assert_eq!(have, want);
+                    }
+                }
+                let named: BTreeSet<String> = store.images().unwrap().into_iter().map(|(n, _)| n).collect();
+                prop_assert_eq!(named, names.keys().cloned().collect::<BTreeSet<_>>());
+            }
+            assert_sound(&store);
+        }
+    }
+}
