@@ -265,10 +265,13 @@ env_file=$W/env.txt
   echo "nproc: $(nproc)"
   echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "memory: $(awk '/^MemTotal/ {print $2 " kB"}' /proc/meminfo)"
-  echo "store filesystem: $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$W")"
+  echo "store filesystem: $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$W" | head -n 1)" # stacked mounts list twice
   echo "corpus: $CORPUS/oci, $IMAGE1 then $IMAGE2"
   echo "layerstore: $LAYERSTORE$( [ -x "$LAYERSTORE" ] || echo ' (missing)')"
-  echo "git: $(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo 'no commit')"
+  if [ -x "$LAYERSTORE" ]; then # the binary may predate HEAD: say which one was measured
+    echo "layerstore binary: sha256 $(sha256sum "$LAYERSTORE" | cut -c1-16), mtime $(date -u -r "$LAYERSTORE" '+%Y-%m-%d %H:%M:%S UTC')"
+  fi
+  echo "git: $(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo 'no commit') (HEAD when the report was written)"
   echo "runs: $RUNS per benchmark, warmup 0, sync before each run, page cache: $([ "$DROP_CACHES" = 1 ] && echo dropped before each run || echo warm)"
   echo "containers-storage driver: $CS_DRIVER_USED"
   versions | sed 's/^/version: /'

@@ -58,9 +58,17 @@ impl Store {
         out: &Path,
         opts: &DiskOptions,
     ) -> Result<DiskReport> {
+        // A merged ref kept by an earlier generation stays; one made here goes afterwards.
+        let existed = self
+            .ref_target(&crate::refs::RefName::new(
+                crate::refs::RefKind::Merged,
+                &opts.merged_name,
+            )?)?
+            .is_some();
         let (r, tree) = self.create_merged(&opts.merged_name, image)?;
         let res = self.generate_from(&tree, out, opts);
-        if !opts.keep_merged {
+        let keep = opts.keep_merged || existed;
+        if !keep {
             let dropped = self.remove_refs(std::slice::from_ref(&r));
             if res.is_ok() {
                 dropped?;
@@ -76,7 +84,7 @@ impl Store {
             bytes,
             entries: tree.entries.len() as u64,
             merged_ref: r.to_string(),
-            merged_kept: opts.keep_merged,
+            merged_kept: keep,
         })
     }
 

@@ -230,11 +230,12 @@ impl Store {
             self.reclaim_dead_leases()?;
             for name in leftovers.drain(..) {
                 let p = self.path.join("staging").join(&name);
-                let is_dir = self.staging.symlink_metadata(&name).at(&p)?.is_dir();
-                if is_dir {
-                    self.staging.remove_dir_all(&name).at(&p)?;
-                } else {
-                    self.staging.remove_file(&name).at(&p)?;
+                // Dead leases' staging went with them just above.
+                match self.staging.symlink_metadata(&name) {
+                    Ok(m) if m.is_dir() => self.staging.remove_dir_all(&name).at(&p)?,
+                    Ok(_) => self.staging.remove_file(&name).at(&p)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&p, e)),
                 }
                 rep.repaired.push(Finding::StagingLeftover { name });
             }

@@ -109,7 +109,10 @@ pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) 
                 stack.push(p.clone());
             }
             if ft.is_file() && m.nlink() > 1 {
-                inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(rel.clone());
             }
             out.insert(
                 rel.clone(),
@@ -119,7 +122,9 @@ pub fn tree_facts(root: &Path) -> (BTreeMap<PathBuf, Facts>, Vec<Vec<PathBuf>>) 
                     uid: m.uid(),
                     gid: m.gid(),
                     size: if ft.is_file() { m.len() } else { 0 },
-                    content: ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap())),
+                    content: ft
+                        .is_file()
+                        .then(|| blake3::hash(&std::fs::read(&p).unwrap())),
                     target: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
                     rdev: m.rdev(),
                     xattrs: xattrs.remove(&rel).unwrap_or_default(),
