@@ -26,9 +26,10 @@ declare -A SRC=(
   [docker-archive]="docker-archive:$CORPUS/archives/base-v1.docker.tar"
 )
 run() { echo "\$ $*" >&2; "$@"; }
-hf() { # NAME PREPARE COMMAND
-  echo "\$ hyperfine --runs $RUNS --warmup 0 --prepare '$2' '$3'"
-  hyperfine --style basic --runs "$RUNS" --warmup 0 --export-json "$OUT/$1.json" -n "$1" --prepare "$2" "$3"
+hf() { # NAME PREPARE COMMAND [HYPERFINE_OPTION...]: default --runs $RUNS --warmup 0
+  local name=$1 prep=$2 cmd=$3; shift 3
+  echo "\$ hyperfine --runs $RUNS --warmup 0 $* --prepare '$prep' '$cmd'"
+  hyperfine --style basic --runs "$RUNS" --warmup 0 "$@" --export-json "$OUT/$name.json" -n "$name" --prepare "$prep" "$cmd"
 }
 rss() { # LABEL COMMAND...: max RSS in kB and wall, from /usr/bin/time -v
   local label=$1; shift
@@ -97,14 +98,15 @@ if want c || want h; then
     for t in base-v1 app-v1 base-v2 app-v2; do run "$L" --store "$d/c" import "oci:$CORPUS/oci:$t"; done
     sync
     run "$L" --store "$d/c" --json df | tee "$OUT/c-$fs-df.json" | jq -c '{logical_bytes,stored_bytes,object_bytes,loose_bytes,index_bytes,objects,loose_objects,inline_objects,dedup_ratio}'
-    run du -sb "$d/c" "$d/c/objects" "$d/c/index.sqlite"
+    for p in "$d/c" "$d/c/objects" "$d/c/index.sqlite"; do run du -sb "$p"; done # one du each: du counts a dir once
     run du -s --block-size=1 "$d/c"
     run "$L" --store "$d/c" fsck
     if want h; then
       echo "=== h. df and images on that store ($fs)"
-      hf "h-$fs-df" "true" "$L --store $d/c df"
-      hf "h-$fs-df-json" "true" "$L --store $d/c --json df"
-      hf "h-$fs-images" "true" "$L --store $d/c images"
+      hf "h-$fs-df" "true" "$L --store $d/c df" -N --warmup 1 --runs 10
+      hf "h-$fs-df-json" "true" "$L --store $d/c --json df" -N --warmup 1 --runs 10
+      hf "h-$fs-images" "true" "$L --store $d/c images" -N --warmup 1 --runs 10
+      hf "h-$fs-fsck" "true" "$L --store $d/c fsck" -N --warmup 1 --runs 5
     fi
     rm -rf "$d/c"
   done

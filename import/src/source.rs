@@ -323,3 +323,38 @@ mod tests {
         assert!(SourceSpec::parse("oci:").is_err());
     }
 }
+
+/// Files held in memory (for tests and fuzzing: no filesystem involved).
+#[derive(Default)]
+pub struct MemContainer {
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl MemContainer {
+    /// Add a blob under `blobs/sha256/HEX`; returns its digest.
+    pub fn add_blob(&mut self, data: Vec<u8>) -> Digest {
+        let d = Digest::of(&data);
+        self.files.insert(blob_path(&d), data);
+        d
+    }
+}
+
+impl Container for MemContainer {
+    fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        match self.files.get(path) {
+            Some(d) => Ok(Some(read_bounded(&d[..], max, path)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn open_optional(&self, path: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>> {
+        Ok(self
+            .files
+            .get(path)
+            .map(|d| (Box::new(&d[..]) as Box<dyn Read + Send>, d.len() as u64)))
+    }
+
+    fn describe(&self) -> String {
+        "(memory)".into()
+    }
+}
