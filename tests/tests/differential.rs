@@ -78,14 +78,16 @@ fn mode_bits(s: &[u8]) -> u32 {
 /// Split `path -> target` / `path link to target`.
 fn split_link(rest: &[u8], letter: char) -> (Vec<u8>, Option<Vec<u8>>, char) {
     for (sep, kind) in [(&b" -> "[..], 'l'), (&b" link to "[..], 'h')] {
+        if letter != 'l' && kind != 'h' {
+            continue;
+        }
         if let Some(i) = rest.windows(sep.len()).position(|w| w == sep) {
-            if letter == 'l' || kind == 'h' {
-                return (
-                    rest[..i].to_vec(),
-                    Some(rest[i + sep.len()..].to_vec()),
-                    if kind == 'h' { 'h' } else { letter },
-                );
-            }
+            let letter = if kind == 'h' { 'h' } else { letter };
+            return (
+                rest[..i].to_vec(),
+                Some(rest[i + sep.len()..].to_vec()),
+                letter,
+            );
         }
     }
     (rest.to_vec(), None, letter)
