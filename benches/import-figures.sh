@@ -7,6 +7,9 @@
 #   SECTION: a b c d e f g h (default: all). Stores live in $EXT4_DIR (default /var/tmp/import-figures)
 #   and $TMPFS_DIR (default /dev/shm/import-figures); both are removed at the end.
 #   RUNS (default 5) hyperfine runs; hyperfine JSON goes to $OUT/*.json.
+#   Before each timed command the script waits (QUIET_WAIT, default 900 s at most) until the
+#   machine is idle, and prints how busy it was: a shared 2-CPU VM with a cargo build running
+#   doubles the wall times.
 set -euo pipefail
 CORPUS=${CORPUS:-/work/corpus}
 L=${LAYERSTORE:-/tmp/layerstore-bench}
@@ -26,13 +29,27 @@ declare -A SRC=(
   [docker-archive]="docker-archive:$CORPUS/archives/base-v1.docker.tar"
 )
 run() { echo "\$ $*" >&2; "$@"; }
+busy() { # percent of CPU time not idle over 3 s, whole machine
+  local a b
+  a=($(head -n 1 /proc/stat)); sleep 3; b=($(head -n 1 /proc/stat))
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+wait_quiet() { # QUIET_WAIT seconds at most (default 900) for the machine to be idle (< 10% busy)
+  local waited=0 b
+  while b=$(busy); [ "$b" -ge 10 ] && [ "$waited" -lt "${QUIET_WAIT:-900}" ]; do sleep 12; waited=$((waited + 15)); done
+  echo "(machine ${b}% busy before this measurement, waited ${waited}s; loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
+}
 hf() { # NAME PREPARE COMMAND [HYPERFINE_OPTION...]: default --runs $RUNS --warmup 0
   local name=$1 prep=$2 cmd=$3; shift 3
+  wait_quiet
   echo "\$ hyperfine --runs $RUNS --warmup 0 $* --prepare '$prep' '$cmd'"
   hyperfine --style basic --runs "$RUNS" --warmup 0 "$@" --export-json "$OUT/$name.json" -n "$name" --prepare "$prep" "$cmd"
 }
 rss() { # LABEL COMMAND...: max RSS in kB and wall, from /usr/bin/time -v
   local label=$1; shift
+  wait_quiet
   echo "\$ /usr/bin/time -v $*"
   /usr/bin/time -v -o "$OUT/time-$label.txt" "$@" > /dev/null
   echo "RSS $label: $(awk -F': ' '/Maximum resident/ {print $2}' "$OUT/time-$label.txt") kB," \
@@ -153,7 +170,7 @@ if want f; then
     hf "f-$fs-ls-copy" "rm -rf $d/dest; sync" "$L --store $d/f checkout app-v2 $d/dest --mode copy"
     hf "f-$fs-umoci" "rm -rf $d/dest; sync" "umoci unpack --image $CORPUS/oci:app-v2 $d/dest"
     hf "f-$fs-ostree-H" "rm -rf $d/dest; sync" "ostree --repo=$d/repo checkout -H x $d/dest"
-    hf "f-$fs-ostree-copy" "rm -rf $d/dest; sync" "ostree --repo=$d/repo checkout x $d/dest"
+    hf "f-$fs-ostree-copy" "rm -rf $d/dest; sync" "ostree --repo=$d/repo checkout --force-copy x $d/dest"
     echo "--- sanity: layerstore checkouts vs the umoci rootfs (content, mode, owner, symlinks)"
     for m in hardlink copy; do
       rm -rf "$d/dest"; "$L" --store "$d/f" checkout app-v2 "$d/dest" --mode "$m" > /dev/null

@@ -57,6 +57,10 @@ enum Command {
         /// Objects up to this many bytes are kept in the index instead of loose files.
         #[arg(long, default_value_t = StoreOptions::default().inline_threshold)]
         inline_threshold: u64,
+        /// Set a resource limit for every import, NAME=VALUE (layer-bytes, entries, path,
+        /// component, depth, pax-record, xattr-bytes, json-bytes; sizes take K/M/G).
+        #[arg(long = "limit", value_name = "NAME=VALUE")]
+        limits: Vec<String>,
     },
     /// Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:N|NAME].
     Import {
@@ -70,6 +74,9 @@ enum Command {
         /// Layers to import at once (default: CPU count).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Override a resource limit for this import, NAME=VALUE (see `init --help`).
+        #[arg(long = "limit", value_name = "NAME=VALUE")]
+        limits: Vec<String>,
     },
     /// List images.
     Images,
@@ -178,6 +185,19 @@ fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
+fn apply_limits(
+    mut l: layerstore_store::Limits,
+    settings: &[String],
+) -> Result<layerstore_store::Limits> {
+    for s in settings {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--limit wants NAME=VALUE, not {s:?}"))?;
+        l.set(k, parse_size(v)?).map_err(anyhow::Error::msg)?;
+    }
+    Ok(l)
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum KindArg {
     Image,
@@ -242,10 +262,13 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let store_path = g.store.clone().unwrap_or_else(default_store);
     let mut out = std::io::stdout().lock();
     match &cli.command {
-        Command::Init { inline_threshold } => {
+        Command::Init {
+            inline_threshold,
+            limits,
+        } => {
             let opts = StoreOptions {
                 inline_threshold: *inline_threshold,
-                ..StoreOptions::default()
+                limits: apply_limits(layerstore_store::Limits::default(), limits)?,
             };
             Store::init(&store_path, &opts)
                 .with_context(|| format!("cannot create store {}", store_path.display()))?;
@@ -260,6 +283,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             tag,
             platform,
             jobs,
+            limits,
         } => {
             let store = Store::open_or_init(&store_path, &StoreOptions::default())
                 .with_context(|| format!("cannot open store {}", store_path.display()))?;
@@ -272,6 +296,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             };
             if let Some(j) = jobs {
                 opts.jobs = *j;
+            }
+            if !limits.is_empty() {
+                opts.limits = Some(apply_limits(store.limits(), limits)?);
             }
             let started = std::time::Instant::now();
             let report = layerstore_import::import(&store, source, &opts)

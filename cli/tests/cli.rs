@@ -454,3 +454,26 @@ fn missing_store_is_an_error() {
         r.stderr
     );
 }
+
+#[test]
+fn limits_are_overridable_per_import_and_at_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = fixture(tmp.path());
+    let store = tmp.path().join("store");
+    let src = format!("oci:{}:simple", oci.display());
+    let r = ls(&store, &["import", &src, "--limit", "layer-bytes=1K"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("exceeds the limit of 1024 bytes"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(ls(&store, &["import", &src, "--limit", "bogus=1"]).code, 2);
+    ok(&store, &["import", &src]);
+    let small = tmp.path().join("small");
+    ok(&small, &["init", "--limit", "entries=3"]);
+    let r = ls(&small, &["import", &src]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("entry count"), "{}", r.stderr);
+    assert_fsck_clean(&small);
+}

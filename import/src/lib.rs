@@ -52,6 +52,8 @@ pub struct ImportOptions<'a> {
     pub platform: Option<Platform>,
     /// Layers imported at once (default: the number of CPUs).
     pub jobs: usize,
+    /// Limits for this import (default: the store's, from `meta.json`).
+    pub limits: Option<layerstore_store::Limits>,
     pub progress: &'a dyn Progress,
 }
 
@@ -63,6 +65,7 @@ impl Default for ImportOptions<'_> {
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            limits: None,
             progress: &NoProgress,
         }
     }
@@ -95,11 +98,11 @@ pub struct ImportReport {
 
 /// Open a source spec and resolve it to one image.
 pub fn resolve_source(
-    store: &Store,
     spec: &SourceSpec,
     platform: &Platform,
+    limits: &layerstore_store::Limits,
 ) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
-    let limits = store.limits();
+    let limits = *limits;
     let (container, resolved): (Box<dyn source::Container>, _) = match spec {
         SourceSpec::OciDir { path, reference } => {
             let c = source::DirContainer::open(path)?;
@@ -131,7 +134,8 @@ impl layer::LayerProgress for ProgressAdapter<'_> {
 pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let spec_parsed = SourceSpec::parse(spec)?;
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let (container, image) = resolve_source(store, &spec_parsed, &platform)?;
+    let limits = opts.limits.unwrap_or_else(|| store.limits());
+    let (container, image) = resolve_source(&spec_parsed, &platform, &limits)?;
     let name = opts
         .tag
         .clone()
@@ -150,7 +154,6 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
 
     let _lock = store.lock(LockMode::Shared)?;
     let lease = store.begin_lease(&format!("import {spec}"))?;
-    let limits = store.limits();
 
     // Which layers to read: not stored, first occurrence in this image.
     let mut todo = Vec::new();

@@ -70,6 +70,40 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The names `set` accepts.
+    pub const NAMES: [&'static str; 8] = [
+        "layer-bytes",
+        "entries",
+        "path",
+        "component",
+        "depth",
+        "pax-record",
+        "xattr-bytes",
+        "json-bytes",
+    ];
+
+    /// Set one limit by name (see [`Limits::NAMES`]).
+    pub fn set(&mut self, name: &str, value: u64) -> std::result::Result<(), String> {
+        let v = value as usize;
+        match name {
+            "layer-bytes" => self.max_layer_bytes = value,
+            "entries" => self.max_entries = value,
+            "path" => self.max_path = v,
+            "component" => self.max_component = v,
+            "depth" => self.max_depth = v,
+            "pax-record" => self.max_pax_record = value,
+            "xattr-bytes" => self.max_xattr_bytes = value,
+            "json-bytes" => self.max_json_bytes = value,
+            _ => {
+                return Err(format!(
+                    "unknown limit {name:?} (one of {})",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The path part of the limits.
     pub fn paths(&self) -> PathLimits {
         PathLimits {

@@ -41,6 +41,17 @@ fn check_with(
     opts: StoreOptions,
     tamper: impl FnOnce(&Path, &layerstore_tests::WrittenImage),
 ) {
+    check_compressed(name, layers, Compression::Gzip, verdict, opts, tamper)
+}
+
+fn check_compressed(
+    name: &str,
+    layers: Vec<Vec<u8>>,
+    compression: Compression,
+    verdict: Verdict,
+    opts: StoreOptions,
+    tamper: impl FnOnce(&Path, &layerstore_tests::WrittenImage),
+) {
     let tmp = tempfile::tempdir().unwrap();
     let canary = tmp.path().join("canary");
     std::fs::create_dir_all(canary.join("etc")).unwrap();
@@ -51,7 +62,7 @@ fn check_with(
     let spec = ImageSpec::new(
         layers
             .into_iter()
-            .map(|t| Layer::new(t, Compression::Gzip))
+            .map(|t| Layer::new(t, compression))
             .collect(),
     );
     let written = layout.add_image("case", &spec).unwrap();
@@ -823,5 +834,360 @@ fn typed_errors_for_sources() {
         import(&store, &format!("oci:{}:c", oci.display())),
         Err(Error::NoMatchingImage { .. })
     ));
+    assert_sound(&store);
+}
+
+fn limits(f: impl FnOnce(&mut Limits)) -> StoreOptions {
+    let mut l = Limits::default();
+    f(&mut l);
+    StoreOptions {
+        limits: l,
+        ..StoreOptions::default()
+    }
+}
+
+#[test]
+fn resource_limits_hold() {
+    let zeros = || {
+        vec![tar(
+            vec![Entry::file("zeros", vec![0u8; 8 << 20])],
+            TarFormat::Pax,
+        )]
+    };
+    check_compressed(
+        "zstd bomb",
+        zeros(),
+        Compression::Zstd,
+        Reject("exceeds the limit"),
+        limits(|l| l.max_layer_bytes = 1 << 20),
+        |_, _| {},
+    );
+    check_compressed(
+        "plain tar over the cap",
+        zeros(),
+        Compression::None,
+        Reject("exceeds the limit"),
+        limits(|l| l.max_layer_bytes = 1 << 20),
+        |_, _| {},
+    );
+    check_with(
+        "too many entries",
+        vec![tar(
+            (0..50).map(|i| Entry::file(format!("f{i}"), "")).collect(),
+            TarFormat::Pax,
+        )],
+        Reject("entry count"),
+        limits(|l| l.max_entries = 10),
+        |_, _| {},
+    );
+    check_with(
+        "oversized xattr value",
+        vec![tar(
+            vec![Entry::file("f", "x").xattr("user.big", vec![b'v'; 2048])],
+            TarFormat::Pax,
+        )],
+        Reject("extended attributes are too large"),
+        limits(|l| l.max_xattr_bytes = 1024),
+        |_, _| {},
+    );
+    check_with(
+        "path over a lowered limit",
+        vec![tar(vec![Entry::file("a/b/c/d/e", "x")], TarFormat::Pax)],
+        Reject("nested too deeply"),
+        limits(|l| l.max_depth = 3),
+        |_, _| {},
+    );
+    // A zstd frame that needs a window over 128 MiB.
+    let t = tar(vec![Entry::file("f", vec![7u8; 1 << 20])], TarFormat::Pax);
+    check_compressed(
+        "zstd window over 128 MiB",
+        vec![t],
+        Compression::Zstd,
+        Reject("decompression failed"),
+        StoreOptions::default(),
+        |oci, w| {
+            let raw = layerstore_tests::decompress(
+                &std::fs::read(
+                    oci.join("blobs/sha256")
+                        .join(w.layers[0].blob_digest.trim_start_matches("sha256:")),
+                )
+                .unwrap(),
+                Compression::Zstd,
+            )
+            .unwrap();
+            let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+            enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(30))
+                .unwrap();
+            enc.long_distance_matching(true).unwrap();
+            std::io::Write::write_all(&mut enc, &raw).unwrap();
+            let big = enc.finish().unwrap();
+            relink(oci, w, &w.layers[0].blob_digest, &big);
+        },
+    );
+}
+
+#[test]
+fn large_but_legitimate_layers_are_accepted() {
+    // 10^5 entries in one directory and 10^4 hard links to one file.
+    let mut entries: Vec<Entry> = (0..100_000)
+        .map(|i| Entry::file(format!("d/f{i:06}"), ""))
+        .collect();
+    entries.push(Entry::file("target", vec![3u8; 5000]));
+    entries.extend((0..10_000).map(|i| Entry::hardlink(format!("links/l{i}"), "target")));
+    check(
+        "10^5 entries and 10^4 hard links",
+        vec![tar(entries, TarFormat::Ustar)],
+        Accept {
+            has: &["d/f099999", "links/l9999"],
+            lacks: &[],
+        },
+    );
+}
+
+#[test]
+fn more_link_and_header_tricks() {
+    check(
+        "hard link before a symlink swaps its parent",
+        vec![tar(
+            vec![
+                Entry::dir("a"),
+                Entry::file("a/f", "data"),
+                Entry::hardlink("h", "a/f"),
+                Entry::symlink("a", "/etc"),
+            ],
+            TarFormat::Pax,
+        )],
+        Accept {
+            has: &["h", "a"],
+            lacks: &["a/f"],
+        },
+    );
+    check(
+        "stacked extension headers",
+        vec![
+            RawTar::new()
+                .gnu_long_name(b"from-gnu")
+                .pax([("path", "from-pax")])
+                .header(&RawHeader::ustar(b'0').name(b"from-header").size(1))
+                .data(b"x")
+                .end()
+                .finish_record(),
+        ],
+        Accept {
+            has: &["from-pax"],
+            lacks: &["from-gnu", "from-header"],
+        },
+    );
+    check(
+        "symlink then a directory at the same path",
+        vec![tar(
+            vec![
+                Entry::symlink("d", "/etc"),
+                Entry::dir("d"),
+                Entry::file("d/x", "1"),
+            ],
+            TarFormat::Pax,
+        )],
+        Accept {
+            has: &["d", "d/x"],
+            lacks: &["etc/x"],
+        },
+    );
+    check(
+        "negative mtime",
+        vec![
+            RawTar::new()
+                .pax([("mtime", "-100.5")])
+                .header(&RawHeader::ustar(b'0').name(b"old").size(0))
+                .end()
+                .finish_record(),
+        ],
+        Accept {
+            has: &["old"],
+            lacks: &[],
+        },
+    );
+    check(
+        "non-UTF-8 names through PAX",
+        vec![
+            RawTar::new()
+                .pax([(&b"path"[..], &b"\xff\xfe/x"[..])])
+                .header(&RawHeader::ustar(b'0').name(b"x").size(0))
+                .end()
+                .finish_record(),
+        ],
+        Accept {
+            has: &[],
+            lacks: &["x"],
+        },
+    );
+}
+
+#[test]
+fn hostile_oci_documents() {
+    let layer = || vec![tar(vec![Entry::file("f", vec![1u8; 4000])], TarFormat::Pax)];
+    let edit_index = |f: fn(serde_json::Value) -> serde_json::Value| {
+        move |oci: &Path, _: &layerstore_tests::WrittenImage| {
+            let p = oci.join("index.json");
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            std::fs::write(&p, serde_json::to_vec(&f(v)).unwrap()).unwrap();
+        }
+    };
+    check_with(
+        "unknown digest algorithm",
+        layer(),
+        Reject("sha256"),
+        StoreOptions::default(),
+        edit_index(|mut v| {
+            v["manifests"][0]["digest"] = format!("sha512:{}", "a".repeat(128)).into();
+            v
+        }),
+    );
+    check_with(
+        "descriptor size mismatch",
+        layer(),
+        Reject("bytes, the descriptor says"),
+        StoreOptions::default(),
+        edit_index(|mut v| {
+            v["manifests"][0]["size"] = 3.into();
+            v
+        }),
+    );
+    check_with(
+        "deeply nested JSON",
+        layer(),
+        Reject("index.json"),
+        StoreOptions::default(),
+        |oci, _| {
+            let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+            std::fs::write(oci.join("index.json"), deep).unwrap();
+        },
+    );
+    check_with(
+        "huge index.json",
+        layer(),
+        Reject("exceeds the limit"),
+        StoreOptions::default(),
+        |oci, _| {
+            let p = oci.join("index.json");
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v["annotations"] = serde_json::json!({ "pad": "x".repeat(5 << 20) });
+            std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        },
+    );
+    check_with(
+        "missing config blob",
+        layer(),
+        Reject("missing"),
+        StoreOptions::default(),
+        |oci, w| {
+            std::fs::remove_file(
+                oci.join("blobs/sha256")
+                    .join(w.config_digest.trim_start_matches("sha256:")),
+            )
+            .unwrap();
+        },
+    );
+    check_with(
+        "unknown layer media type",
+        layer(),
+        Reject("media type"),
+        StoreOptions::default(),
+        |oci, w| {
+            let man_path = oci
+                .join("blobs/sha256")
+                .join(w.manifest_digest.trim_start_matches("sha256:"));
+            let s = std::fs::read_to_string(&man_path)
+                .unwrap()
+                .replace("tar+gzip", "tar+lz4");
+            relink_manifest(oci, w, s.as_bytes());
+        },
+    );
+    check_with(
+        "config is not JSON",
+        layer(),
+        Reject("config"),
+        StoreOptions::default(),
+        |oci, w| {
+            relink(oci, w, &w.config_digest, b"\x00\x01 not json");
+        },
+    );
+}
+
+/// Replace the manifest with `new` and point index.json at it.
+fn relink_manifest(oci: &Path, w: &layerstore_tests::WrittenImage, new: &[u8]) {
+    let d = layerstore_tests::sha256_digest(new);
+    std::fs::write(
+        oci.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+        new,
+    )
+    .unwrap();
+    let p = oci.join("index.json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&w.manifest_digest, &d),
+    )
+    .unwrap();
+    v["manifests"][0]["size"] = new.len().into();
+    std::fs::write(p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !ok.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let oci = tmp.path().join("oci");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    let mut rng = 0x1234_5678u64;
+    let files: Vec<Entry> = (0..8)
+        .map(|i| {
+            let data: Vec<u8> = (0..600_000)
+                .map(|_| {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (rng >> 56) as u8
+                })
+                .collect();
+            Entry::file(format!("big{i}"), data)
+        })
+        .collect();
+    layout
+        .add_image(
+            "big",
+            &ImageSpec::new(vec![Layer::new(
+                tar(files, TarFormat::Pax),
+                Compression::Gzip,
+            )]),
+        )
+        .unwrap();
+    let store = Store::init(&mnt.join("store"), &StoreOptions::default()).unwrap();
+    let e = import(&store, &format!("oci:{}:big", oci.display())).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("No space left") || format!("{:?}", e).contains("StorageFull"),
+        "{e:#}"
+    );
+    assert!(store.refs(None).unwrap().is_empty());
     assert_sound(&store);
 }
