@@ -24,6 +24,9 @@
 #   RESULTS_DIR  where the Markdown report goes (default <repo>/benches/results)
 #   OUT_NAME     file name of the report inside RESULTS_DIR (default YYYY-MM-DD-compare-peers.md;
 #                e.g. OUT_NAME=$(date +%F)-compare-peers-tmpfs.md to keep runs apart)
+#   IDLE_WAIT    seconds (default 0: off): before every timed run, wait at most this long for the
+#                machine to be idle (benches/wait-idle.sh); the report counts the runs that
+#                started busy anyway. Use it on a shared VM where other builds and tests run
 #   WORK_PARENT  where the temporary stores live (default ${TMPDIR:-/var/tmp}); same
 #                filesystem for every tool, so stored bytes are comparable. On a VM whose
 #                disk is noisy, WORK_PARENT=/dev/shm (tmpfs) gives steadier CPU-side numbers;
@@ -78,6 +81,9 @@ if [ "${1:-}" = _prepare ]; then # _prepare TOOL [TAG...]: reset, import the TAG
   for tag in "$@"; do import "$tool" "$tag"; done
   sync # no writeback left over from the reset or the previous run in the timed run
   drop_caches
+  if [ "${IDLE_WAIT:-0}" -gt 0 ]; then
+    bash "$(dirname "$self")/wait-idle.sh" "$IDLE_WAIT" "$W/idle.log"
+  fi
   exit 0
 fi
 if [ "${1:-}" = _import ]; then # _import TOOL TAG
@@ -96,6 +102,7 @@ RUNS=${RUNS:-3}
 CS_DRIVER=${CS_DRIVER:-overlay}
 TOOLS=${TOOLS:-skopeo-cs umoci ostree layerstore}
 export DROP_CACHES=${DROP_CACHES:-0}
+export IDLE_WAIT=${IDLE_WAIT:-0}
 RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
 OUT_NAME=${OUT_NAME:-$(date +%F)-compare-peers.md}
 WORK_PARENT=${WORK_PARENT:-${TMPDIR:-/var/tmp}}
@@ -247,6 +254,9 @@ for tool in "${enabled[@]}"; do run_tool "$tool"; done
 # ---------------------------------------------------------------------------
 mkdir -p "$RESULTS_DIR"
 out=$RESULTS_DIR/$OUT_NAME
+if [ "$IDLE_WAIT" -gt 0 ] && [ -f "$W/idle.log" ]; then
+  note "idle wait: $(wc -l < "$W/idle.log") timed runs, $(grep -c timeout "$W/idle.log") of them started on a busy machine (waited up to ${IDLE_WAIT}s; busy = CPU not idle over 2 s, threshold ${IDLE_BUSY:-10}%)"
+fi
 notes_file=$W/notes.txt
 : > "$notes_file"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "$n" >> "$notes_file"; done
@@ -272,7 +282,7 @@ env_file=$W/env.txt
     echo "layerstore binary: sha256 $(sha256sum "$LAYERSTORE" | cut -c1-16), mtime $(date -u -r "$LAYERSTORE" '+%Y-%m-%d %H:%M:%S UTC')"
   fi
   echo "git: $(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo 'no commit') (HEAD when the report was written)"
-  echo "runs: $RUNS per benchmark, warmup 0, sync before each run, page cache: $([ "$DROP_CACHES" = 1 ] && echo dropped before each run || echo warm)"
+  echo "runs: $RUNS per benchmark, warmup 0, sync before each run, page cache: $([ "$DROP_CACHES" = 1 ] && echo dropped before each run || echo warm), idle wait: $([ "$IDLE_WAIT" -gt 0 ] && echo "up to ${IDLE_WAIT}s before each run" || echo off)"
   echo "containers-storage driver: $CS_DRIVER_USED"
   versions | sed 's/^/version: /'
 } > "$env_file"

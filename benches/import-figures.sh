@@ -7,9 +7,9 @@
 #   SECTION: a b c d e f g h (default: all). Stores live in $EXT4_DIR (default /var/tmp/import-figures)
 #   and $TMPFS_DIR (default /dev/shm/import-figures); both are removed at the end.
 #   RUNS (default 5) hyperfine runs; hyperfine JSON goes to $OUT/*.json.
-#   Before each timed command the script waits (QUIET_WAIT, default 900 s at most) until the
-#   machine is idle, and prints how busy it was: a shared 2-CPU VM with a cargo build running
-#   doubles the wall times.
+#   Before each timed run the script waits (QUIET_WAIT, default 600 s at most) until the
+#   machine is idle (benches/wait-idle.sh) and prints how busy it was: on a shared 2-CPU VM a
+#   neighbour's cargo build or test suite doubles the wall times.
 set -euo pipefail
 CORPUS=${CORPUS:-/work/corpus}
 L=${LAYERSTORE:-/tmp/layerstore-bench}
@@ -19,6 +19,8 @@ EXT4_DIR=${EXT4_DIR:-/var/tmp/import-figures}
 TMPFS_DIR=${TMPFS_DIR:-/dev/shm/import-figures}
 SECTIONS=${*:-a b c d e f g h}
 mkdir -p "$OUT" "$EXT4_DIR" "$TMPFS_DIR"
+touch "$OUT/idle.log"
+WAIT_IDLE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/wait-idle.sh
 cleanup() { rm -rf "$EXT4_DIR" "$TMPFS_DIR"; }
 trap cleanup EXIT
 
@@ -29,23 +31,17 @@ declare -A SRC=(
   [docker-archive]="docker-archive:$CORPUS/archives/base-v1.docker.tar"
 )
 run() { echo "\$ $*" >&2; "$@"; }
-busy() { # percent of CPU time not idle over 3 s, whole machine
-  local a b
-  a=($(head -n 1 /proc/stat)); sleep 3; b=($(head -n 1 /proc/stat))
-  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
-}
-wait_quiet() { # QUIET_WAIT seconds at most (default 900) for the machine to be idle (< 10% busy)
-  local waited=0 b
-  while b=$(busy); [ "$b" -ge 10 ] && [ "$waited" -lt "${QUIET_WAIT:-900}" ]; do sleep 12; waited=$((waited + 15)); done
-  echo "(machine ${b}% busy before this measurement, waited ${waited}s; loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
+wait_quiet() { # before a /usr/bin/time run: benches/wait-idle.sh, then say how busy the machine was
+  bash "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/wait-idle.sh" "${QUIET_WAIT:-600}" "$OUT/idle.log"
+  echo "($(tail -n 1 "$OUT/idle.log"))"
 }
 hf() { # NAME PREPARE COMMAND [HYPERFINE_OPTION...]: default --runs $RUNS --warmup 0
   local name=$1 prep=$2 cmd=$3; shift 3
-  wait_quiet
+  local before; before=$(wc -l < "$OUT/idle.log")
   echo "\$ hyperfine --runs $RUNS --warmup 0 $* --prepare '$prep' '$cmd'"
-  hyperfine --style basic --runs "$RUNS" --warmup 0 "$@" --export-json "$OUT/$name.json" -n "$name" --prepare "$prep" "$cmd"
+  hyperfine --style basic --runs "$RUNS" --warmup 0 "$@" --export-json "$OUT/$name.json" -n "$name" \
+    --prepare "$prep; bash $WAIT_IDLE ${QUIET_WAIT:-600} $OUT/idle.log" "$cmd"
+  echo "(idle wait before each run: $(tail -n +$((before + 1)) "$OUT/idle.log" | awk '{print $2}' | tr '\n' ' ')$(tail -n +$((before + 1)) "$OUT/idle.log" | grep -c timeout) started busy)"
 }
 rss() { # LABEL COMMAND...: max RSS in kB and wall, from /usr/bin/time -v
   local label=$1; shift

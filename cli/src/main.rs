@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 the command ran and found problems (`fsck`), 2 error. Results go to
 //! stdout (JSON with `--json`), progress and diagnostics to stderr.
 
+mod chart;
 mod fmt;
 mod progress;
 
@@ -137,6 +138,20 @@ enum Command {
         /// removing it).
         #[arg(long)]
         keep_merged: bool,
+    },
+    /// Dedup figures for stored images (in the order given; default all, oldest first) or for
+    /// sources analysed without importing them (--source, repeatable).
+    DedupReport {
+        images: Vec<String>,
+        /// Analyse this source instead (oci:DIR:REF, oci-archive:…, docker-archive:…).
+        #[arg(long = "source", value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Also draw the figures as an SVG chart.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Platform to pick from image indexes (with --source).
+        #[arg(long)]
+        platform: Option<String>,
     },
     /// List refs.
     Refs {
@@ -679,14 +694,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         let p = &r.removed;
                         writeln!(
                             out,
-                            "removed {} layer refs, {} images, {} layers, {} objects and {} stray files; freed {} (exclusive lock held {:.1} ms)",
+                            "removed {} layer refs, {} images, {} layers, {} objects and {} stray files; freed {} (exclusive lock held {:.1} ms, unlinks after it {:.1} ms)",
                             p.layer_refs.len(),
                             p.images.len(),
                             p.layers.len(),
                             p.objects,
                             p.stray_files,
                             fmt::bytes(r.bytes_freed),
-                            r.lock_held.as_secs_f64() * 1000.0
+                            r.lock_held.as_secs_f64() * 1000.0,
+                            r.unlink.as_secs_f64() * 1000.0
                         )?;
                     }
                 }
@@ -771,6 +787,108 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         " (dropped)"
                     }
                 )?;
+            }
+        }
+        Command::DedupReport {
+            images,
+            sources,
+            svg,
+            platform,
+        } => {
+            let report = if !sources.is_empty() {
+                if !images.is_empty() {
+                    bail!("give stored images or --source, not both");
+                }
+                let platform = platform
+                    .as_deref()
+                    .map(Platform::parse)
+                    .transpose()?
+                    .unwrap_or_else(Platform::host);
+                let limits = match Store::open(&store_path) {
+                    Ok(s) => s.limits(),
+                    Err(_) => layerstore_store::Limits::default(),
+                };
+                layerstore_import::dedup::analyze_sources(sources, &platform, &limits)?
+            } else {
+                let store = open(&store_path)?;
+                let _l = store.lock(LockMode::Shared)?;
+                let names: Vec<String> = if images.is_empty() {
+                    let mut all = store.images()?;
+                    all.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(&b.0)));
+                    all.into_iter().map(|(n, _)| n).collect()
+                } else {
+                    images.clone()
+                };
+                layerstore_import::dedup::analyze_stored(&store, &names)?
+            };
+            if let Some(path) = svg {
+                chart::write_svg(&report, path)?;
+            }
+            if g.json {
+                print_json(&report)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                    "IMAGE",
+                    "LOGICAL",
+                    "FILES",
+                    "LAYER-LVL",
+                    "FILE-LVL",
+                    "+ZSTD",
+                    "CDC16K",
+                    "CDC64K",
+                    "SHARED",
+                    "NEW"
+                )?;
+                for f in report.images.iter().chain(std::iter::once(&report.total)) {
+                    writeln!(
+                        out,
+                        "{:<24} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                        f.name,
+                        fmt::bytes(f.logical_bytes),
+                        f.files,
+                        fmt::bytes(f.layer_level),
+                        fmt::bytes(f.file_level.raw),
+                        fmt::bytes(f.file_level.zstd),
+                        fmt::bytes(f.cdc_16k.raw),
+                        fmt::bytes(f.cdc_64k.raw),
+                        fmt::bytes(f.shared_bytes),
+                        fmt::bytes(f.new_file_bytes)
+                    )?;
+                }
+                let t = &report.total;
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "series of {} images, {} logical: layer-level {} ({} as compressed blobs), file-level {} ({} with zstd),",
+                    report.images.len(),
+                    fmt::bytes(t.logical_bytes),
+                    fmt::bytes(t.layer_level),
+                    fmt::bytes(t.layer_blobs),
+                    fmt::bytes(t.file_level.raw),
+                    fmt::bytes(t.file_level.zstd)
+                )?;
+                writeln!(
+                    out,
+                    "  FastCDC 16 KiB {} ({} with zstd), 64 KiB {} ({} with zstd)",
+                    fmt::bytes(t.cdc_16k.raw),
+                    fmt::bytes(t.cdc_16k.zstd),
+                    fmt::bytes(t.cdc_64k.raw),
+                    fmt::bytes(t.cdc_64k.zstd)
+                )?;
+                if !report.largest_shared.is_empty() {
+                    writeln!(out, "largest shared files:")?;
+                    for s in &report.largest_shared {
+                        writeln!(
+                            out,
+                            "  {:>10}  in {} images  {}",
+                            fmt::bytes(s.size),
+                            s.images,
+                            s.path
+                        )?;
+                    }
+                }
             }
         }
         Command::Refs { kind } => {

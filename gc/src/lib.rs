@@ -10,8 +10,12 @@
 //! [`plan`] is pure: it reads a snapshot and says what would go. [`collect`] computes the plan for
 //! the report, then takes the exclusive lock — which waits for imports in flight and keeps new ones
 //! out — recomputes the plan against the now-quiet index (so nothing an import published meanwhile
-//! can be lost), deletes the rows in one durable transaction and unlinks the files. A crash between
-//! the transaction and the unlinks leaves only unreferenced files, which the next gc removes.
+//! can be lost), deletes the rows in one durable transaction and renames the doomed files into
+//! `trash/RUN/`, then releases the lock and only then unlinks them. Renames are cheap; unlinks
+//! free blocks and can be slow (seconds for thousands of files on a `discard` mount), so imports
+//! never wait on them. An import after the release that needs the same content writes a new file
+//! under the object's name, which the trash does not touch. A crash at any point leaves only
+//! unreferenced files (in `objects/` or `trash/`), which the next gc removes.
 
 pub mod why;
 
@@ -89,9 +93,11 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Dead leases reclaimed.
     pub leases_reclaimed: usize,
-    /// How long gc waited for the exclusive lock, and how long it held it.
+    /// How long gc waited for the exclusive lock, how long it held it, and how long the unlinks
+    /// took after it was released.
     pub lock_wait: Duration,
     pub lock_held: Duration,
+    pub unlink: Duration,
 }
 
 /// Options for [`collect`].
@@ -115,28 +121,75 @@ pub fn plan(store: &Store) -> Result<GcPlan> {
 
 /// Run a collection (or only plan it with `dry_run`). Returns the plan and, unless dry, the report.
 pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcReport>)> {
-    let first = {
-        let _shared = store.lock(LockMode::Shared)?;
-        plan(store)?
-    };
     if opts.dry_run {
-        return Ok((first, None));
+        let _shared = store.lock(LockMode::Shared)?;
+        return Ok((plan(store)?, None));
     }
+    // Trash of an earlier gc that crashed before its unlinks.
+    empty_trash(store, None)?;
     let wait_start = Instant::now();
-    let _lock = store.lock(LockMode::Exclusive)?;
+    let lock = store.lock(LockMode::Exclusive)?;
     let held_start = Instant::now();
     let lock_wait = held_start - wait_start;
     let leases_reclaimed = store.reclaim_dead_leases()?;
     let p = plan(store)?;
-    apply(store, &p)?;
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        held_start.elapsed().as_nanos() ^ u128::from(rand_seed())
+    );
+    apply(store, &p, &run)?;
+    drop(lock);
+    let lock_held = held_start.elapsed();
+    let unlink_start = Instant::now();
+    empty_trash(store, Some(&run))?;
     let report = GcReport {
         bytes_freed: p.bytes(),
-        removed: p,
+        removed: p.clone(),
         leases_reclaimed,
         lock_wait,
-        lock_held: held_start.elapsed(),
+        lock_held,
+        unlink: unlink_start.elapsed(),
     };
-    Ok((first, Some(report)))
+    Ok((p, Some(report)))
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or(0)
+}
+
+/// Remove `trash/RUN` (or every trash directory).
+fn empty_trash(store: &Store, run: Option<&str>) -> Result<()> {
+    let trash = store.path().join("trash");
+    let dirs: Vec<std::path::PathBuf> = match run {
+        Some(r) => vec![trash.join(r)],
+        None => match std::fs::read_dir(&trash) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(Error::Unlink {
+                    path: trash.display().to_string(),
+                    source: e,
+                });
+            }
+        },
+    };
+    for d in dirs {
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Unlink {
+                    path: d.display().to_string(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Phase 1 and the mark of phase 2, in SQL over one read transaction.
@@ -213,19 +266,17 @@ fn stray_files(store: &Store) -> Result<(Vec<ObjectId>, u64)> {
             .filter_map(|r| r.ok().and_then(|v| ObjectId::from_slice(&v)))
             .collect()
     };
-    let mut strays = Vec::new();
-    let mut bytes = 0;
-    for (id, size) in store.loose_files()? {
-        if !known.contains(&id) {
-            strays.push(id);
-            bytes += size;
-        }
-    }
+    let strays: Vec<ObjectId> = store
+        .loose_ids()?
+        .into_iter()
+        .filter(|id| !known.contains(id))
+        .collect();
+    let bytes = strays.iter().map(|id| store.loose_size(id)).sum();
     Ok((strays, bytes))
 }
 
-/// Delete the plan's rows in one durable transaction, then unlink its files.
-fn apply(store: &Store, p: &GcPlan) -> Result<()> {
+/// Delete the plan's rows in one durable transaction, then move its files into `trash/RUN/`.
+fn apply(store: &Store, p: &GcPlan, run: &str) -> Result<()> {
     {
         let mut conn = store.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -247,8 +298,25 @@ fn apply(store: &Store, p: &GcPlan) -> Result<()> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         res?;
     }
+    if p.dead_loose.is_empty() && p.strays.is_empty() {
+        return Ok(());
+    }
+    let trash = store.path().join("trash").join(run);
+    std::fs::create_dir_all(&trash).map_err(|e| Error::Unlink {
+        path: trash.display().to_string(),
+        source: e,
+    })?;
+    let dir = rustix::fs::open(
+        &trash,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::Unlink {
+        path: trash.display().to_string(),
+        source: e.into(),
+    })?;
     for id in p.dead_loose.iter().chain(&p.strays) {
-        store.remove_loose(id).map_err(|e| Error::Unlink {
+        store.move_loose(id, &dir).map_err(|e| Error::Unlink {
             path: store.object_path(id).display().to_string(),
             source: std::io::Error::other(e),
         })?;

@@ -98,6 +98,23 @@ pub fn import_layer(
     limits: &Limits,
     progress: &dyn LayerProgress,
 ) -> Result<(LayerRecord, LayerStats)> {
+    let ((mut record, lstats), tar_size) = stream_layer(input, blob, limits, progress, |r| {
+        parse_layer(input, r, staging, limits)
+    })?;
+    record.tar_size = tar_size;
+    Ok((record, lstats))
+}
+
+/// Read, verify and inflate a layer blob on one thread while `parse` consumes the tar stream on
+/// this one. Returns what `parse` returned and the tar size, once the blob digest, its size and
+/// the diff_id are verified.
+pub(crate) fn stream_layer<T>(
+    input: &LayerInput,
+    blob: Box<dyn Read + Send + '_>,
+    limits: &Limits,
+    progress: &dyn LayerProgress,
+    parse: impl FnOnce(ChannelReader) -> Result<T>,
+) -> Result<(T, u64)> {
     let digest_s = input.blob_digest.to_string();
     let expected = media_type_compression(&input.media_type).ok_or_else(|| Error::Compression {
         digest: digest_s.clone(),
@@ -106,20 +123,15 @@ pub fn import_layer(
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
     std::thread::scope(|s| {
         let reader = s.spawn(|| read_blob(input, blob, expected, limits, tx, progress));
-        let parsed = parse_layer(
-            input,
-            ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-            },
-            staging,
-            limits,
-        );
+        let parsed = parse(ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        });
         let stats = reader.join().expect("the blob reader does not panic");
         // A reader error explains a parse error (truncation, bad digest): report it first.
         let stats = stats?;
-        let (mut record, lstats) = parsed?;
+        let parsed = parsed?;
         if stats.digest != input.blob_digest {
             return Err(Error::DigestMismatch {
                 digest: digest_s.clone(),
@@ -141,9 +153,7 @@ pub fn import_layer(
                 actual: stats.diff_id.to_string(),
             });
         }
-        record.diff_id = stats.diff_id;
-        record.tar_size = stats.tar_size;
-        Ok((record, lstats))
+        Ok((parsed, stats.tar_size))
     })
 }
 
@@ -272,7 +282,8 @@ fn read_blob(
     })
 }
 
-struct ChannelReader {
+/// The tar stream as it arrives from the reading thread.
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,

@@ -11,6 +11,7 @@
 //! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
 //! compression; only its blob digest mapping is recorded.
 
+pub mod dedup;
 pub mod error;
 pub mod layer;
 pub mod resolve;

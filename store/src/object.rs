@@ -286,30 +286,50 @@ impl Store {
 }
 
 impl Store {
-    /// Every loose object file with its size (one directory scan).
-    pub fn loose_files(&self) -> Result<Vec<(ObjectId, u64)>> {
+    /// Every loose object file's id (one directory scan, no stat).
+    pub fn loose_ids(&self) -> Result<Vec<ObjectId>> {
         let mut out = Vec::new();
         for i in 0..=255u8 {
             let sub = format!("{i:02x}");
             let path = self.path.join("objects").join(&sub);
             let dir = self.objects.open_dir(&sub).at(&path)?;
             for ent in dir.entries().at(&path)? {
-                let ent = ent.at(&path)?;
-                let name = ent.file_name();
+                let name = ent.at(&path)?.file_name();
                 if let Ok(id) = format!("{sub}{}", name.to_string_lossy()).parse::<ObjectId>() {
-                    let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push((id, size));
+                    out.push(id);
                 }
             }
         }
         Ok(out)
     }
 
-    /// Unlink a loose object file; a missing one is fine.
-    pub fn remove_loose(&self, id: &ObjectId) -> Result<()> {
-        match self.objects.remove_file(id.rel_path()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+    /// The size of a loose object file (0 if it is gone).
+    pub fn loose_size(&self, id: &ObjectId) -> u64 {
+        self.objects
+            .symlink_metadata(id.rel_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Every loose object file with its size.
+    pub fn loose_files(&self) -> Result<Vec<(ObjectId, u64)>> {
+        Ok(self
+            .loose_ids()?
+            .into_iter()
+            .map(|id| (id, self.loose_size(&id)))
+            .collect())
+    }
+
+    /// Move a loose object file into `dir` (an open trash directory on the same filesystem); a
+    /// missing one is fine.
+    pub fn move_loose(&self, id: &ObjectId, dir: impl std::os::fd::AsFd) -> Result<()> {
+        match rustix::fs::renameat(
+            &self.objects,
+            id.rel_path().as_str(),
+            dir,
+            id.hex().as_str(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(self.object_path(id), e)),
         }
     }
