@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::digest::Digest;
+use std::collections::HashMap;
+
+use crate::digest::{Digest, ObjectId};
 use crate::error::Result;
 use crate::store::Store;
 
@@ -44,55 +46,73 @@ impl Store {
     pub fn df(&self) -> Result<DfReport> {
         let images = self.images()?;
         let conn = self.conn();
-        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(*) - COUNT(inline),
-                    COALESCE(SUM(CASE WHEN inline IS NULL THEN size END), 0)
-             FROM objects",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
-        let layers: i64 =
-            conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| {
-                r.get(0)
-            })?;
-        // Distinct objects per referenced image, then how many images use each object.
-        let mut stmt = conn.prepare(
-            "WITH live AS (
-                 SELECT DISTINCT i.id AS image FROM images i
-                 JOIN refs r ON r.target = i.manifest_digest AND r.name LIKE 'image/%'),
-             img_obj AS (
-                 SELECT DISTINCT il.image, e.object FROM image_layers il
-                 JOIN live ON live.image = il.image
-                 JOIN layers l ON l.diff_id = il.diff_id
-                 JOIN entries e ON e.layer = l.id
-                 WHERE e.object IS NOT NULL AND e.kind = 0),
-             users AS (SELECT object, COUNT(*) AS n FROM img_obj GROUP BY object)
-             SELECT io.image,
-                    COALESCE(SUM(CASE WHEN u.n = 1 THEN o.size END), 0),
-                    COALESCE(SUM(CASE WHEN u.n > 1 THEN o.size END), 0)
-             FROM img_obj io JOIN users u ON u.object = io.object JOIN objects o ON o.id = io.object
-             GROUP BY io.image",
+        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
+                    COALESCE(SUM(loose * size), 0)
+             FROM objects INDEXED BY objects_loose_size",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
-        let mut per_image = std::collections::HashMap::new();
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })? {
-            let (id, excl, shared) = row?;
-            per_image.insert(id, (excl, shared));
+        let layers: i64 = conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| r.get(0))?;
+        // Distinct objects of each live layer (entries carry the content size), then per image
+        // the union of its layers', counting how many images use each object.
+        let mut layer_objects: HashMap<String, Vec<(ObjectId, u64)>> = HashMap::new();
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.object, e.size FROM entries e JOIN layers l ON l.id = e.layer
+                 WHERE l.diff_id = ?1 AND e.kind = 0 AND e.object IS NOT NULL",
+            )?;
+            for (_, info) in &images {
+                for l in &info.layers {
+                    let key = l.diff_id.to_string();
+                    if layer_objects.contains_key(&key) {
+                        continue;
+                    }
+                    let mut v = Vec::new();
+                    let mut rows = stmt.query([&key])?;
+                    while let Some(r) = rows.next()? {
+                        let id: Vec<u8> = r.get(0)?;
+                        if let Some(id) = ObjectId::from_slice(&id) {
+                            v.push((id, r.get::<_, i64>(1)? as u64));
+                        }
+                    }
+                    layer_objects.insert(key, v);
+                }
+            }
         }
-        drop(stmt);
         drop(conn);
+        // image id -> its distinct objects; object -> number of images using it.
+        let mut per_image: HashMap<i64, HashMap<ObjectId, u64>> = HashMap::new();
+        for (_, info) in &images {
+            if per_image.contains_key(&info.id) {
+                continue;
+            }
+            let mut set = HashMap::new();
+            for l in &info.layers {
+                for (id, size) in &layer_objects[&l.diff_id.to_string()] {
+                    set.insert(*id, *size);
+                }
+            }
+            per_image.insert(info.id, set);
+        }
+        let mut users: HashMap<ObjectId, u32> = HashMap::new();
+        for set in per_image.values() {
+            for id in set.keys() {
+                *users.entry(*id).or_default() += 1;
+            }
+        }
         let mut out = Vec::new();
         let mut logical_bytes = 0;
         let mut counted = std::collections::HashSet::new();
         for (name, info) in images {
-            let (exclusive_bytes, shared_bytes) =
-                per_image.get(&info.id).copied().unwrap_or((0, 0));
+            let (mut exclusive_bytes, mut shared_bytes) = (0, 0);
+            for (id, size) in &per_image[&info.id] {
+                if users[id] > 1 {
+                    shared_bytes += size;
+                } else {
+                    exclusive_bytes += size;
+                }
+            }
             if counted.insert(info.id) {
                 logical_bytes += info.logical_size;
             }

@@ -116,10 +116,10 @@ impl Store {
 
 fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
     let mut obj = tx.prepare_cached(
-        "INSERT INTO objects (id, size, inline) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        "INSERT INTO objects (id, size, loose, inline) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?;
     for o in &layer.objects {
-        obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline])?;
+        obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline.is_none(), o.inline])?;
     }
     insert_tree(
         tx,

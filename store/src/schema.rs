@@ -13,8 +13,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE objects (
         id BLOB NOT NULL UNIQUE,    -- blake3 of the content
         size INTEGER NOT NULL,
-        inline BLOB                 -- the content for small objects; NULL = loose file
+        loose INTEGER NOT NULL,     -- 1: a loose file; 0: the content is `inline`
+        inline BLOB                 -- the content for small objects
     );
+    -- Covers df's totals and gc's loose-file queries without reading the inline contents.
+    CREATE INDEX objects_loose_size ON objects(loose, size, id);
 
     -- Imported layers are keyed by diff_id. Merged trees (the flattened tree of an image, pinned
     -- by a merged/ ref while a disk is generated) are stored the same way, keyed
