@@ -20,6 +20,7 @@ t1=$(date +%s.%N)
 objects=$("$ls" df --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["objects"], d["loose_objects"])')
 "$ls" -q rm img5 img6 img7 img8 img9
 plan=$("$ls" gc --dry-run --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["objects"], d["loose_files"])')
+rm -rf "$work/store.before-gc" "$work/store.full"
 cp -a "$work/store" "$work/store.before-gc"
 gc_json=$(mktemp)
 hyperfine --runs 5 --prepare "rm -rf $work/store && cp -a $work/store.before-gc $work/store" \

@@ -4,7 +4,9 @@
 //! stdout (JSON with `--json`), progress and diagnostics to stderr.
 
 mod chart;
+mod dedup;
 mod fmt;
+mod lifecycle;
 mod progress;
 
 use std::io::{IsTerminal, Write};
@@ -663,90 +665,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Gc { dry_run } => {
-            let store = open(&store_path)?;
-            let (plan, report) =
-                layerstore_gc::collect(&store, &layerstore_gc::GcOptions { dry_run: *dry_run })?;
-            match (g.json, report) {
-                (true, None) => print_json(&plan)?,
-                (true, Some(r)) => print_json(&r)?,
-                (false, None) => {
-                    if plan.is_empty() {
-                        writeln!(out, "nothing to collect")?;
-                    } else {
-                        writeln!(
-                            out,
-                            "would remove {} layer refs, {} images, {} layers, {} objects ({} loose files) and {} stray files, freeing {}",
-                            plan.layer_refs.len(),
-                            plan.images.len(),
-                            plan.layers.len(),
-                            plan.objects,
-                            plan.loose_files,
-                            plan.stray_files,
-                            fmt::bytes(plan.bytes())
-                        )?;
-                        for l in &plan.layers {
-                            writeln!(out, "  layer {l}")?;
-                        }
-                    }
-                }
-                (false, Some(r)) => {
-                    if !g.quiet {
-                        let p = &r.removed;
-                        writeln!(
-                            out,
-                            "removed {} layer refs, {} images, {} layers, {} objects and {} stray files; freed {} (exclusive lock held {:.1} ms, unlinks after it {:.1} ms)",
-                            p.layer_refs.len(),
-                            p.images.len(),
-                            p.layers.len(),
-                            p.objects,
-                            p.stray_files,
-                            fmt::bytes(r.bytes_freed),
-                            r.lock_held.as_secs_f64() * 1000.0,
-                            r.unlink.as_secs_f64() * 1000.0
-                        )?;
-                    }
-                }
-            }
+            crate::lifecycle::gc(g, &store_path, &mut out, dry_run)?;
         }
         Command::Why { target } => {
-            let store = open(&store_path)?;
-            let _l = store.lock(LockMode::Shared)?;
-            use layerstore_gc::why::{Subject, why};
-            let subject = if let Some((img, path)) = target.split_once(":/") {
-                let info = store.resolve_image(img)?;
-                let tree = store.merged_tree(&info)?;
-                let e = tree
-                    .lookup(path.as_bytes())
-                    .with_context(|| format!("no such path /{path} in image {img}"))?;
-                Subject::Object(
-                    e.object
-                        .with_context(|| format!("/{path} in image {img} has no content"))?,
-                )
-            } else if target.starts_with("sha256:") {
-                let d: Digest = target.parse()?;
-                if store.image_by_digest(&d)?.is_some() {
-                    Subject::Image(d)
-                } else {
-                    Subject::Layer(d)
-                }
-            } else if let Ok(id) = target.parse::<layerstore_store::ObjectId>() {
-                Subject::Object(id)
-            } else {
-                Subject::Image(store.resolve_image(target)?.manifest_digest)
-            };
-            let reasons = why(&store, &subject)?;
-            if g.json {
-                print_json(&reasons)?;
-            } else if reasons.is_empty() {
-                writeln!(out, "nothing keeps {target} alive; the next gc removes it")?;
-            } else {
-                for r in &reasons {
-                    match &r.layer {
-                        Some(l) => writeln!(out, "{} -> {} -> layer {l}", r.root, r.via)?,
-                        None => writeln!(out, "{} -> {}", r.root, r.via)?,
-                    }
-                }
-            }
+            crate::lifecycle::why(g, &store_path, &mut out, target)?;
         }
         Command::Disk {
             image,
@@ -755,39 +677,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             size,
             keep_merged,
         } => {
-            let store = open(&store_path)?;
-            let _l = store.lock(LockMode::Shared)?;
-            let info = store.resolve_image(image)?;
-            let opts = layerstore_store::disk::DiskOptions {
-                format: match format {
-                    FormatArg::Tar => layerstore_store::disk::DiskFormat::Tar,
-                    FormatArg::Erofs => layerstore_store::disk::DiskFormat::Erofs,
-                    FormatArg::Ext4 => layerstore_store::disk::DiskFormat::Ext4,
-                },
-                size: size.as_deref().map(parse_size).transpose()?,
-                keep_merged: *keep_merged,
-                merged_name: image.strip_prefix("image/").unwrap_or(image).to_string(),
-            };
-            let rep = store.generate_disk(&info, dest, &opts).with_context(|| {
-                format!("cannot write a disk image of {image} to {}", dest.display())
-            })?;
-            if g.json {
-                print_json(&rep)?;
-            } else if !g.quiet {
-                writeln!(
-                    out,
-                    "wrote {} ({}, {} entries) from {}{}",
-                    dest.display(),
-                    fmt::bytes(rep.bytes),
-                    rep.entries,
-                    rep.merged_ref,
-                    if rep.merged_kept {
-                        " (kept)"
-                    } else {
-                        " (dropped)"
-                    }
-                )?;
-            }
+            crate::lifecycle::disk(
+                g,
+                &store_path,
+                &mut out,
+                image,
+                dest,
+                format,
+                size,
+                keep_merged,
+            )?;
         }
         Command::DedupReport {
             images,
@@ -795,101 +694,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             svg,
             platform,
         } => {
-            let report = if !sources.is_empty() {
-                if !images.is_empty() {
-                    bail!("give stored images or --source, not both");
-                }
-                let platform = platform
-                    .as_deref()
-                    .map(Platform::parse)
-                    .transpose()?
-                    .unwrap_or_else(Platform::host);
-                let limits = match Store::open(&store_path) {
-                    Ok(s) => s.limits(),
-                    Err(_) => layerstore_store::Limits::default(),
-                };
-                layerstore_import::dedup::analyze_sources(sources, &platform, &limits)?
-            } else {
-                let store = open(&store_path)?;
-                let _l = store.lock(LockMode::Shared)?;
-                let names: Vec<String> = if images.is_empty() {
-                    let mut all = store.images()?;
-                    all.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(&b.0)));
-                    all.into_iter().map(|(n, _)| n).collect()
-                } else {
-                    images.clone()
-                };
-                layerstore_import::dedup::analyze_stored(&store, &names)?
-            };
-            if let Some(path) = svg {
-                chart::write_svg(&report, path)?;
-            }
-            if g.json {
-                print_json(&report)?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<24} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-                    "IMAGE",
-                    "LOGICAL",
-                    "FILES",
-                    "LAYER-LVL",
-                    "FILE-LVL",
-                    "+ZSTD",
-                    "CDC16K",
-                    "CDC64K",
-                    "SHARED",
-                    "NEW"
-                )?;
-                for f in report.images.iter().chain(std::iter::once(&report.total)) {
-                    writeln!(
-                        out,
-                        "{:<24} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-                        f.name,
-                        fmt::bytes(f.logical_bytes),
-                        f.files,
-                        fmt::bytes(f.layer_level),
-                        fmt::bytes(f.file_level.raw),
-                        fmt::bytes(f.file_level.zstd),
-                        fmt::bytes(f.cdc_16k.raw),
-                        fmt::bytes(f.cdc_64k.raw),
-                        fmt::bytes(f.shared_bytes),
-                        fmt::bytes(f.new_file_bytes)
-                    )?;
-                }
-                let t = &report.total;
-                writeln!(out)?;
-                writeln!(
-                    out,
-                    "series of {} images, {} logical: layer-level {} ({} as compressed blobs), file-level {} ({} with zstd),",
-                    report.images.len(),
-                    fmt::bytes(t.logical_bytes),
-                    fmt::bytes(t.layer_level),
-                    fmt::bytes(t.layer_blobs),
-                    fmt::bytes(t.file_level.raw),
-                    fmt::bytes(t.file_level.zstd)
-                )?;
-                writeln!(
-                    out,
-                    "  FastCDC 16 KiB {} ({} with zstd), 64 KiB {} ({} with zstd)",
-                    fmt::bytes(t.cdc_16k.raw),
-                    fmt::bytes(t.cdc_16k.zstd),
-                    fmt::bytes(t.cdc_64k.raw),
-                    fmt::bytes(t.cdc_64k.zstd)
-                )?;
-                if !report.largest_shared.is_empty() {
-                    writeln!(out, "largest shared files:")?;
-                    for s in &report.largest_shared {
-                        writeln!(
-                            out,
-                            "  {:>10}  in {} images  {}",
-                            fmt::bytes(s.size),
-                            s.images,
-                            s.path
-                        )?;
-                    }
-                }
-            }
+            crate::dedup::dedup_report(g, &store_path, &mut out, images, sources, svg, platform)?;
         }
         Command::Refs { kind } => {
             let store = open(&store_path)?;

@@ -262,7 +262,8 @@ fn plan_rows(conn: &Connection) -> Result<GcPlan> {
 fn stray_files(store: &Store) -> Result<(Vec<ObjectId>, u64)> {
     let known: HashSet<ObjectId> = {
         let conn = store.conn();
-        let mut stmt = conn.prepare("SELECT id FROM objects INDEXED BY objects_loose_size WHERE loose = 1")?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM objects INDEXED BY objects_loose_size WHERE loose = 1")?;
         stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?
             .filter_map(|r| r.ok().and_then(|v| ObjectId::from_slice(&v)))
             .collect()

@@ -46,14 +46,18 @@ impl Store {
     pub fn df(&self) -> Result<DfReport> {
         let images = self.images()?;
         let conn = self.conn();
-        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
+        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
                     COALESCE(SUM(loose * size), 0)
              FROM objects INDEXED BY objects_loose_size",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        let layers: i64 = conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| r.get(0))?;
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+        let layers: i64 =
+            conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| {
+                r.get(0)
+            })?;
         // Distinct objects of each live layer (entries carry the content size), then per image
         // the union of its layers', counting how many images use each object.
         let mut layer_objects: HashMap<String, Vec<(ObjectId, u64)>> = HashMap::new();

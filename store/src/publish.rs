@@ -119,7 +119,12 @@ fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
         "INSERT INTO objects (id, size, loose, inline) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?;
     for o in &layer.objects {
-        obj.execute(params![&o.id.as_bytes()[..], o.size as i64, o.inline.is_none(), o.inline])?;
+        obj.execute(params![
+            &o.id.as_bytes()[..],
+            o.size as i64,
+            o.inline.is_none(),
+            o.inline
+        ])?;
     }
     insert_tree(
         tx,
