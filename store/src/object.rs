@@ -89,14 +89,14 @@ impl<'s> Staging<'s> {
             size,
             inline: None,
         };
-        if self.store.has_loose(&id)? {
+        if self.store.loose_len(&id)? == Some(size) {
             return Ok((obj, PutOutcome::Deduplicated));
         }
         let tmp = self.temp_name();
         let mut f = self.create_temp(&tmp)?;
         f.write_all(content).at(self.temp_path(&tmp))?;
         drop(f);
-        let outcome = self.publish_temp(&tmp, &id)?;
+        let outcome = self.publish_temp(&tmp, &id, size)?;
         Ok((obj, outcome))
     }
 
@@ -127,9 +127,10 @@ impl<'s> Staging<'s> {
             .into_std())
     }
 
-    /// Make the temp file read-only and move it to its object name. An object that exists already
-    /// is a dedup hit and the temp file goes.
-    fn publish_temp(&self, tmp: &str, id: &ObjectId) -> Result<PutOutcome> {
+    /// Make the temp file read-only and move it to its object name. An object file that exists
+    /// already with the same size is a dedup hit and the temp file goes; one of another size is a
+    /// damaged leftover (a crash before its data reached the disk) and is replaced.
+    fn publish_temp(&self, tmp: &str, id: &ObjectId, size: u64) -> Result<PutOutcome> {
         self.dir
             .set_permissions(tmp, Permissions::from_mode(0o444))
             .at(self.temp_path(tmp))?;
@@ -142,9 +143,18 @@ impl<'s> Staging<'s> {
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
             Ok(()) => Ok(PutOutcome::Written),
-            Err(rustix::io::Errno::EXIST) => {
+            Err(rustix::io::Errno::EXIST) if self.store.loose_len(id)? == Some(size) => {
                 self.dir.remove_file(tmp).at(self.temp_path(tmp))?;
                 Ok(PutOutcome::Deduplicated)
+            }
+            Err(rustix::io::Errno::EXIST) => {
+                log::warn!(
+                    "replacing damaged object file {}",
+                    self.store.object_path(id).display()
+                );
+                rustix::fs::renameat(&self.dir, tmp, &self.store.objects, rel.as_str())
+                    .map_err(|e| Error::io(self.store.object_path(id), e))?;
+                Ok(PutOutcome::Written)
             }
             Err(e) => Err(Error::io(self.store.path.join("objects").join(rel), e)),
         }
@@ -184,7 +194,7 @@ impl ObjectWriter<'_, '_> {
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
         let id = ObjectId::from_hash(self.hasher.finalize());
-        let outcome = self.staging.publish_temp(&self.tmp, &id)?;
+        let outcome = self.staging.publish_temp(&self.tmp, &id, self.size)?;
         Ok((
             NewObject {
                 id,
@@ -229,16 +239,16 @@ impl ObjectData {
 }
 
 impl Store {
-    /// Whether a loose file for `id` exists.
-    pub fn has_loose(&self, id: &ObjectId) -> Result<bool> {
+    /// The size of the loose file for `id`, if there is one.
+    pub fn loose_len(&self, id: &ObjectId) -> Result<Option<u64>> {
         let rel = id.rel_path();
         match rustix::fs::statat(
             &self.objects,
             rel.as_str(),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            Ok(_) => Ok(true),
-            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Ok(st) => Ok(Some(st.st_size as u64)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(Error::io(self.path.join("objects").join(rel), e)),
         }
     }
