@@ -8,6 +8,7 @@
 //!   objects/ab/cdef… loose objects: file contents named by blake3, mode 0444, never setuid,
 //!                    never device nodes; objects of <= inline_threshold bytes live in the index
 //!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
+//!   trash/RUN/       object files a gc sweep doomed, unlinked after it released the lock
 //!   lock             flock: shared for readers and importers, exclusive for the gc sweep
 //! ```
 //!
@@ -20,7 +21,10 @@
 //!   trust only refs, so a crash at any instant leaves a store that opens and holds every ref it
 //!   held before.
 //! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
-//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]).
+//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]). A merged tree
+//!   (the flattened image a `merged/` ref pins during disk generation) is stored the same way.
+//! - An object file is trusted for dedup only if its size matches; a shorter one is a leftover of
+//!   a crash before its data reached the disk and is replaced.
 //! - Locking: every reader and importer holds the shared flock for its whole run; only the gc
 //!   sweep takes it exclusively, so a sweep never races a publish.
 
