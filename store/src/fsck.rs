@@ -191,6 +191,8 @@ impl Store {
                     .ok()
                     .map(|d| self.image_by_digest(&d))
                 {
+                    // A prepared ref pins a cached update's manifest and config only.
+                    Some(Ok(Some(_))) if r.kind == RefKind::Prepared => {}
                     Some(Ok(Some(img))) => {
                         for l in &img.layers {
                             if !layers.contains(&l.diff_id.to_string()) {
