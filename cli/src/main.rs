@@ -60,6 +60,14 @@ enum Command {
         /// Objects up to this many bytes are kept in the index instead of loose files.
         #[arg(long, default_value_t = StoreOptions::default().inline_threshold)]
         inline_threshold: u64,
+        /// Store each content of at least --compress-min bytes as a zstd frame at this level
+        /// (default 3) where that saves space; readers decompress transparently.
+        #[arg(long, value_name = "LEVEL", num_args = 0..=1, default_missing_value = "3",
+              value_parser = clap::value_parser!(i32).range(-7..=22))]
+        compress: Option<i32>,
+        /// Smallest content --compress applies to (K/M/G suffixes).
+        #[arg(long, value_name = "SIZE", requires = "compress")]
+        compress_min: Option<String>,
         /// Set a resource limit for every import, NAME=VALUE (layer-bytes, entries, path,
         /// component, depth, pax-record, xattr-bytes, json-bytes; sizes take K/M/G).
         #[arg(long = "limit", value_name = "NAME=VALUE")]
@@ -281,11 +289,24 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Init {
             inline_threshold,
+            compress,
+            compress_min,
             limits,
         } => {
+            let compression = match compress {
+                None => None,
+                Some(level) => Some(layerstore_store::Compression {
+                    level: *level,
+                    min_size: match compress_min {
+                        Some(s) => parse_size(s)?,
+                        None => layerstore_store::Compression::default().min_size,
+                    },
+                }),
+            };
             let opts = StoreOptions {
                 inline_threshold: *inline_threshold,
                 limits: apply_limits(layerstore_store::Limits::default(), limits)?,
+                compression,
             };
             Store::init(&store_path, &opts)
                 .with_context(|| format!("cannot create store {}", store_path.display()))?;

@@ -477,3 +477,63 @@ fn limits_are_overridable_per_import_and_at_init() {
     assert!(r.stderr.contains("entry count"), "{}", r.stderr);
     assert_fsck_clean(&small);
 }
+
+#[test]
+fn compressed_store_reads_back_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = fixture(tmp.path());
+    let store = tmp.path().join("store");
+    let other = tmp.path().join("other");
+    assert_eq!(ls(&other, &["init", "--compress-min", "1K"]).code, 2);
+    ok(&store, &["init", "--compress", "--compress-min", "1K"]);
+    let meta = std::fs::read_to_string(store.join("meta.json")).unwrap();
+    assert!(meta.contains("zstd-objects"), "{meta}");
+    ok(
+        &store,
+        &["import", &format!("oci:{}:simple", oci.display())],
+    );
+    assert_eq!(
+        ok(&store, &["cat", "simple", "/usr/bin-su"]).stdout,
+        vec![1u8; 5000]
+    );
+    let df = ok(&store, &["df", "--json"]).json();
+    // 100,000 + 5,000 bytes of repeated bytes compress to one block or less.
+    assert_eq!(
+        df["object_bytes"].as_u64().unwrap(),
+        105_000 + 8 + 12 + 6 + 4
+    );
+    assert!(df["loose_bytes"].as_u64().unwrap() < 4096, "{df}");
+    let dest = tmp.path().join("co");
+    ok(
+        &store,
+        &[
+            "checkout",
+            "simple",
+            dest.to_str().unwrap(),
+            "--mode",
+            "hardlink",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(dest.join("usr/bin-su2")).unwrap(),
+        vec![1u8; 5000]
+    );
+    let tar = tmp.path().join("root.tar");
+    ok(
+        &store,
+        &["disk", "simple", tar.to_str().unwrap(), "--format", "tar"],
+    );
+    let mut a = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut found = false;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with("usr/bin-su") {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            assert_eq!(v, vec![1u8; 5000]);
+            found = true;
+        }
+    }
+    assert!(found);
+    assert_fsck_clean(&store);
+}

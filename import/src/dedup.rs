@@ -330,7 +330,7 @@ pub fn analyze_stored(store: &Store, names: &[String]) -> Result<DedupReport> {
                     store
                         .read_object(&id)
                         .map_err(std::io::Error::other)?
-                        .into_reader()
+                        .into_reader()?
                         .read_to_end(&mut v)?;
                     Ok(v)
                 })

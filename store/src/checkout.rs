@@ -191,7 +191,7 @@ impl Ctx<'_> {
                 })?;
                 if self.opts.mode == CheckoutMode::Hardlink {
                     let data = self.store.read_object(&id)?;
-                    if let ObjectData::Loose { .. } = data {
+                    if let ObjectData::Loose { zstd: false, .. } = data {
                         rustix::fs::linkat(
                             self.store.objects_dir(),
                             id.rel_path().as_str(),
@@ -218,7 +218,14 @@ impl Ctx<'_> {
                 let mut file = std::fs::File::from(fd);
                 let data = self.store.read_object(&id)?;
                 let n = match (data, self.opts.mode) {
-                    (ObjectData::Loose { file: src, size }, CheckoutMode::Reflink) => {
+                    (
+                        ObjectData::Loose {
+                            file: src,
+                            size,
+                            zstd: false,
+                        },
+                        CheckoutMode::Reflink,
+                    ) => {
                         rustix::fs::ioctl_ficlone(&file, &src).at(self.path(e))?;
                         size
                     }

@@ -49,7 +49,7 @@ impl Store {
         let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
-                    COALESCE(SUM(loose * size), 0)
+                    COALESCE(SUM(loose * COALESCE(stored, size)), 0)
              FROM objects INDEXED BY objects_loose_size",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),

@@ -180,7 +180,7 @@ impl Store {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(e.size);
                 let data = self.read_object(&id)?;
-                b.append_data(&mut h, &path, data.into_reader())
+                b.append_data(&mut h, &path, data.into_reader().map_err(io)?)
                     .map_err(io)?;
             }
             EntryKind::Directory => {

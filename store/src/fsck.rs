@@ -2,7 +2,7 @@
 //! ref resolvable down to its objects, no staging leftovers.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -68,6 +68,7 @@ impl FsckReport {
 struct ObjRow {
     size: u64,
     inline: Option<Vec<u8>>,
+    zstd: bool,
 }
 
 impl Store {
@@ -78,7 +79,7 @@ impl Store {
 
         let rows: HashMap<ObjectId, ObjRow> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT id, size, inline FROM objects")?;
+            let mut stmt = conn.prepare("SELECT id, size, inline, zstd FROM objects")?;
             let mut out = HashMap::new();
             let mut q = stmt.query([])?;
             while let Some(r) = q.next()? {
@@ -91,6 +92,7 @@ impl Store {
                     ObjRow {
                         size: r.get::<_, i64>(1)? as u64,
                         inline: r.get(2)?,
+                        zstd: r.get(3)?,
                     },
                 );
             }
@@ -117,8 +119,10 @@ impl Store {
                 }
             }
         }
-        let checked: Vec<Result<(ObjectId, u64, Option<Finding>)>> =
-            files.par_iter().map(|id| self.check_loose(id)).collect();
+        let checked: Vec<Result<(ObjectId, u64, Option<Finding>)>> = files
+            .par_iter()
+            .map(|id| self.check_loose(id, rows.get(id).map(|r| r.zstd)))
+            .collect();
         let on_disk: HashSet<ObjectId> = files.iter().copied().collect();
         for c in checked {
             let (id, size, finding) = c?;
@@ -140,10 +144,16 @@ impl Store {
         let mut missing_files = Vec::new();
         for (id, row) in &rows {
             match &row.inline {
-                Some(data) => {
+                Some(blob) => {
                     rep.objects_checked += 1;
-                    rep.bytes_checked += data.len() as u64;
-                    if ObjectId::of(data) != *id || data.len() as u64 != row.size {
+                    rep.bytes_checked += row.size;
+                    let data = if row.zstd {
+                        zstd::bulk::decompress(blob, row.size as usize).ok()
+                    } else {
+                        Some(blob.clone())
+                    };
+                    if !data.is_some_and(|d| ObjectId::of(&d) == *id && d.len() as u64 == row.size)
+                    {
                         found.push(Finding::CorruptInlineObject { id: id.hex() });
                     }
                 }
@@ -271,7 +281,13 @@ impl Store {
         Ok(rep)
     }
 
-    fn check_loose(&self, id: &ObjectId) -> Result<(ObjectId, u64, Option<Finding>)> {
+    /// Re-hash a loose file. `zstd` is what its row says; a file without a row counts as whole
+    /// if either reading of it hashes to its name.
+    fn check_loose(
+        &self,
+        id: &ObjectId,
+        zstd: Option<bool>,
+    ) -> Result<(ObjectId, u64, Option<Finding>)> {
         let path = self.object_path(id);
         let f = self.objects.open(id.rel_path()).at(&path)?;
         let meta = f.metadata().at(&path)?;
@@ -286,23 +302,62 @@ impl Store {
                 Some(Finding::BadObjectMode { id: id.hex(), mode }),
             ));
         }
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
         let mut f = f.into_std();
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io(&path, e))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        let actual = ObjectId::from_hash(hasher.finalize());
+        let (actual, size) = match zstd {
+            Some(false) => hash_raw(&mut f).at(&path)?,
+            Some(true) => match hash_zstd(&mut f) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok((
+                        *id,
+                        meta.len(),
+                        Some(Finding::CorruptObject {
+                            id: id.hex(),
+                            actual: format!("not a whole zstd frame: {e}"),
+                        }),
+                    ));
+                }
+            },
+            None => match hash_raw(&mut f).at(&path)? {
+                (a, n) if a == *id => (a, n),
+                other => hash_zstd(&mut f)
+                    .ok()
+                    .filter(|(a, _)| a == id)
+                    .unwrap_or(other),
+            },
+        };
         let finding = (actual != *id).then(|| Finding::CorruptObject {
             id: id.hex(),
             actual: actual.hex(),
         });
         Ok((*id, size, finding))
     }
+}
+
+/// blake3 and length of a file's bytes.
+fn hash_raw(f: &mut std::fs::File) -> std::io::Result<(ObjectId, u64)> {
+    f.rewind()?;
+    hash_reader(f)
+}
+
+/// blake3 and length of the content of a file that is one zstd frame.
+fn hash_zstd(f: &mut std::fs::File) -> std::io::Result<(ObjectId, u64)> {
+    f.rewind()?;
+    hash_reader(&mut zstd::stream::Decoder::new(f)?)
+}
+
+/// blake3 and length of everything `r` yields.
+fn hash_reader(r: &mut impl Read) -> std::io::Result<(ObjectId, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((ObjectId::from_hash(hasher.finalize()), size))
 }

@@ -52,11 +52,11 @@ pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
 pub use lease::Lease;
 pub use merge::MergedTree;
-pub use object::{NewObject, ObjectData, PutOutcome, Staging};
+pub use object::{LooseFile, NewObject, ObjectData, PutOutcome, Staging};
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
-pub use store::{Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
+pub use store::{Compression, Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 
 impl Store {

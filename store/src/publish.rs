@@ -116,14 +116,17 @@ impl Store {
 
 fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
     let mut obj = tx.prepare_cached(
-        "INSERT INTO objects (id, size, loose, inline) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        "INSERT INTO objects (id, size, loose, inline, zstd, stored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO NOTHING",
     )?;
     for o in &layer.objects {
         obj.execute(params![
             &o.id.as_bytes()[..],
             o.size as i64,
             o.inline.is_none(),
-            o.inline
+            o.inline,
+            o.zstd,
+            (o.stored != o.size).then_some(o.stored as i64),
         ])?;
     }
     insert_tree(

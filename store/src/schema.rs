@@ -97,6 +97,15 @@ const MIGRATIONS: &[&str] = &[
         what TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: compressed objects.
+    r#"
+    -- 1: the loose file or the inline blob is one zstd frame of the content.
+    ALTER TABLE objects ADD COLUMN zstd INTEGER NOT NULL DEFAULT 0;
+    -- Bytes stored: the loose file's or inline blob's length (NULL: `size`).
+    ALTER TABLE objects ADD COLUMN stored INTEGER;
+    DROP INDEX objects_loose_size;
+    CREATE INDEX objects_loose_size ON objects(loose, size, stored, zstd, id);
+    "#,
 ];
 
 /// The schema version this build writes.
