@@ -54,7 +54,15 @@ fuzz_target!(|data: &[u8]| {
         ),
     )
     .unwrap();
-    let store = Store::init(&tmp.path().join("store"), &StoreOptions::default()).unwrap();
+    // Inputs with bit 1 of the first byte set import into a store with compressed objects.
+    let sopts = StoreOptions {
+        compression: data
+            .first()
+            .is_some_and(|b| b & 2 == 2)
+            .then_some(layerstore_store::Compression { level: 1, min_size: 64 }),
+        ..StoreOptions::default()
+    };
+    let store = Store::init(&tmp.path().join("store"), &sopts).unwrap();
     let opts = ImportOptions { jobs: 1, ..ImportOptions::default() };
     match import(&store, &format!("oci:{}:f", oci.display()), &opts) {
         Ok(_) => {

@@ -58,6 +58,9 @@ pub struct GcPlan {
     pub objects: u64,
     /// Their content bytes.
     pub object_bytes: u64,
+    /// What they occupy: loose file and inline blob lengths (less than `object_bytes` where
+    /// objects are compressed).
+    pub stored_bytes: u64,
     /// Loose files among them.
     pub loose_files: u64,
     /// Loose files no row names (left by an interrupted import), and their bytes.
@@ -81,7 +84,7 @@ impl GcPlan {
 
     /// Bytes the plan frees.
     pub fn bytes(&self) -> u64 {
-        self.object_bytes + self.stray_bytes
+        self.stored_bytes + self.stray_bytes
     }
 }
 
@@ -237,7 +240,7 @@ fn plan_rows(conn: &Connection) -> Result<GcPlan> {
             ..GcPlan::default()
         };
         let mut stmt = conn.prepare(
-            "SELECT id, size, loose FROM objects INDEXED BY objects_loose_size
+            "SELECT id, size, loose, COALESCE(stored, size) FROM objects INDEXED BY objects_loose_size
              WHERE id NOT IN (SELECT id FROM gc_live_objects)",
         )?;
         let mut rows = stmt.query([])?;
@@ -245,6 +248,7 @@ fn plan_rows(conn: &Connection) -> Result<GcPlan> {
             let id: Vec<u8> = r.get(0)?;
             p.objects += 1;
             p.object_bytes += r.get::<_, i64>(1)? as u64;
+            p.stored_bytes += r.get::<_, i64>(3)? as u64;
             if r.get::<_, bool>(2)? {
                 p.loose_files += 1;
                 if let Some(id) = ObjectId::from_slice(&id) {
