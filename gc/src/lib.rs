@@ -204,7 +204,9 @@ fn plan_rows(conn: &Connection) -> Result<GcPlan> {
          DROP TABLE IF EXISTS temp.gc_live_objects;
          CREATE TEMP TABLE gc_live_images AS
              SELECT id FROM images WHERE manifest_digest IN
-                 (SELECT target FROM refs WHERE name NOT LIKE 'layer/%' AND name NOT LIKE 'merged/%');
+                 (SELECT target FROM refs WHERE name NOT LIKE 'layer/%' AND name NOT LIKE 'merged/%')
+             OR 'merged:' || manifest_digest IN
+                 (SELECT target FROM refs WHERE name LIKE 'merged/%');
          CREATE TEMP TABLE gc_live_layers (id INTEGER PRIMARY KEY, diff_id TEXT);
          INSERT OR IGNORE INTO gc_live_layers
              SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id

@@ -31,7 +31,9 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
     match subject {
         Subject::Image(d) => {
             let mut stmt = conn.prepare(
-                "SELECT name, target FROM refs WHERE target = ?1 AND name NOT LIKE 'layer/%' ORDER BY name",
+                "SELECT name, target FROM refs
+                 WHERE (target = ?1 OR target = 'merged:' || ?1) AND name NOT LIKE 'layer/%'
+                 ORDER BY name",
             )?;
             for r in stmt.query_map([d.to_string()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -47,7 +49,8 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
         Subject::Layer(d) => {
             let mut stmt = conn.prepare(
                 "SELECT r.name, r.target FROM refs r
-                 JOIN images i ON i.manifest_digest = r.target
+                 JOIN images i
+                   ON i.manifest_digest = r.target OR 'merged:' || i.manifest_digest = r.target
                  JOIN image_layers il ON il.image = i.id
                  WHERE il.diff_id = ?1 AND r.name NOT LIKE 'layer/%'
                  ORDER BY 1",
@@ -69,7 +72,8 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
                  JOIN layers l ON l.id = e.layer
                  JOIN image_layers il ON il.diff_id = l.diff_id
                  JOIN images i ON i.id = il.image
-                 JOIN refs r ON r.target = i.manifest_digest AND r.name NOT LIKE 'layer/%'
+                 JOIN refs r ON (r.target = i.manifest_digest OR r.target = 'merged:' || i.manifest_digest)
+                   AND r.name NOT LIKE 'layer/%'
                  WHERE e.object = ?1
                  UNION
                  SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e

@@ -121,11 +121,23 @@ fn gc_keeps_objects_reachable_from_merged_refs() {
         .remove_refs(&[RefName::image("base-v1").unwrap()])
         .unwrap();
     let r = gc(&store);
-    assert_eq!(
-        r.removed.layers.len(),
-        1,
-        "the image's layer goes, the merged tree stays"
+    assert!(
+        r.removed.layers.is_empty() && r.removed.layer_refs.is_empty(),
+        "a merged ref keeps its image's layers and their refs: {:?}",
+        r.removed
     );
+    let layer = &img.layers[0].diff_id;
+    assert!(
+        store
+            .refs(Some(RefKind::Layer))
+            .unwrap()
+            .iter()
+            .any(|r| r.target == layer.to_string())
+    );
+    let reasons =
+        layerstore_gc::why::why(&store, &layerstore_gc::why::Subject::Layer(*layer)).unwrap();
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].root, "merged/pinned");
     // Every object of the merged tree is still readable.
     for e in tree.entries.values() {
         if let Some(id) = e.object {
