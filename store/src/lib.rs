@@ -6,7 +6,10 @@
 //!   meta.json        format version, feature flags, inline threshold, limits (written last at init)
 //!   index.sqlite     WAL; schema versioned by PRAGMA user_version (schema.rs)
 //!   objects/ab/cdef… loose objects: file contents named by blake3, mode 0444, never setuid,
-//!                    never device nodes; objects of <= inline_threshold bytes live in the index
+//!                    never device nodes; objects of <= inline_threshold bytes live in the index.
+//!                    With compression configured (feature `zstd-objects`), a file or inline
+//!                    blob may be one zstd frame of the content (`objects.zstd`); the name is
+//!                    still the blake3 of the content
 //!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
 //!   trash/RUN/       object files a gc sweep doomed, unlinked after it released the lock
 //!   lock             flock: shared for readers and importers, exclusive for the gc sweep
@@ -23,8 +26,10 @@
 //! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
 //!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]). A merged tree
 //!   (the flattened image a `merged/` ref pins during disk generation) is stored the same way.
-//! - An object file is trusted for dedup only if its size matches; a shorter one is a leftover of
-//!   a crash before its data reached the disk and is replaced.
+//! - An object file is trusted for dedup only if it holds the whole content: its size matches, or
+//!   it is a zstd frame declaring that size whose block chain and checksum end exactly at the end
+//!   of the file. Anything else is a leftover of a crash before its data reached the disk and is
+//!   replaced.
 //! - Locking: every reader and importer holds the shared flock for its whole run; only the gc
 //!   sweep takes it exclusively, so a sweep never races a publish.
 
