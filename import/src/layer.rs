@@ -1,17 +1,20 @@
 //! Importing one layer blob: verify its digest while streaming, decompress (sniffed and checked
 //! against the media type), parse the tar, store contents as objects, verify the diff_id.
 //!
-//! Two threads per layer: one reads, hashes and inflates the blob and sha256es the tar stream; the
-//! other parses entries and blake3-hashes and writes contents. They meet in a bounded channel, so
-//! memory stays bounded whatever the layer size.
+//! Per layer, one thread reads, hashes and inflates the blob and sha256es the tar stream; one
+//! parses entries and blake3-hashes contents; [`WRITERS`] threads compress and write the contents
+//! that fit in memory, so parsing never waits on a write. They meet in bounded channels, so memory
+//! stays bounded whatever the layer size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use layerstore_store::tree::{self, display_path};
 use layerstore_store::{
-    Digest, DigestHasher, EntryKind, LayerRecord, Limits, NewObject, ObjectId, Staging, TreeEntry,
+    Digest, DigestHasher, EntryKind, LayerRecord, Limits, NewObject, ObjectId, PutOutcome, Staging,
+    TreeEntry,
 };
 
 use crate::error::{Error, Result};
@@ -307,6 +310,105 @@ impl Read for ChannelReader {
     }
 }
 
+/// Threads per layer that write (and compress) in-memory contents.
+const WRITERS: usize = 2;
+/// Contents queued for the writers at most (each at most [`IN_MEMORY_MAX`] bytes).
+const WRITE_QUEUE: usize = 4;
+
+type Written = (NewObject, PutOutcome);
+
+/// Writer threads for contents already hashed in memory.
+struct WritePool<'scope> {
+    tx: Option<mpsc::SyncSender<(ObjectId, Vec<u8>)>>,
+    workers: Vec<std::thread::ScopedJoinHandle<'scope, Result<Vec<Written>>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl<'scope> WritePool<'scope> {
+    fn start<'env>(
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        staging: &'scope Staging<'_>,
+    ) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<(ObjectId, Vec<u8>)>(WRITE_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(AtomicBool::new(false));
+        let workers = (0..WRITERS)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let failed = Arc::clone(&failed);
+                s.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let job = rx.lock().map_err(|_| writer_stopped())?.recv();
+                        let Ok((id, data)) = job else {
+                            return Ok(done);
+                        };
+                        match staging.put_hashed(id, &data) {
+                            Ok(w) => done.push(w),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(Error::Store(e));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        WritePool {
+            tx: Some(tx),
+            workers,
+            failed,
+        }
+    }
+
+    /// Queue a content for writing; fails once a writer has failed.
+    fn submit(&self, id: ObjectId, data: Vec<u8>) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(writer_stopped());
+        }
+        let tx = self.tx.as_ref().expect("open until finish");
+        tx.send((id, data)).map_err(|_| writer_stopped())
+    }
+
+    /// Wait for every queued write; the first writer error, if any.
+    fn finish(mut self) -> Result<Vec<Written>> {
+        drop(self.tx.take());
+        let mut all = Vec::new();
+        let mut first_err = None;
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(Ok(done)) => all.extend(done),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first_err.map_or(Ok(all), Err)
+    }
+}
+
+fn writer_stopped() -> Error {
+    Error::Io {
+        path: "(object writer)".into(),
+        source: io::Error::other("an object writer stopped"),
+    }
+}
+
+/// Add what was written to the layer's objects and counters.
+fn count_written(stats: &mut LayerStats, objects: &mut HashMap<ObjectId, NewObject>, w: Written) {
+    let (obj, outcome) = w;
+    match outcome {
+        PutOutcome::Inline => stats.inline_objects += 1,
+        PutOutcome::Written => {
+            stats.new_objects += 1;
+            stats.new_bytes += obj.size;
+        }
+        PutOutcome::Deduplicated => stats.dedup_hits += 1,
+    }
+    objects.entry(obj.id).or_insert(obj);
+}
+
 /// What the layer knows about an earlier entry, for hard links.
 struct Seen {
     kind: EntryKind,
@@ -320,6 +422,30 @@ fn parse_layer(
     staging: &Staging<'_>,
     limits: &Limits,
 ) -> Result<(LayerRecord, LayerStats)> {
+    std::thread::scope(|s| {
+        let pool = WritePool::start(s, staging);
+        let parsed = parse_entries(input, r, staging, limits, &pool);
+        let written = pool.finish();
+        // A writer's error is the cause of a parse stopped by it.
+        let written = written?;
+        let (mut record, mut stats, mut objects) = parsed?;
+        for w in written {
+            count_written(&mut stats, &mut objects, w);
+        }
+        record.objects = objects.into_values().collect();
+        Ok((record, stats))
+    })
+}
+
+type Parsed = (LayerRecord, LayerStats, HashMap<ObjectId, NewObject>);
+
+fn parse_entries(
+    input: &LayerInput,
+    r: ChannelReader,
+    staging: &Staging<'_>,
+    limits: &Limits,
+    pool: &WritePool<'_>,
+) -> Result<Parsed> {
     let digest_s = input.blob_digest.to_string();
     let tar_err = |e: TarError| Error::Tar {
         digest: digest_s.clone(),
@@ -340,6 +466,8 @@ fn parse_layer(
     let path_limits = limits.paths();
     let mut entries: Vec<TreeEntry> = Vec::new();
     let mut objects: HashMap<ObjectId, NewObject> = HashMap::new();
+    // Contents handed to the writers (written once even if the layer holds them twice).
+    let mut queued: HashSet<ObjectId> = HashSet::new();
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
     let mut stats = LayerStats::default();
     let mut buf: Vec<u8> = Vec::new();
@@ -402,24 +530,33 @@ fn parse_layer(
         let mut e = to_entry(&te, path.clone());
         match te.kind {
             TarKind::Regular => {
-                let (obj, outcome) =
-                    store_content(&mut p, staging, te.size, &mut buf).map_err(|err| match err {
-                        ContentError::Tar(t) => tar_err(t),
-                        ContentError::Store(s) => Error::Store(s),
-                    })?;
-                p.content_done(te.size, obj.id);
+                let id =
+                    match store_content(&mut p, staging, te.size, &mut buf).map_err(
+                        |err| match err {
+                            ContentError::Tar(t) => tar_err(t),
+                            ContentError::Store(s) => Error::Store(s),
+                        },
+                    )? {
+                        Content::Stored(w) => {
+                            let id = w.0.id;
+                            count_written(&mut stats, &mut objects, w);
+                            id
+                        }
+                        Content::InMemory(id, data) => {
+                            if queued.insert(id) {
+                                pool.submit(id, data)?;
+                            } else if staging.is_inline_size(te.size) {
+                                stats.inline_objects += 1;
+                            } else {
+                                stats.dedup_hits += 1;
+                            }
+                            id
+                        }
+                    };
+                p.content_done(te.size, id);
                 stats.files += 1;
                 stats.content_bytes += te.size;
-                match outcome {
-                    layerstore_store::PutOutcome::Inline => stats.inline_objects += 1,
-                    layerstore_store::PutOutcome::Written => {
-                        stats.new_objects += 1;
-                        stats.new_bytes += te.size;
-                    }
-                    layerstore_store::PutOutcome::Deduplicated => stats.dedup_hits += 1,
-                }
-                e.object = Some(obj.id);
-                objects.entry(obj.id).or_insert(obj);
+                e.object = Some(id);
             }
             TarKind::Hardlink => {
                 let raw = te.link.as_deref().unwrap_or_default();
@@ -458,9 +595,10 @@ fn parse_layer(
             tar_size: p.position(),
             entries,
             skeleton,
-            objects: objects.into_values().collect(),
+            objects: Vec::new(),
         },
         stats,
+        objects,
     ))
 }
 
@@ -504,23 +642,29 @@ enum ContentError {
     Store(layerstore_store::Error),
 }
 
-/// Read the current entry's content into an object.
+/// The current entry's content: hashed in memory (for the writers), or streamed into an object.
+enum Content {
+    InMemory(ObjectId, Vec<u8>),
+    Stored(Written),
+}
+
+/// Read the current entry's content.
 fn store_content<R: Read>(
     p: &mut TarParser<R>,
     staging: &Staging<'_>,
     size: u64,
     buf: &mut Vec<u8>,
-) -> Result<(NewObject, layerstore_store::PutOutcome), ContentError> {
+) -> Result<Content, ContentError> {
     if size <= IN_MEMORY_MAX {
-        buf.resize(size as usize, 0);
+        let mut data = vec![0u8; size as usize];
         let mut filled = 0;
-        while filled < buf.len() {
+        while filled < data.len() {
             let n = p
-                .read_content(&mut buf[filled..])
+                .read_content(&mut data[filled..])
                 .map_err(ContentError::Tar)?;
             filled += n;
         }
-        return staging.put_bytes(buf).map_err(ContentError::Store);
+        return Ok(Content::InMemory(ObjectId::of(&data), data));
     }
     let mut w = staging.writer().map_err(ContentError::Store)?;
     buf.resize(CHUNK, 0);
@@ -531,5 +675,5 @@ fn store_content<R: Read>(
         }
         w.write(&buf[..n]).map_err(ContentError::Store)?;
     }
-    w.finish().map_err(ContentError::Store)
+    w.finish().map(Content::Stored).map_err(ContentError::Store)
 }
