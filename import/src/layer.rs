@@ -543,12 +543,18 @@ fn parse_entries(
                             id
                         }
                         Content::InMemory(id, data) => {
-                            if queued.insert(id) {
-                                pool.submit(id, data)?;
-                            } else if staging.is_inline_size(te.size) {
-                                stats.inline_objects += 1;
+                            if queued.contains(&id) {
+                                if staging.is_inline_size(te.size) {
+                                    stats.inline_objects += 1;
+                                } else {
+                                    stats.dedup_hits += 1;
+                                }
+                            } else if let Some(w) = staging.put_cheap(id, &data)? {
+                                // Already stored, or inline as it is: no work for a writer.
+                                count_written(&mut stats, &mut objects, w);
                             } else {
-                                stats.dedup_hits += 1;
+                                queued.insert(id);
+                                pool.submit(id, data)?;
                             }
                             id
                         }

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cap_std::fs::{Dir, OpenOptions, Permissions, PermissionsExt};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rusqlite::OptionalExtension;
 
 use crate::digest::ObjectId;
@@ -228,8 +228,32 @@ impl<'s> Staging<'s> {
         self.put_hashed(id, content)
     }
 
+    /// Store content whose id the caller computed, if that takes neither compression nor a
+    /// write: inline content that is not to be compressed, or content whose object file exists
+    /// already. `None` means [`Staging::put_hashed`] has work to do.
+    pub fn put_cheap(
+        &self,
+        id: ObjectId,
+        content: &[u8],
+    ) -> Result<Option<(NewObject, PutOutcome)>> {
+        let size = content.len() as u64;
+        if self.is_inline_size(size) {
+            return Ok(self.compression(size).is_none().then(|| {
+                let obj = NewObject::inline(id, size, content.to_vec(), false);
+                (obj, PutOutcome::Inline)
+            }));
+        }
+        Ok(self
+            .store
+            .loose_state(&id, size)?
+            .map(|found| (NewObject::loose(id, size, found), PutOutcome::Deduplicated)))
+    }
+
     /// Store content whose id the caller computed.
     pub fn put_hashed(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
+        if let Some(done) = self.put_cheap(id, content)? {
+            return Ok(done);
+        }
         let size = content.len() as u64;
         if self.is_inline_size(size) {
             let obj = match self.compress(content, true)? {
@@ -237,9 +261,6 @@ impl<'s> Staging<'s> {
                 None => NewObject::inline(id, size, content.to_vec(), false),
             };
             return Ok((obj, PutOutcome::Inline));
-        }
-        if let Some(found) = self.store.loose_state(&id, size)? {
-            return Ok((NewObject::loose(id, size, found), PutOutcome::Deduplicated));
         }
         let z = self.compress(content, false)?;
         let bytes = z.as_deref().unwrap_or(content);
@@ -272,9 +293,11 @@ impl<'s> Staging<'s> {
         self.store.path.join("staging").join(&self.name).join(tmp)
     }
 
+    /// A new temp file, created read-only: the returned handle may still write it, and the
+    /// finished object needs no chmod.
     fn create_temp(&self, tmp: &str) -> Result<std::fs::File> {
         let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
+        opts.write(true).create_new(true).mode(0o444);
         Ok(self
             .dir
             .open_with(tmp, &opts)
@@ -299,7 +322,7 @@ impl<'s> Staging<'s> {
         run().at(path)
     }
 
-    /// Make the temp file read-only and move it to its object name. An object file that exists
+    /// Move the (read-only) temp file to its object name. An object file that exists
     /// already and holds this content whole is a dedup hit and the temp file goes; anything else
     /// there is a damaged leftover (a crash before its data reached the disk) and is replaced.
     fn publish_temp(
@@ -309,9 +332,6 @@ impl<'s> Staging<'s> {
         size: u64,
         file: LooseFile,
     ) -> Result<(PutOutcome, LooseFile)> {
-        self.dir
-            .set_permissions(tmp, Permissions::from_mode(0o444))
-            .at(self.temp_path(tmp))?;
         let rel = id.rel_path();
         match rustix::fs::renameat_with(
             &self.dir,
