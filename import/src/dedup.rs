@@ -390,7 +390,7 @@ pub fn analyze_sources(
 fn scan(
     a: &mut DedupAnalyzer,
     diff_id: &Digest,
-    r: layer::ChannelReader,
+    r: &mut layer::ChannelReader,
     limits: &Limits,
 ) -> Result<()> {
     let digest = diff_id.to_string();

@@ -58,7 +58,6 @@ fn sniff(head: &[u8]) -> Compression {
 struct BlobStats {
     digest: Digest,
     size: u64,
-    diff_id: Digest,
     tar_size: u64,
 }
 
@@ -109,14 +108,15 @@ pub fn import_layer(
 }
 
 /// Read, verify and inflate a layer blob on one thread while `parse` consumes the tar stream on
-/// this one. Returns what `parse` returned and the tar size, once the blob digest, its size and
-/// the diff_id are verified.
+/// this one (which also computes the diff_id: the reading thread, busy inflating, is the slower
+/// one). Returns what `parse` returned and the tar size, once the blob digest, its size and the
+/// diff_id are verified.
 pub(crate) fn stream_layer<T>(
     input: &LayerInput,
     blob: Box<dyn Read + Send + '_>,
     limits: &Limits,
     progress: &dyn LayerProgress,
-    parse: impl FnOnce(ChannelReader) -> Result<T>,
+    parse: impl FnOnce(&mut ChannelReader) -> Result<T>,
 ) -> Result<(T, u64)> {
     let digest_s = input.blob_digest.to_string();
     let expected = media_type_compression(&input.media_type).ok_or_else(|| Error::Compression {
@@ -126,15 +126,33 @@ pub(crate) fn stream_layer<T>(
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
     std::thread::scope(|s| {
         let reader = s.spawn(|| read_blob(input, blob, expected, limits, tx, progress));
-        let parsed = parse(ChannelReader {
+        let mut chan = ChannelReader {
             rx,
             buf: Vec::new(),
             pos: 0,
-        });
+            hasher: DigestHasher::default(),
+        };
+        let parsed = parse(&mut chan);
+        // After a successful parse, anything still coming is a stream the parser did not read to
+        // its end; after a failed one, dropping the channel stops the reader.
+        let unread = match parsed {
+            Ok(_) => chan.drain(),
+            Err(_) => 0,
+        };
+        let ChannelReader { rx, hasher, .. } = chan;
+        drop(rx);
         let stats = reader.join().expect("the blob reader does not panic");
         // A reader error explains a parse error (truncation, bad digest): report it first.
         let stats = stats?;
         let parsed = parsed?;
+        if unread > 0 {
+            return Err(Error::Tar {
+                digest: digest_s.clone(),
+                offset: stats.tar_size.saturating_sub(unread),
+                reason: format!("{unread} bytes after the end of the archive were not read"),
+            });
+        }
+        let diff_id = hasher.finish();
         if stats.digest != input.blob_digest {
             return Err(Error::DigestMismatch {
                 digest: digest_s.clone(),
@@ -148,12 +166,12 @@ pub(crate) fn stream_layer<T>(
                 actual: stats.size,
             });
         }
-        if stats.diff_id != input.expected_diff_id {
+        if diff_id != input.expected_diff_id {
             return Err(Error::DiffIdMismatch {
                 index: input.index,
                 digest: digest_s.clone(),
                 expected: input.expected_diff_id.to_string(),
-                actual: stats.diff_id.to_string(),
+                actual: diff_id.to_string(),
             });
         }
         Ok((parsed, stats.tar_size))
@@ -238,7 +256,6 @@ fn read_blob(
             Box::new(d)
         }
     };
-    let mut tar_hasher = DigestHasher::default();
     let mut tar_size = 0u64;
     loop {
         let mut chunk = vec![0u8; CHUNK];
@@ -260,7 +277,6 @@ fn read_blob(
             break;
         }
         chunk.truncate(filled);
-        tar_hasher.update(&chunk);
         tar_size += filled as u64;
         if tar_size > limits.max_layer_bytes {
             return Err(Error::TooLarge {
@@ -280,16 +296,29 @@ fn read_blob(
     Ok(BlobStats {
         digest: inner.hasher.finish(),
         size: inner.count,
-        diff_id: tar_hasher.finish(),
         tar_size,
     })
 }
 
-/// The tar stream as it arrives from the reading thread.
+/// The tar stream as it arrives from the reading thread, sha256ed on arrival (the diff_id).
 pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+    hasher: DigestHasher,
+}
+
+impl ChannelReader {
+    /// Receive (and hash) the rest of the stream; returns how many bytes were never read.
+    fn drain(&mut self) -> u64 {
+        let mut unread = (self.buf.len() - self.pos) as u64;
+        self.pos = self.buf.len();
+        while let Ok(b) = self.rx.recv() {
+            self.hasher.update(&b);
+            unread += b.len() as u64;
+        }
+        unread
+    }
 }
 
 impl Read for ChannelReader {
@@ -297,6 +326,7 @@ impl Read for ChannelReader {
         while self.pos == self.buf.len() {
             match self.rx.recv() {
                 Ok(b) => {
+                    self.hasher.update(&b);
                     self.buf = b;
                     self.pos = 0;
                 }
@@ -418,7 +448,7 @@ struct Seen {
 
 fn parse_layer(
     input: &LayerInput,
-    r: ChannelReader,
+    r: &mut ChannelReader,
     staging: &Staging<'_>,
     limits: &Limits,
 ) -> Result<(LayerRecord, LayerStats)> {
@@ -441,7 +471,7 @@ type Parsed = (LayerRecord, LayerStats, HashMap<ObjectId, NewObject>);
 
 fn parse_entries(
     input: &LayerInput,
-    r: ChannelReader,
+    r: &mut ChannelReader,
     staging: &Staging<'_>,
     limits: &Limits,
     pool: &WritePool<'_>,
