@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::merge::MergedTree;
-use crate::object::ObjectData;
+use crate::object::{ObjectData, ObjectReader};
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};
 
@@ -63,9 +63,15 @@ pub struct CheckoutStats {
 
 struct Ctx<'a> {
     store: &'a Store,
+    objects: ObjectReader<'a>,
     dest: PathBuf,
     opts: &'a CheckoutOptions,
     stats: CheckoutStats,
+    /// What a file this process creates gets without a chown or chmod: its owner (unless the
+    /// target directory is setgid, when every new file and directory inherits its group) and
+    /// the creation mode less the umask.
+    owner: Option<(u32, u32)>,
+    umask: u32,
 }
 
 impl Store {
@@ -77,11 +83,20 @@ impl Store {
         opts: &CheckoutOptions,
     ) -> Result<CheckoutStats> {
         let root = prepare_target(dest)?;
+        let setgid = rustix::fs::fstat(&root).at(dest)?.st_mode & 0o2000 != 0;
         let mut ctx = Ctx {
             store: self,
+            objects: self.object_reader()?,
             dest: dest.into(),
             opts,
             stats: CheckoutStats::default(),
+            owner: (!setgid).then(|| {
+                (
+                    rustix::process::geteuid().as_raw(),
+                    rustix::process::getegid().as_raw(),
+                )
+            }),
+            umask: process_umask(),
         };
         let order = tree.depth_first();
         // Phase 1: everything but hard links, parents before children.
@@ -147,9 +162,30 @@ fn prepare_target(dest: &Path) -> Result<OwnedFd> {
     .at(dest)
 }
 
-/// Open a directory below `root` one component at a time, never following a symlink.
+/// This process's umask, read without changing it (0o777, "always chmod", if unknown).
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
+/// Open a directory below `root` without following a symlink: in one `openat2` confined
+/// beneath `root` where the kernel has it, else one component at a time.
 fn open_dir_path(root: &OwnedFd, path: &[u8]) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
+    let resolve = rustix::fs::ResolveFlags::BENEATH
+        | rustix::fs::ResolveFlags::NO_SYMLINKS
+        | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+    let rel: &[u8] = if path.is_empty() { b"." } else { path };
+    match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+        other => return other,
+    }
     let mut fd = rustix::fs::openat(root, c".", flags, Mode::empty())?;
     for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
         fd = rustix::fs::openat(&fd, c, flags, Mode::empty())?;
@@ -189,20 +225,17 @@ impl Ctx<'_> {
                     path: display_path(&e.path),
                     reason: "regular file without an object",
                 })?;
-                if self.opts.mode == CheckoutMode::Hardlink {
-                    let data = self.store.read_object(&id)?;
-                    if let ObjectData::Loose { zstd: false, .. } = data {
-                        rustix::fs::linkat(
-                            self.store.objects_dir(),
-                            id.rel_path().as_str(),
-                            pfd,
-                            name,
-                            AtFlags::empty(),
-                        )
-                        .at(self.path(e))?;
-                        self.stats.files += 1;
-                        return Ok(());
-                    }
+                if self.opts.mode == CheckoutMode::Hardlink && self.objects.is_plain_loose(&id)? {
+                    rustix::fs::linkat(
+                        self.store.objects_dir(),
+                        id.rel_path().as_str(),
+                        pfd,
+                        name,
+                        AtFlags::empty(),
+                    )
+                    .at(self.path(e))?;
+                    self.stats.files += 1;
+                    return Ok(());
                 }
                 let fd = rustix::fs::openat(
                     pfd,
@@ -212,11 +245,13 @@ impl Ctx<'_> {
                         | OFlags::WRONLY
                         | OFlags::NOFOLLOW
                         | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
+                    // The final permission bits already (the handle writes whatever they are),
+                    // which spares most files a chmod.
+                    Mode::from_raw_mode(e.mode & 0o777),
                 )
                 .at(self.path(e))?;
                 let mut file = std::fs::File::from(fd);
-                let data = self.store.read_object(&id)?;
+                let data = self.objects.read(&id)?;
                 let n = match (data, self.opts.mode) {
                     (
                         ObjectData::Loose {
@@ -240,7 +275,7 @@ impl Ctx<'_> {
                 file.flush().at(self.path(e))?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
-                self.set_meta_fd(file.as_fd(), e)?;
+                self.set_meta_new(file.as_fd(), e)?;
             }
             EntryKind::Symlink => {
                 let target = e.link.as_deref().unwrap_or_default();
@@ -303,9 +338,28 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Metadata of a file this checkout just created with mode `e.mode & 0o777`: only the calls
+    /// that change something.
+    fn set_meta_new(&mut self, fd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<()> {
+        let (uid, gid) = ids(e);
+        let chown = self.opts.privileged && self.owner != Some((uid.as_raw(), gid.as_raw()));
+        let chmod = e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0;
+        self.set_meta(fd, e, chown, chmod)
+    }
+
     fn set_meta_fd(&mut self, fd: impl AsFd, e: &TreeEntry) -> Result<()> {
-        let fd = fd.as_fd();
-        if self.opts.privileged {
+        let privileged = self.opts.privileged;
+        self.set_meta(fd.as_fd(), e, privileged, true)
+    }
+
+    fn set_meta(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        e: &TreeEntry,
+        chown: bool,
+        chmod: bool,
+    ) -> Result<()> {
+        if chown {
             let (uid, gid) = ids(e);
             rustix::fs::fchown(fd, Some(uid), Some(gid)).at(self.path(e))?;
         }
@@ -323,7 +377,9 @@ impl Ctx<'_> {
             }
         }
         // After chown, which clears setuid/setgid.
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).at(self.path(e))?;
+        if chmod {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).at(self.path(e))?;
+        }
         rustix::fs::futimens(fd, &times(e)).at(self.path(e))?;
         Ok(())
     }

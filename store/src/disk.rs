@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::checkout::{CheckoutMode, CheckoutOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::merge::MergedTree;
+use crate::object::ObjectReader;
 use crate::query::ImageInfo;
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path};
@@ -133,8 +134,9 @@ impl Store {
     pub fn write_tar<W: Write>(&self, tree: &MergedTree, w: W) -> Result<()> {
         let mut b = tar::Builder::new(w);
         b.follow_symlinks(false);
+        let objects = self.object_reader()?;
         for e in tree.depth_first() {
-            self.append_entry(&mut b, e)?;
+            append_entry(&objects, &mut b, e)?;
         }
         b.into_inner()
             .map_err(|e| Error::io("(tar stream)", e))?
@@ -142,75 +144,80 @@ impl Store {
             .map_err(|e| Error::io("(tar stream)", e))?;
         Ok(())
     }
+}
 
-    fn append_entry<W: Write>(&self, b: &mut tar::Builder<W>, e: &TreeEntry) -> Result<()> {
-        let io = |err: std::io::Error| Error::io(display_path(&e.path), err);
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        for (k, v) in &e.xattrs {
-            pax.push((
-                format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
-                v.clone(),
-            ));
-        }
-        if e.mtime_nsec != 0 {
-            pax.push((
-                "mtime".into(),
-                format!("{}.{:09}", e.mtime, e.mtime_nsec).into_bytes(),
-            ));
-        }
-        if !pax.is_empty() {
-            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+/// Append one entry of a merged tree to a rootfs tar.
+fn append_entry<W: Write>(
+    objects: &ObjectReader<'_>,
+    b: &mut tar::Builder<W>,
+    e: &TreeEntry,
+) -> Result<()> {
+    let io = |err: std::io::Error| Error::io(display_path(&e.path), err);
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    for (k, v) in &e.xattrs {
+        pax.push((
+            format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
+            v.clone(),
+        ));
+    }
+    if e.mtime_nsec != 0 {
+        pax.push((
+            "mtime".into(),
+            format!("{}.{:09}", e.mtime, e.mtime_nsec).into_bytes(),
+        ));
+    }
+    if !pax.is_empty() {
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(io)?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(e.mode);
+    h.set_uid(e.uid);
+    h.set_gid(e.gid);
+    h.set_mtime(e.mtime.max(0) as u64);
+    h.set_size(0);
+    let path = if e.path.is_empty() {
+        b"./".to_vec()
+    } else {
+        e.path.clone()
+    };
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&path));
+    match e.kind {
+        EntryKind::Regular => {
+            let id = e.object.expect("regular files have objects");
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(e.size);
+            let data = objects.read(&id)?;
+            b.append_data(&mut h, &path, data.into_reader().map_err(io)?)
                 .map_err(io)?;
         }
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(e.mode);
-        h.set_uid(e.uid);
-        h.set_gid(e.gid);
-        h.set_mtime(e.mtime.max(0) as u64);
-        h.set_size(0);
-        let path = if e.path.is_empty() {
-            b"./".to_vec()
-        } else {
-            e.path.clone()
-        };
-        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&path));
-        match e.kind {
-            EntryKind::Regular => {
-                let id = e.object.expect("regular files have objects");
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(e.size);
-                let data = self.read_object(&id)?;
-                b.append_data(&mut h, &path, data.into_reader().map_err(io)?)
-                    .map_err(io)?;
-            }
-            EntryKind::Directory => {
-                h.set_entry_type(tar::EntryType::Directory);
-                b.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
-            }
-            EntryKind::Symlink | EntryKind::Hardlink => {
-                h.set_entry_type(if e.kind == EntryKind::Symlink {
-                    tar::EntryType::Symlink
-                } else {
-                    tar::EntryType::Link
-                });
-                let target = e.link.clone().unwrap_or_default();
-                let target = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&target));
-                b.append_link(&mut h, &path, &target).map_err(io)?;
-            }
-            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
-                h.set_entry_type(match e.kind {
-                    EntryKind::CharDevice => tar::EntryType::Char,
-                    EntryKind::BlockDevice => tar::EntryType::Block,
-                    _ => tar::EntryType::Fifo,
-                });
-                h.set_device_major(e.dev_major).map_err(io)?;
-                h.set_device_minor(e.dev_minor).map_err(io)?;
-                b.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
-            }
-            EntryKind::Whiteout | EntryKind::Opaque => {}
+        EntryKind::Directory => {
+            h.set_entry_type(tar::EntryType::Directory);
+            b.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
         }
-        Ok(())
+        EntryKind::Symlink | EntryKind::Hardlink => {
+            h.set_entry_type(if e.kind == EntryKind::Symlink {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            });
+            let target = e.link.clone().unwrap_or_default();
+            let target = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+            b.append_link(&mut h, &path, &target).map_err(io)?;
+        }
+        EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+            h.set_entry_type(match e.kind {
+                EntryKind::CharDevice => tar::EntryType::Char,
+                EntryKind::BlockDevice => tar::EntryType::Block,
+                _ => tar::EntryType::Fifo,
+            });
+            h.set_device_major(e.dev_major).map_err(io)?;
+            h.set_device_minor(e.dev_minor).map_err(io)?;
+            b.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
+        }
+        EntryKind::Whiteout | EntryKind::Opaque => {}
     }
+    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

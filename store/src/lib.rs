@@ -57,7 +57,7 @@ pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
 pub use lease::Lease;
 pub use merge::MergedTree;
-pub use object::{LooseFile, NewObject, ObjectData, PutOutcome, Staging};
+pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};

@@ -426,6 +426,46 @@ impl ObjectWriter<'_, '_> {
     }
 }
 
+/// Object lookups for a long read (a checkout, a disk, an export): its own index connection in
+/// one read transaction, so a lookup is one prepared statement, not a lock round trip per object.
+pub struct ObjectReader<'s> {
+    store: &'s Store,
+    conn: rusqlite::Connection,
+}
+
+type ObjectRow = (i64, bool, Option<Vec<u8>>, bool);
+
+impl ObjectReader<'_> {
+    fn row(&self, id: &ObjectId) -> Result<ObjectRow> {
+        self.conn
+            .prepare_cached("SELECT size, loose, inline, zstd FROM objects WHERE id = ?1")?
+            .query_row([&id.as_bytes()[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?
+            .ok_or_else(|| Error::ObjectMissing { id: id.hex() })
+    }
+
+    /// Open the content of an object.
+    pub fn read(&self, id: &ObjectId) -> Result<ObjectData> {
+        let (size, _, inline, zstd) = self.row(id)?;
+        self.store.object_data(id, size as u64, inline, zstd)
+    }
+
+    /// Whether the object is a plain loose file, one a checkout may link.
+    pub fn is_plain_loose(&self, id: &ObjectId) -> Result<bool> {
+        let (_, loose, _, zstd) = self.row(id)?;
+        Ok(loose && !zstd)
+    }
+}
+
+impl Drop for ObjectReader<'_> {
+    fn drop(&mut self) {
+        // Ends the read transaction; a read-only one has nothing to lose.
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+}
+
 /// The content of an object, ready to read.
 pub enum ObjectData {
     Inline(Vec<u8>),
@@ -547,20 +587,37 @@ impl Store {
     pub fn read_object(&self, id: &ObjectId) -> Result<ObjectData> {
         let row: Option<(i64, Option<Vec<u8>>, bool)> = self
             .conn()
-            .query_row(
-                "SELECT size, inline, zstd FROM objects WHERE id = ?1",
-                [&id.as_bytes()[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached("SELECT size, inline, zstd FROM objects WHERE id = ?1")?
+            .query_row([&id.as_bytes()[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         match row {
             None => Err(Error::ObjectMissing { id: id.hex() }),
-            Some((size, Some(blob), true)) => {
-                Ok(ObjectData::Inline(unzstd_inline(id, &blob, size as u64)?))
-            }
-            Some((_, Some(data), false)) => Ok(ObjectData::Inline(data)),
-            Some((size, None, zstd)) => self.open_loose(id, size as u64, zstd),
+            Some((size, inline, zstd)) => self.object_data(id, size as u64, inline, zstd),
         }
+    }
+
+    /// An object's content from its row.
+    fn object_data(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        inline: Option<Vec<u8>>,
+        zstd: bool,
+    ) -> Result<ObjectData> {
+        match inline {
+            Some(blob) if zstd => Ok(ObjectData::Inline(unzstd_inline(id, &blob, size)?)),
+            Some(data) => Ok(ObjectData::Inline(data)),
+            None => self.open_loose(id, size, zstd),
+        }
+    }
+
+    /// Lookups for a long read, in one read transaction of their own.
+    pub fn object_reader(&self) -> Result<ObjectReader<'_>> {
+        let conn = crate::store::open_reader(&self.path)?;
+        conn.execute_batch("BEGIN")?;
+        Ok(ObjectReader { store: self, conn })
     }
 
     /// Open a loose object file.

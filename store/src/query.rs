@@ -251,8 +251,9 @@ impl Store {
             inner: out,
             count: &mut written,
         };
+        let objects = self.object_reader()?;
         sk.rebuild(&mut counting, |s, w| -> Result<()> {
-            let data = self.read_object(&s.object)?;
+            let data = objects.read(&s.object)?;
             if data.size() != s.size {
                 return Err(Error::BadSkeleton {
                     diff_id: diff_id.to_string(),

@@ -355,6 +355,13 @@ fn open_index(store: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A second connection to an open store's index, for a long read of its own.
+pub(crate) fn open_reader(store: &Path) -> Result<Connection> {
+    let conn = Connection::open(store.join("index.sqlite"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    Ok(conn)
+}
+
 /// Seconds since the epoch, for `created`/`imported_at` columns.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()

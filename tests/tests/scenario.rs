@@ -173,3 +173,50 @@ fn archives_and_layouts_give_the_same_images() {
     }
     assert_sound(&store);
 }
+
+#[test]
+fn checkout_restores_modes_the_umask_would_strip() {
+    use layerstore_tests::{
+        Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let modes = [0o666, 0o777, 0o4755, 0o2711, 0o1777, 0o000, 0o444, 0o600];
+    let mut entries = vec![Entry::dir("ro").mode(0o555)];
+    for m in modes {
+        entries.push(Entry::file(format!("f{m:o}"), vec![b'x'; 5000]).mode(m));
+        entries.push(Entry::file(format!("ro/s{m:o}"), format!("{m:o}")).mode(m));
+    }
+    let tar = LayerBuilder::new(TarFormat::Pax)
+        .with_entries(entries)
+        .tar_bytes();
+    let mut layout = OciLayout::create(&oci).unwrap();
+    layout
+        .add_image(
+            "modes",
+            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
+        )
+        .unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:modes", oci.display())).unwrap();
+    let tree = store
+        .merged_tree(&store.resolve_image("modes").unwrap())
+        .unwrap();
+    let dest = tmp.path().join("co");
+    store
+        .checkout(&tree, &dest, &CheckoutOptions::default())
+        .unwrap();
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(dest.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for m in modes {
+        assert_eq!(mode(&format!("f{m:o}")), m, "f{m:o}");
+        assert_eq!(mode(&format!("ro/s{m:o}")), m, "ro/s{m:o}");
+    }
+    assert_eq!(mode("ro"), 0o555);
+}
