@@ -351,6 +351,10 @@ fn open_index(store: &Path) -> Result<Connection> {
     // Layer rows are made durable by the WAL at NORMAL; refs raise it to FULL for their commit.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // gc's mark sets and sorts stay in memory instead of temp files; a larger page cache
+    // (64 MiB) keeps a 100,000-object index from being read twice in one sweep.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
     schema::migrate(&mut conn)?;
     Ok(conn)
 }
