@@ -56,6 +56,18 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("the bench temp dir is writable")
 }
 
+/// Total time of `iters` runs of `timed`, each on a fresh store made outside the timing.
+fn in_fresh_stores(iters: u64, mut timed: impl FnMut(&Store) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = temp_dir();
+        let store =
+            Store::init(&dir.path().join("s"), &StoreOptions::default()).expect("store init");
+        total += timed(&store);
+    }
+    total
+}
+
 /// A group with a short run: the whole suite stays within a few minutes on a 2-core machine.
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
@@ -280,17 +292,12 @@ fn layer_pipeline(c: &mut Criterion) {
             BenchmarkId::new("ours_import_layer_new_store", kind.name()),
             |bn| {
                 bn.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let dir = temp_dir();
-                        let store = Store::init(&dir.path().join("s"), &StoreOptions::default())
-                            .expect("store init");
+                    in_fresh_stores(iters, |store| {
                         let staging = store.staging("bench").expect("staging");
                         let t = Instant::now();
                         black_box(run_import(&staging, &b));
-                        total += t.elapsed();
-                    }
-                    total
+                        t.elapsed()
+                    })
                 })
             },
         );
@@ -679,19 +686,14 @@ fn index_insert(c: &mut Criterion) {
         // entries, image rows, syncfs, lease end.
         g.bench_function(BenchmarkId::new("ours_Store_publish", &id), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = temp_dir();
-                    let store = Store::init(&dir.path().join("s"), &StoreOptions::default())
-                        .expect("store init");
+                in_fresh_stores(iters, |store| {
                     let lease = store.begin_lease("bench").expect("lease");
                     let t = Instant::now();
                     store
                         .publish(lease, std::slice::from_ref(&record), &image)
                         .expect("publish");
-                    total += t.elapsed();
-                }
-                total
+                    t.elapsed()
+                })
             })
         });
         g.bench_function(BenchmarkId::new("raw_rusqlite_rows", &id), |b| {
