@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::digest::{Digest, ObjectId};
+use crate::digest::{Digest, IdMap, ObjectId};
 use crate::error::Result;
 use crate::store::Store;
 
@@ -86,12 +86,12 @@ impl Store {
         }
         drop(conn);
         // image id -> its distinct objects; object -> number of images using it.
-        let mut per_image: HashMap<i64, HashMap<ObjectId, u64>> = HashMap::new();
+        let mut per_image: HashMap<i64, IdMap<u64>> = HashMap::new();
         for (_, info) in &images {
             if per_image.contains_key(&info.id) {
                 continue;
             }
-            let mut set = HashMap::new();
+            let mut set = IdMap::default();
             for l in &info.layers {
                 for (id, size) in &layer_objects[&l.diff_id.to_string()] {
                     set.insert(*id, *size);
@@ -99,7 +99,7 @@ impl Store {
             }
             per_image.insert(info.id, set);
         }
-        let mut users: HashMap<ObjectId, u32> = HashMap::new();
+        let mut users: IdMap<u32> = IdMap::default();
         for set in per_image.values() {
             for id in set.keys() {
                 *users.entry(*id).or_default() += 1;

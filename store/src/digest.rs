@@ -98,6 +98,27 @@ impl DigestHasher {
     }
 }
 
+/// Hashes an [`ObjectId`] by its first eight bytes: they are blake3 output already, so a keyed
+/// hash over all 32 would only cost time. For maps over many ids (df, gc, fsck).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+    }
+}
+
+/// A map keyed by object ids, hashed with [`IdHasher`].
+pub type IdMap<V> = std::collections::HashMap<ObjectId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The identity of a stored file: blake3 of its content and nothing else (not mode, owner,
 /// xattrs or name), so the same bytes are stored once however they are labelled.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,6 +193,16 @@ impl serde::Serialize for ObjectId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_maps_keep_every_id_apart() {
+        let ids: Vec<ObjectId> = (0u32..10_000)
+            .map(|i| ObjectId::of(&i.to_le_bytes()))
+            .collect();
+        let map: IdMap<usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        assert_eq!(map.len(), ids.len());
+        assert!(ids.iter().enumerate().all(|(i, id)| map[id] == i));
+    }
 
     #[test]
     fn digest_parsing_is_strict() {
