@@ -8,6 +8,8 @@
 #   single   import base-v1 into an empty store
 #   update   import base-v2 into a store that already holds base-v1 (the base-v1 import
 #            is part of --prepare, so only the update is timed)
+#   fresh2   (opt-in, SCENARIOS) import base-v2 into an empty store: the baseline the update
+#            is compared with ("update speedup" = fresh2 mean / update mean, per tool)
 # and stored bytes (du -sb of each tool's store) after base-v1 and after base-v1 + base-v2.
 #
 # Usage (as root: containers-storage overlay, umoci unpack and ostree bare mode need it):
@@ -18,6 +20,8 @@
 #                the layerstore rows are skipped with a note and the peers still run
 #   IMAGE1/IMAGE2  tags to import (default base-v1 / base-v2)
 #   RUNS         hyperfine runs per benchmark (default 3)
+#   SCENARIOS    space-separated subset of: single update fresh2 (default: single update;
+#                single always runs, the others need it to succeed)
 #   CS_DRIVER    containers-storage driver to try first (default overlay; falls back to vfs)
 #   TOOLS        space-separated subset of: skopeo-cs umoci ostree layerstore (default: all)
 #   DROP_CACHES  1 = drop the page cache before every timed run (default 0: warm cache)
@@ -101,6 +105,7 @@ IMAGE2=${IMAGE2:-base-v2}
 RUNS=${RUNS:-3}
 CS_DRIVER=${CS_DRIVER:-overlay}
 TOOLS=${TOOLS:-skopeo-cs umoci ostree layerstore}
+SCENARIOS=${SCENARIOS:-single update}
 export DROP_CACHES=${DROP_CACHES:-0}
 export IDLE_WAIT=${IDLE_WAIT:-0}
 RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
@@ -235,7 +240,16 @@ run_tool() { # TOOL
   b1=$(stored_bytes "$tool"); [ "$tool" = ostree ] && o1=$(objects_bytes)
   printf 'single\t%s\tok\t%s\t%s\t\t%s\t%s\n' "$tool" "$W/single-$tool.json" "$b1" "$o1" \
     "$(command_text "$tool" "$IMAGE1")" >> "$records"
+  if [[ " $SCENARIOS " == *" fresh2 "* ]]; then
+    if bench fresh2 "$tool" "$IMAGE2"; then
+      printf 'fresh2\t%s\tok\t%s\t%s\t\t\t%s\n' "$tool" "$W/fresh2-$tool.json" "$(stored_bytes "$tool")" \
+        "$(command_text "$tool" "$IMAGE2") (empty store)" >> "$records"
+    else
+      printf 'fresh2\t%s\tfailed\t\t\t\t\t%s\n' "$tool" "$(command_text "$tool" "$IMAGE2")" >> "$records"
+    fi
+  fi
   if [ "$tool" = umoci ]; then return 0; fi # no store to update
+  [[ " $SCENARIOS " == *" update "* ]] || { reset "$tool" > /dev/null 2>&1 || true; return 0; }
   if bench update "$tool" "$IMAGE2" "$IMAGE1"; then
     b2=$(stored_bytes "$tool"); [ "$tool" = ostree ] && o2=$(objects_bytes)
     printf 'update\t%s\tok\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$W/update-$tool.json" "$b1" "$b2" \
@@ -297,7 +311,8 @@ for line in open(records):
     r = dict(scenario=scenario, tool=tool, status=status, cmd=cmd, b1=b1, b2=b2, extra=extra)
     if status == "ok":
         res = json.load(open(js))["results"][0]
-        r.update(mean=res["mean"], stddev=res.get("stddev") or 0.0, min=res["min"], max=res["max"])
+        r.update(mean=res["mean"], stddev=res.get("stddev") or 0.0, min=res["min"], max=res["max"],
+                 cpu=res.get("user", 0.0) + res.get("system", 0.0))
     rows.append(r)
 
 def mb(b):
@@ -307,24 +322,26 @@ def table(scenario):
     sel = [r for r in rows if r["scenario"] == scenario]
     ls = next((r for r in sel if r["tool"] == "layerstore" and r["status"] == "ok"), None)
     lines = []
-    if scenario == "single":
-        lines.append(f"### Import {img1} into an empty store")
+    if not sel:
+        return ""
+    if scenario in ("single", "fresh2"):
+        lines.append(f"### Import {img1 if scenario == 'single' else img2} into an empty store")
         lines.append("")
-        lines.append("| tool | mean s | ± σ | min s | max s | × layerstore | stored bytes |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append("| tool | mean s | ± σ | min s | max s | × layerstore | cpu s (user+sys) | stored bytes |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     else:
         lines.append(f"### Update: import {img2} into a store holding {img1} (only the update is timed)")
         lines.append("")
-        lines.append(f"| tool | mean s | ± σ | min s | max s | × layerstore | bytes after {img1} | bytes after both | added by {img2} |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append(f"| tool | mean s | ± σ | min s | max s | × layerstore | cpu s (user+sys) | bytes after {img1} | bytes after both | added by {img2} |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in sel:
         if r["status"] != "ok":
-            ncols = 7 if scenario == "single" else 9
+            ncols = 8 if scenario in ("single", "fresh2") else 10
             lines.append(f"| {r['tool']} | failed |" + " |" * (ncols - 2))
             continue
         ratio = f"{r['mean'] / ls['mean']:.2f}" if ls else "n/a"
-        t = f"| {r['tool']} | {r['mean']:.3f} | {r['stddev']:.3f} | {r['min']:.3f} | {r['max']:.3f} | {ratio} |"
-        if scenario == "single":
+        t = f"| {r['tool']} | {r['mean']:.3f} | {r['stddev']:.3f} | {r['min']:.3f} | {r['max']:.3f} | {ratio} | {r['cpu']:.3f} |"
+        if scenario in ("single", "fresh2"):
             t += f" {mb(r['b1'])} |"
         else:
             added = int(r["b2"]) - int(r["b1"]) if r["b1"] and r["b2"] else None
@@ -366,6 +383,19 @@ md.append("## Results")
 md.append("")
 md.append(table("single"))
 md.append(table("update"))
+md.append(table("fresh2"))
+upd = {r["tool"]: r for r in rows if r["scenario"] == "update" and r["status"] == "ok"}
+fr2 = {r["tool"]: r for r in rows if r["scenario"] == "fresh2" and r["status"] == "ok"}
+both = [t for t in fr2 if t in upd]
+if both:
+    md.append(f"### Update speedup: {img2} into an empty store vs into a store holding {img1}")
+    md.append("")
+    md.append("| tool | fresh s | update s | update speedup (fresh / update) | fresh cpu s | update cpu s |")
+    md.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for t in both:
+        f, u = fr2[t], upd[t]
+        md.append(f"| {t} | {f['mean']:.3f} | {u['mean']:.3f} | {f['mean'] / u['mean']:.2f} | {f['cpu']:.3f} | {u['cpu']:.3f} |")
+    md.append("")
 if notes:
     md.append("## Notes")
     md.append("")

@@ -2,11 +2,18 @@
 # gc, df and images at scale: a store with 100,000 objects (10 images of 10,000 distinct files,
 # sized like a distribution: ~60% inline in the index, the rest loose files), half of them
 # unreferenced after `rm` of five images. Times gc (and how long it holds the exclusive lock),
-# df and images with hyperfine; records the results in benches/results/.
+# df and images with hyperfine, and how long an import that arrives while gc holds the
+# exclusive lock waits for it; records the results in benches/results/.
 # Usage: benches/gc-scale.sh [WORKDIR]   (needs target/release/{layerstore,make-many-files})
+#   BIN_DIR  where layerstore and make-many-files are (default <repo>/target/release); use a copy
+#            (e.g. /var/tmp/ls-bench) when others rebuild target/ while this runs
+#   PROBES   how many times the concurrent import is measured (default 5)
+#   OUT_NAME report name in benches/results (default YYYY-MM-DD-gc-scale.md)
+#   IDLE_WAIT  before each timed gc and probe, wait up to this many seconds for an idle machine
+#            (benches/wait-idle.sh; default 0: off)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bin=$repo/target/release
+bin=${BIN_DIR:-$repo/target/release}
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 ls=$bin/layerstore
@@ -23,18 +30,44 @@ plan=$("$ls" gc --dry-run --json | python3 -c 'import json,sys; d=json.load(sys.
 rm -rf "$work/store.before-gc" "$work/store.full"
 cp -a "$work/store" "$work/store.before-gc"
 gc_json=$(mktemp)
-hyperfine --runs 5 --prepare "rm -rf $work/store && cp -a $work/store.before-gc $work/store" \
+idle="bash $repo/benches/wait-idle.sh ${IDLE_WAIT:-0}"
+hyperfine --runs 5 --prepare "rm -rf $work/store && cp -a $work/store.before-gc $work/store && sync && $idle" \
   "$ls gc" --export-json "$gc_json" >/dev/null
 gc_mean=$(python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["results"][0]["mean"])' "$gc_json")
 rm -rf "$work/store" && cp -a "$work/store.before-gc" "$work/store"
-held=$("$ls" gc --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f" % (d["lock_held"]["secs"]*1000 + d["lock_held"]["nanos"]/1e6))')
+gc_once=$(mktemp)
+"$ls" gc --json > "$gc_once"
+read -r held unlink < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ms=lambda k: d[k]["secs"]*1000 + d[k]["nanos"]/1e6; print("%.1f %.1f" % (ms("lock_held"), ms("unlink")))' "$gc_once")
 "$ls" fsck -q >/dev/null
+# An import that arrives while gc holds the exclusive lock: `import oci:…:img0 --tag probe`
+# (its layer is stored and survives gc, so the import itself is short and its wall time is
+# mostly the wait). Started as soon as `flock -n -s STORE/lock` fails (gc holds it
+# exclusively); "alone" is the same import on the same store without gc.
+probe() { "$ls" -q import "oci:$work/oci:img0" --tag probe > /dev/null; }
+ms() { python3 -c "import sys; print('%.1f' % ((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$1" "$2"; }
+alone=() during=() holds=()
+for i in $(seq 1 "${PROBES:-5}"); do
+  rm -rf "$work/store" && cp -a "$work/store.before-gc" "$work/store"
+  sync
+  $idle
+  p0=$(date +%s.%N); probe; p1=$(date +%s.%N); alone+=("$(ms "$p0" "$p1")")
+  rm -rf "$work/store" && cp -a "$work/store.before-gc" "$work/store"
+  sync
+  $idle
+  "$ls" gc --json > "$gc_once" &
+  gc_pid=$!
+  while flock -n -s "$work/store/lock" true 2> /dev/null && kill -0 "$gc_pid" 2> /dev/null; do :; done
+  p0=$(date +%s.%N); probe; p1=$(date +%s.%N); during+=("$(ms "$p0" "$p1")")
+  wait "$gc_pid"
+  holds+=("$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["lock_held"]["secs"]*1000 + d["lock_held"]["nanos"]/1e6))' "$gc_once")")
+done
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 cp -a "$work/store.before-gc" "$work/store.full"
 export LAYERSTORE_STORE=$work/store.full
 stat_json=$(mktemp)
 hyperfine --warmup 3 --runs 20 "$ls df" "$ls images" --export-json "$stat_json" >/dev/null
 read -r df_ms images_ms < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print("%.1f %.1f" % (r[0]["mean"]*1000, r[1]["mean"]*1000))' "$stat_json")
-out=$repo/benches/results/$(date +%F)-gc-scale.md
+out=$repo/benches/results/${OUT_NAME:-$(date +%F)-gc-scale.md}
 {
   echo "# gc, df and images at scale"
   echo
@@ -42,7 +75,14 @@ out=$repo/benches/results/$(date +%F)-gc-scale.md
   echo
   echo "    date: $(date -u '+%F %T UTC')"
   echo "    uname: $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-  echo "    filesystem: $(findmnt -n -o FSTYPE -T "$work")"
+  echo "    filesystem: $(findmnt -n -o FSTYPE,OPTIONS -T "$work")"
+  echo "    layerstore: $ls sha256 $(sha256sum "$ls" | cut -c1-16)$( [ -f "$bin/GIT_HEAD" ] && echo ", built at $(cat "$bin/GIT_HEAD")"); HEAD now $(git -C "$repo" rev-parse --short HEAD)"
+  echo
+  echo "Commands: \`make-many-files OCI 10 10000\`, \`import oci:OCI:imgN\` for N in 0..9, \`rm img5 … img9\`; then"
+  echo "\`hyperfine --runs 5 --prepare 'restore the store' 'layerstore gc'\`; one \`gc --json\` for the lock figures;"
+  echo "\`hyperfine --warmup 3 --runs 20 'layerstore df' 'layerstore images'\` on the store before gc;"
+  echo "${PROBES:-5} times: restore, start \`gc\`, poll \`flock -n -s STORE/lock\` until it fails, then time"
+  echo "\`import oci:OCI:img0 --tag probe\` (layer already stored: the wall time is mostly the wait)."
   echo
   echo "| figure | value |"
   echo "| --- | ---: |"
@@ -50,7 +90,12 @@ out=$repo/benches/results/$(date +%F)-gc-scale.md
   echo "| objects (total, loose) | $objects |"
   echo "| unreferenced after rm (objects, loose files) | $plan |"
   echo "| gc wall time, mean of 5, s | $gc_mean |"
-  echo "| gc exclusive lock held, ms | $held |"
+  echo "| gc exclusive lock held, ms (one gc --json) | $held |"
+  echo "| gc unlinks after releasing the lock, ms | $unlink |"
+  echo "| import arriving while gc holds the lock, wall ms (median of ${#during[@]}: ${during[*]}) | $(med "${during[@]}") |"
+  echo "| same import without gc, wall ms (median: ${alone[*]}) | $(med "${alone[@]}") |"
+  echo "| so the import waited about, ms | $(python3 -c "print('%.0f' % ($(med "${during[@]}") - $(med "${alone[@]}")))") |"
+  echo "| gc lock held in those runs, ms | ${holds[*]} |"
   echo "| df on the 100,000-object store, ms | $df_ms |"
   echo "| images on the same store, ms | $images_ms |"
 } > "$out"
