@@ -245,9 +245,7 @@ impl Ctx<'_> {
                         | OFlags::WRONLY
                         | OFlags::NOFOLLOW
                         | OFlags::CLOEXEC,
-                    // The final permission bits already (the handle writes whatever they are),
-                    // which spares most files a chmod.
-                    Mode::from_raw_mode(e.mode & 0o777),
+                    Mode::from_raw_mode(self.creation_mode(e)),
                 )
                 .at(self.path(e))?;
                 let mut file = std::fs::File::from(fd);
@@ -338,12 +336,24 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Metadata of a file this checkout just created with mode `e.mode & 0o777`: only the calls
-    /// that change something.
+    /// The mode a regular file is created with: its final permission bits (the handle writes
+    /// whatever they are), which spares most files a chmod; 0600 when an unprivileged checkout
+    /// must still set xattrs, which needs write permission.
+    fn creation_mode(&self, e: &TreeEntry) -> u32 {
+        if self.opts.privileged || e.xattrs.is_empty() {
+            e.mode & 0o777
+        } else {
+            0o600
+        }
+    }
+
+    /// Metadata of a file this checkout just created with [`Ctx::creation_mode`]: only the
+    /// calls that change something.
     fn set_meta_new(&mut self, fd: std::os::fd::BorrowedFd<'_>, e: &TreeEntry) -> Result<()> {
         let (uid, gid) = ids(e);
         let chown = self.opts.privileged && self.owner != Some((uid.as_raw(), gid.as_raw()));
-        let chmod = e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0;
+        let created = self.creation_mode(e) & !self.umask;
+        let chmod = e.mode & 0o7000 != 0 || created != e.mode & 0o777;
         self.set_meta(fd, e, chown, chmod)
     }
 
