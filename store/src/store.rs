@@ -194,7 +194,14 @@ impl Store {
         if root.entries().at(path)?.next().is_some() {
             return Err(Error::AlreadyExists { path: path.into() });
         }
-        root.create_dir("objects").at(path.join("objects"))?;
+        // Creating objects/ claims the directory: a concurrent init that loses the race sees it
+        // as a store being made.
+        match root.create_dir("objects") {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists { path: path.into() });
+            }
+            r => r.at(path.join("objects"))?,
+        }
         let objects = root.open_dir("objects").at(path.join("objects"))?;
         for i in 0..=255u8 {
             objects
@@ -274,8 +281,21 @@ impl Store {
     pub fn open_or_init(path: &Path, opts: &StoreOptions) -> Result<Store> {
         match Store::open(path) {
             Err(Error::NotAStore { .. }) => match Store::init(path, opts) {
-                // Another process initialized it meanwhile.
-                Err(Error::AlreadyExists { .. }) => Store::open(path),
+                // Another process is initializing it: meta.json, written last, says when it is
+                // done (a store left half-made by a crash stays "not a store" after the wait).
+                Err(Error::AlreadyExists { .. }) => {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    loop {
+                        match Store::open(path) {
+                            Err(Error::NotAStore { .. })
+                                if std::time::Instant::now() < deadline =>
+                            {
+                                std::thread::sleep(std::time::Duration::from_millis(10));
+                            }
+                            r => break r,
+                        }
+                    }
+                }
                 r => r,
             },
             r => r,
@@ -372,4 +392,26 @@ pub(crate) fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_open_or_init_all_get_the_one_store() {
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("s");
+            let results: Vec<Result<Store>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| Store::open_or_init(&path, &StoreOptions::default())))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                r.expect("every caller opens the store");
+            }
+        }
+    }
 }
