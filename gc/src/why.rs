@@ -26,77 +26,51 @@ pub enum Subject {
 
 /// The roots that keep `subject` alive; empty means the next gc removes it.
 pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
+    use rusqlite::types::Value;
+    // Each query yields (root ref, what it names, the layer holding the subject or NULL).
+    let (sql, param) = match subject {
+        Subject::Image(d) => (
+            "SELECT name, target, NULL FROM refs
+             WHERE (target = ?1 OR target = 'merged:' || ?1) AND name NOT LIKE 'layer/%'
+             ORDER BY name",
+            Value::Text(d.to_string()),
+        ),
+        Subject::Layer(d) => (
+            "SELECT r.name, r.target, il.diff_id FROM refs r
+             JOIN images i
+               ON i.manifest_digest = r.target OR 'merged:' || i.manifest_digest = r.target
+             JOIN image_layers il ON il.image = i.id
+             WHERE il.diff_id = ?1 AND r.name NOT LIKE 'layer/%'
+             ORDER BY 1",
+            Value::Text(d.to_string()),
+        ),
+        Subject::Object(id) => (
+            "SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
+             JOIN layers l ON l.id = e.layer
+             JOIN image_layers il ON il.diff_id = l.diff_id
+             JOIN images i ON i.id = il.image
+             JOIN refs r ON (r.target = i.manifest_digest OR r.target = 'merged:' || i.manifest_digest)
+               AND r.name NOT LIKE 'layer/%'
+             WHERE e.object = ?1
+             UNION
+             SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
+             JOIN layers l ON l.id = e.layer AND l.merged = 1
+             JOIN refs r ON r.target = l.diff_id AND r.name LIKE 'merged/%'
+             WHERE e.object = ?1
+             ORDER BY 1, 3",
+            Value::Blob(id.as_bytes().to_vec()),
+        ),
+    };
     let conn = store.conn();
-    let mut out = Vec::new();
-    match subject {
-        Subject::Image(d) => {
-            let mut stmt = conn.prepare(
-                "SELECT name, target FROM refs
-                 WHERE (target = ?1 OR target = 'merged:' || ?1) AND name NOT LIKE 'layer/%'
-                 ORDER BY name",
-            )?;
-            for r in stmt.query_map([d.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })? {
-                let (root, via) = r?;
-                out.push(Reason {
-                    root,
-                    via,
-                    layer: None,
-                });
-            }
-        }
-        Subject::Layer(d) => {
-            let mut stmt = conn.prepare(
-                "SELECT r.name, r.target FROM refs r
-                 JOIN images i
-                   ON i.manifest_digest = r.target OR 'merged:' || i.manifest_digest = r.target
-                 JOIN image_layers il ON il.image = i.id
-                 WHERE il.diff_id = ?1 AND r.name NOT LIKE 'layer/%'
-                 ORDER BY 1",
-            )?;
-            for r in stmt.query_map([d.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })? {
-                let (root, via) = r?;
-                out.push(Reason {
-                    root,
-                    via,
-                    layer: Some(d.to_string()),
-                });
-            }
-        }
-        Subject::Object(id) => {
-            let mut stmt = conn.prepare(
-                "SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
-                 JOIN layers l ON l.id = e.layer
-                 JOIN image_layers il ON il.diff_id = l.diff_id
-                 JOIN images i ON i.id = il.image
-                 JOIN refs r ON (r.target = i.manifest_digest OR r.target = 'merged:' || i.manifest_digest)
-                   AND r.name NOT LIKE 'layer/%'
-                 WHERE e.object = ?1
-                 UNION
-                 SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
-                 JOIN layers l ON l.id = e.layer AND l.merged = 1
-                 JOIN refs r ON r.target = l.diff_id AND r.name LIKE 'merged/%'
-                 WHERE e.object = ?1
-                 ORDER BY 1, 3",
-            )?;
-            for r in stmt.query_map([&id.as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })? {
-                let (root, via, layer) = r?;
-                out.push(Reason {
-                    root,
-                    via,
-                    layer: Some(layer),
-                });
-            }
-        }
-    }
-    Ok(out)
+    let mut stmt = conn.prepare(sql)?;
+    let reasons = stmt
+        .query_map([param], |r| {
+            Ok(Reason {
+                root: r.get(0)?,
+                via: r.get(1)?,
+                layer: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(reasons)
 }
