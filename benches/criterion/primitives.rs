@@ -690,7 +690,7 @@ fn index_insert(c: &mut Criterion) {
                     let lease = store.begin_lease("bench").expect("lease");
                     let t = Instant::now();
                     store
-                        .publish(lease, std::slice::from_ref(&record), &image)
+                        .publish(lease, std::slice::from_ref(&record), &image, &[])
                         .expect("publish");
                     t.elapsed()
                 })

@@ -1,27 +1,31 @@
 //! Mark-and-sweep garbage collection for a layerstore store.
 //!
-//! Roots are the image, merged, bound and prepared refs (and, implicitly, every import in flight,
-//! which holds the store's shared lock until its refs are published). Two phases:
+//! Roots are the image, merged, bound and prepared refs, and the leases of operations in flight:
+//! an import pins the stored layers it builds on and every loose object it writes or finds
+//! present (see [`layerstore_store::object::Staging`]). Two phases:
 //! 1. layer refs that no root lists are dropped (with image rows no ref names);
 //! 2. every object reachable from the remaining layers and merged trees is marked; unmarked rows
 //!    go in one transaction, then unmarked loose files (and files no row names, left by an
-//!    interrupted import) are unlinked.
+//!    interrupted import) are removed.
 //!
-//! [`plan`] is pure: it reads a snapshot and says what would go. [`collect`] computes the plan for
-//! the report, then takes the exclusive lock — which waits for imports in flight and keeps new ones
-//! out — recomputes the plan against the now-quiet index (so nothing an import published meanwhile
-//! can be lost), deletes the rows in one durable transaction and renames the doomed files into
-//! `trash/RUN/`, then releases the lock and only then unlinks them. Renames are cheap; unlinks
-//! free blocks and can be slow (seconds for thousands of files on a `discard` mount), so imports
-//! never wait on them. An import after the release that needs the same content writes a new file
-//! under the object's name, which the trash does not touch. A crash at any point leaves only
-//! unreferenced files (in `objects/` or `trash/`), which the next gc removes.
+//! [`plan`] is pure: it marks in one read snapshot and says what would go. [`collect`] marks the
+//! same way without any store lock, so imports, checkouts and disks go on meanwhile. Only the
+//! sweep takes the exclusive lock: in one durable transaction it re-checks the plan against the
+//! index as it is now (a layer that became live since the mark — a new import, a new tag, a
+//! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
+//! rows and bumps the sweep generation, then renames the doomed files to `.gc-` names in their
+//! own directories. After the lock is released the doomed files are unlinked (unlinks free
+//! blocks and can take seconds on a `discard` mount; imports never wait on them). An import
+//! that needs the same content later writes a new file under the object's name, which the
+//! doomed name does not touch. A crash at any point leaves only unreferenced files, which the
+//! next gc removes. One gc runs at a time (`gc.lock`).
 
 pub mod why;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use layerstore_store::digest::IdMap;
+use layerstore_store::object::ObjectScan;
 use layerstore_store::{LockMode, ObjectId, Store};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -66,10 +70,6 @@ pub struct GcPlan {
     /// Loose files no row names (left by an interrupted import), and their bytes.
     pub stray_files: u64,
     pub stray_bytes: u64,
-    #[serde(skip)]
-    dead_loose: Vec<ObjectId>,
-    #[serde(skip)]
-    strays: Vec<ObjectId>,
 }
 
 impl GcPlan {
@@ -112,229 +112,328 @@ pub struct GcOptions {
 
 /// Compute what a collection would remove, without changing anything.
 pub fn plan(store: &Store) -> Result<GcPlan> {
-    let conn = store.conn();
-    let mut p = plan_rows(&conn)?;
-    drop(conn);
-    let (strays, stray_bytes) = stray_files(store)?;
-    p.stray_files = strays.len() as u64;
-    p.stray_bytes = stray_bytes;
-    p.strays = strays;
+    let (p, _) = mark(store)?;
     Ok(p)
 }
 
 /// Run a collection (or only plan it with `dry_run`). Returns the plan and, unless dry, the report.
 pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcReport>)> {
     if opts.dry_run {
-        let _shared = store.lock(LockMode::Shared)?;
         return Ok((plan(store)?, None));
     }
-    // Trash of an earlier gc that crashed before its unlinks.
-    empty_trash(store, None)?;
+    let _collector = store.lock(LockMode::Collector)?;
+    // Files doomed by an earlier gc that was killed before its unlinks.
+    empty_trash(store)?;
+    let leases_reclaimed = store.reclaim_dead_leases()?;
+    let marked_at = Instant::now();
+    let (_, scan) = mark(store)?;
+    log::debug!("gc: marked in {:?}, no lock held", marked_at.elapsed());
+    unlink_all(store, &scan.doomed)?;
+
     let wait_start = Instant::now();
     let lock = store.lock(LockMode::Exclusive)?;
     let held_start = Instant::now();
     let lock_wait = held_start - wait_start;
-    let leases_reclaimed = store.reclaim_dead_leases()?;
-    let p = plan(store)?;
-    log::debug!("gc: planned under the lock in {:?}", held_start.elapsed());
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        held_start.elapsed().as_nanos() ^ u128::from(rand_seed())
+    let (removed, doomed_ids) = sweep_rows(store)?;
+    log::debug!("gc: rows deleted at {:?}", held_start.elapsed());
+    let doomed = in_two_threads(&doomed_ids, |id| store.doom_loose(id))?;
+    log::debug!(
+        "gc: {} files doomed at {:?}",
+        doomed.len(),
+        held_start.elapsed()
     );
-    apply(store, &p, &run)?;
-    log::debug!("gc: files moved to the trash at {:?}", held_start.elapsed());
     drop(lock);
     let lock_held = held_start.elapsed();
     let unlink_start = Instant::now();
-    empty_trash(store, Some(&run))?;
+    unlink_all(store, &doomed)?;
     let report = GcReport {
-        bytes_freed: p.bytes(),
-        removed: p.clone(),
+        bytes_freed: removed.bytes(),
+        removed: removed.clone(),
         leases_reclaimed,
         lock_wait,
         lock_held,
         unlink: unlink_start.elapsed(),
     };
-    Ok((p, Some(report)))
+    Ok((removed, Some(report)))
 }
 
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos().into())
-        .unwrap_or(0)
-}
-
-/// Remove `trash/RUN` (or every trash directory).
-fn empty_trash(store: &Store, run: Option<&str>) -> Result<()> {
-    let trash = store.path().join("trash");
-    let dirs: Vec<std::path::PathBuf> = match run {
-        Some(r) => vec![trash.join(r)],
-        None => match std::fs::read_dir(&trash) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(Error::Unlink {
-                    path: trash.display().to_string(),
-                    source: e,
-                });
-            }
-        },
+/// Apply `f` to every item, split over two threads; the results in any order.
+fn in_two_threads<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> layerstore_store::Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let half = items.len().div_ceil(2);
+    let (a, b) = items.split_at(half);
+    let run = |part: &[T]| {
+        part.iter()
+            .map(&f)
+            .collect::<layerstore_store::Result<Vec<R>>>()
     };
-    for d in dirs {
-        match std::fs::remove_dir_all(&d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Unlink {
-                    path: d.display().to_string(),
-                    source: e,
-                });
-            }
-        }
-    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let other = s.spawn(|| run(b));
+        (
+            run(a),
+            other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    let mut out = ra?;
+    out.extend(rb?);
+    Ok(out)
+}
+
+/// Unlink doomed files (`ab/.gc-…`).
+fn unlink_all(store: &Store, doomed: &[String]) -> Result<()> {
+    in_two_threads(doomed, |d| store.unlink_doomed(d))?;
     Ok(())
 }
 
-/// Phase 1 and the mark of phase 2, in SQL over one read transaction.
-fn plan_rows(conn: &Connection) -> Result<GcPlan> {
-    conn.execute_batch(
-        "BEGIN;
-         DROP TABLE IF EXISTS temp.gc_live_images;
-         DROP TABLE IF EXISTS temp.gc_live_layers;
-         DROP TABLE IF EXISTS temp.gc_live_objects;
-         CREATE TEMP TABLE gc_live_images AS
+/// Remove `trash/`, where gc of an earlier version moved doomed files.
+fn empty_trash(store: &Store) -> Result<()> {
+    let trash = store.path().join("trash");
+    match std::fs::remove_dir_all(&trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Unlink {
+            path: trash.display().to_string(),
+            source: e,
+        }),
+    }
+}
+
+/// Which images and layers are live: named by a ref other than a layer ref, or (layers) by a
+/// merged ref or a lease's pin. `suffix` names the temp tables, so the mark's and the
+/// sweep's sets can be told apart.
+fn live_sets(suffix: &str) -> String {
+    format!(
+        "CREATE TEMP VIEW IF NOT EXISTS gc_pinned AS
+             SELECT id FROM lease_objects WHERE lease IN (SELECT id FROM leases);
+         DROP TABLE IF EXISTS temp.gc_live_images{suffix};
+         DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
+         CREATE TEMP TABLE gc_live_images{suffix} AS
              SELECT id FROM images WHERE manifest_digest IN
                  (SELECT target FROM refs WHERE name NOT LIKE 'layer/%' AND name NOT LIKE 'merged/%')
              OR 'merged:' || manifest_digest IN
                  (SELECT target FROM refs WHERE name LIKE 'merged/%');
-         CREATE TEMP TABLE gc_live_layers (id INTEGER PRIMARY KEY, diff_id TEXT);
-         INSERT OR IGNORE INTO gc_live_layers
+         CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
+         INSERT OR IGNORE INTO gc_live_layers{suffix}
              SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
-             WHERE il.image IN (SELECT id FROM gc_live_images);
-         INSERT OR IGNORE INTO gc_live_layers
+             WHERE il.image IN (SELECT id FROM gc_live_images{suffix});
+         INSERT OR IGNORE INTO gc_live_layers{suffix}
              SELECT l.id, l.diff_id FROM layers l
-             WHERE l.diff_id IN (SELECT target FROM refs WHERE name LIKE 'merged/%');
-         CREATE TEMP TABLE gc_live_objects (id BLOB PRIMARY KEY) WITHOUT ROWID;
-         INSERT OR IGNORE INTO gc_live_objects
-             SELECT object FROM entries
-             WHERE object IS NOT NULL AND layer IN (SELECT id FROM gc_live_layers);",
+             WHERE l.diff_id IN (SELECT target FROM refs WHERE name LIKE 'merged/%')
+                OR l.diff_id IN
+                    (SELECT diff_id FROM lease_layers WHERE lease IN (SELECT id FROM leases));"
+    )
+}
+
+/// The mark, in one read snapshot: what is dead (into temp tables the sweep re-checks) and the
+/// plan that describes it. Files no row names are found by a scan of `objects/` that runs
+/// meanwhile; the strays among them are the ones that have no row at the snapshot either.
+fn mark(store: &Store) -> Result<(GcPlan, ObjectScan)> {
+    let (p, scan) = std::thread::scope(|s| {
+        let scan = s.spawn(|| store.scan_objects());
+        let p = mark_rows(&store.conn());
+        (
+            p,
+            scan.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    let (mut p, scan) = (p?, scan?);
+    // Strays: files without a row, not pinned. Rows come after their files, so a file published
+    // between the scan and the snapshot has a row and is not taken for one.
+    let conn = store.conn();
+    let known: IdMap<()> = object_ids(
+        &conn,
+        "SELECT id FROM objects INDEXED BY objects_loose_size WHERE loose = 1
+         UNION ALL SELECT id FROM gc_pinned",
+    )?
+    .into_iter()
+    .map(|id| (id, ()))
+    .collect();
+    let strays: Vec<ObjectId> = scan
+        .ids
+        .iter()
+        .filter(|id| !known.contains_key(*id))
+        .copied()
+        .collect();
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.gc_strays;
+         CREATE TEMP TABLE gc_strays (id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID;",
     )?;
-    let res = (|| -> Result<GcPlan> {
-        let strings = |sql: &str| -> Result<Vec<String>> {
-            let mut stmt = conn.prepare(sql)?;
-            let v = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(v)
-        };
-        let mut p = GcPlan {
-            layer_refs: strings(
-                "SELECT name FROM refs WHERE name LIKE 'layer/%'
-                 AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
-            )?,
-            images: strings(
-                "SELECT manifest_digest FROM images WHERE id NOT IN (SELECT id FROM gc_live_images)
-                 ORDER BY manifest_digest",
-            )?,
-            layers: strings(
-                "SELECT diff_id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers) ORDER BY diff_id",
-            )?,
-            ..GcPlan::default()
-        };
-        let mut stmt = conn.prepare(
-            "SELECT id, size, loose, COALESCE(stored, size) FROM objects INDEXED BY objects_loose_size
-             WHERE id NOT IN (SELECT id FROM gc_live_objects)",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id: Vec<u8> = r.get(0)?;
-            p.objects += 1;
-            p.object_bytes += r.get::<_, i64>(1)? as u64;
-            p.stored_bytes += r.get::<_, i64>(3)? as u64;
-            if r.get::<_, bool>(2)? {
-                p.loose_files += 1;
-                if let Some(id) = ObjectId::from_slice(&id) {
-                    p.dead_loose.push(id);
-                }
-            }
+    {
+        let mut ins = conn.prepare("INSERT OR IGNORE INTO gc_strays (id, size) VALUES (?1, ?2)")?;
+        for id in &strays {
+            ins.execute(rusqlite::params![
+                &id.as_bytes()[..],
+                store.loose_size(id) as i64
+            ])?;
         }
-        Ok(p)
+    }
+    (p.stray_files, p.stray_bytes) = stray_totals(&conn)?;
+    Ok((p, scan))
+}
+
+/// The object ids a query returns (its first column).
+fn object_ids(conn: &Connection, sql: &str) -> Result<Vec<ObjectId>> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+            out.extend(ObjectId::from_slice(b));
+        }
+    }
+    Ok(out)
+}
+
+/// How many strays `gc_strays` holds, and their bytes.
+fn stray_totals(conn: &Connection) -> Result<(u64, u64)> {
+    Ok(conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0) FROM gc_strays",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )?)
+}
+
+/// Phase 1 and the mark of phase 2, in SQL over one read transaction. Leaves the dead images,
+/// layers and objects in temp tables for [`sweep_rows`].
+fn mark_rows(conn: &Connection) -> Result<GcPlan> {
+    conn.execute_batch("BEGIN")?;
+    let res = (|| -> Result<GcPlan> {
+        conn.execute_batch(&live_sets(""))?;
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.gc_dead_images;
+             DROP TABLE IF EXISTS temp.gc_dead_layers;
+             DROP TABLE IF EXISTS temp.gc_dead;
+             CREATE TEMP TABLE gc_dead_images AS
+                 SELECT id FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
+             CREATE TEMP TABLE gc_dead_layers AS
+                 SELECT id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
+             CREATE TEMP TABLE gc_dead (r INTEGER PRIMARY KEY, id BLOB, size INTEGER,
+                                        stored INTEGER, loose INTEGER);",
+        )?;
+        // The mark itself in a hash set: a probe per object into an SQL temp b-tree cost 2.4 µs.
+        let live: IdMap<()> = object_ids(
+            conn,
+            "SELECT object FROM entries
+             WHERE object IS NOT NULL AND layer IN (SELECT id FROM gc_live_layers)
+             UNION ALL SELECT id FROM gc_pinned",
+        )?
+        .into_iter()
+        .map(|id| (id, ()))
+        .collect();
+        let mut all = conn.prepare(
+            "SELECT rowid, id, size, COALESCE(stored, size), loose
+             FROM objects INDEXED BY objects_loose_size",
+        )?;
+        let mut dead = conn.prepare(
+            "INSERT INTO gc_dead (r, id, size, stored, loose) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut rows = all.query([])?;
+        while let Some(r) = rows.next()? {
+            let rusqlite::types::ValueRef::Blob(id) = r.get_ref(1)? else {
+                continue;
+            };
+            if ObjectId::from_slice(id).is_some_and(|id| live.contains_key(&id)) {
+                continue;
+            }
+            dead.execute(rusqlite::params![
+                r.get::<_, i64>(0)?,
+                id,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?
+            ])?;
+        }
+        describe(conn)
     })();
     conn.execute_batch("COMMIT")?;
     res
 }
 
-/// Loose files whose id has no row.
-fn stray_files(store: &Store) -> Result<(Vec<ObjectId>, u64)> {
-    let known: HashSet<ObjectId> = {
-        let conn = store.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM objects INDEXED BY objects_loose_size WHERE loose = 1")?;
-        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?
-            .filter_map(|r| r.ok().and_then(|v| ObjectId::from_slice(&v)))
-            .collect()
+/// The plan the temp tables describe.
+fn describe(conn: &Connection) -> Result<GcPlan> {
+    let strings = |sql: &str| -> Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let v = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
     };
-    let strays: Vec<ObjectId> = store
-        .loose_ids()?
-        .into_iter()
-        .filter(|id| !known.contains(id))
-        .collect();
-    let bytes = strays.iter().map(|id| store.loose_size(id)).sum();
-    Ok((strays, bytes))
+    let mut p = GcPlan {
+        layer_refs: strings(
+            "SELECT name FROM refs WHERE name LIKE 'layer/%'
+             AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
+        )?,
+        images: strings(
+            "SELECT manifest_digest FROM images WHERE id IN (SELECT id FROM gc_dead_images)
+             ORDER BY manifest_digest",
+        )?,
+        layers: strings(
+            "SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers) ORDER BY diff_id",
+        )?,
+        ..GcPlan::default()
+    };
+    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
+         FROM gc_dead",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    p.objects = objects as u64;
+    p.object_bytes = object_bytes as u64;
+    p.stored_bytes = stored_bytes as u64;
+    p.loose_files = loose_files as u64;
+    Ok(p)
 }
 
-/// Delete the plan's rows in one durable transaction, then move its files into `trash/RUN/`.
-fn apply(store: &Store, p: &GcPlan, run: &str) -> Result<()> {
-    let started = Instant::now();
-    {
-        let mut conn = store.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let res = (|| -> Result<()> {
-            let tx = conn.transaction()?;
-            tx.execute_batch(
-                "DELETE FROM refs WHERE name LIKE 'layer/%'
-                     AND target NOT IN (SELECT diff_id FROM gc_live_layers);
-                 DELETE FROM image_layers WHERE image NOT IN (SELECT id FROM gc_live_images);
-                 DELETE FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
-                 DELETE FROM entries WHERE layer NOT IN (SELECT id FROM gc_live_layers);
-                 DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM gc_live_layers);
-                 DELETE FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
-                 -- Found through the covering index, so the inline contents are not read.
-                 DELETE FROM objects WHERE rowid IN
-                     (SELECT rowid FROM objects INDEXED BY objects_loose_size
-                      WHERE id NOT IN (SELECT id FROM gc_live_objects));",
-            )?;
-            tx.commit()?;
-            Ok(())
-        })();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        res?;
-    }
-    log::debug!("gc: rows deleted at {:?}", started.elapsed());
-    if p.dead_loose.is_empty() && p.strays.is_empty() {
-        return Ok(());
-    }
-    let trash = store.path().join("trash").join(run);
-    std::fs::create_dir_all(&trash).map_err(|e| Error::Unlink {
-        path: trash.display().to_string(),
-        source: e,
-    })?;
-    let dir = rustix::fs::open(
-        &trash,
-        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::Unlink {
-        path: trash.display().to_string(),
-        source: e.into(),
-    })?;
-    for id in p.dead_loose.iter().chain(&p.strays) {
-        store.move_loose(id, &dir).map_err(|e| Error::Unlink {
-            path: store.object_path(id).display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-    }
-    Ok(())
+/// The sweep's transaction (the caller holds the exclusive lock): re-check the mark against the
+/// index as it is now, delete what is still dead, bump the sweep generation. Returns what was
+/// removed and the loose files to doom (dead objects' and strays').
+fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
+    store.durable(true, |tx| -> Result<(GcPlan, Vec<ObjectId>)> {
+        tx.execute_batch(&live_sets("_now"))?;
+        tx.execute_batch(
+            "-- What became live since the mark keeps what it names.
+             DELETE FROM gc_dead_images WHERE id IN (SELECT id FROM gc_live_images_now);
+             DELETE FROM gc_dead_layers WHERE id IN (SELECT id FROM gc_live_layers_now);
+             DELETE FROM gc_dead WHERE id IN
+                 (SELECT object FROM entries WHERE object IS NOT NULL AND layer IN
+                     (SELECT id FROM gc_live_layers_now
+                      WHERE id NOT IN (SELECT id FROM gc_live_layers)));
+             DELETE FROM gc_dead WHERE id IN (SELECT id FROM gc_pinned);
+             DELETE FROM gc_strays WHERE EXISTS (SELECT 1 FROM objects o WHERE o.id = gc_strays.id)
+                 OR id IN (SELECT id FROM gc_pinned);
+             DROP TABLE gc_live_layers;
+             ALTER TABLE gc_live_layers_now RENAME TO gc_live_layers;",
+        )?;
+        let mut removed = describe(tx)?;
+        let doomed = object_ids(
+            tx,
+            "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
+        )?;
+        (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
+        tx.execute_batch(
+            "DELETE FROM refs WHERE name LIKE 'layer/%'
+                 AND target NOT IN (SELECT diff_id FROM gc_live_layers);
+             DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+             DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
+             DELETE FROM layer_blobs WHERE diff_id IN
+                 (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
+             DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
+             DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
+             DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead);
+             UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
+        )?;
+        Ok((removed, doomed))
+    })
 }

@@ -8,9 +8,10 @@ use crate::Result;
 /// One chain from a root down to the thing asked about.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Reason {
-    /// The root ref (`image/…`, `merged/…`, `bound/…`, `prepared/…`).
+    /// The root ref (`image/…`, `merged/…`, `bound/…`, `prepared/…`), or `lease/ID` for an
+    /// operation in flight that pinned the layer or object.
     pub root: String,
-    /// The image (manifest digest) or merged tree the root names.
+    /// The image (manifest digest) or merged tree the root names; for a lease, what it does.
     pub via: String,
     /// The layer that holds the thing, when it is an object.
     pub layer: Option<String>,
@@ -41,6 +42,10 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
                ON i.manifest_digest = r.target OR 'merged:' || i.manifest_digest = r.target
              JOIN image_layers il ON il.image = i.id
              WHERE il.diff_id = ?1 AND r.name NOT LIKE 'layer/%'
+             UNION
+             SELECT 'lease/' || ll.lease, le.what, ll.diff_id FROM lease_layers ll
+             JOIN leases le ON le.id = ll.lease
+             WHERE ll.diff_id = ?1
              ORDER BY 1",
             Value::Text(d.to_string()),
         ),
@@ -57,6 +62,10 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
              JOIN layers l ON l.id = e.layer AND l.merged = 1
              JOIN refs r ON r.target = l.diff_id AND r.name LIKE 'merged/%'
              WHERE e.object = ?1
+             UNION
+             SELECT 'lease/' || lo.lease, le.what, NULL FROM lease_objects lo
+             JOIN leases le ON le.id = lo.lease
+             WHERE lo.id = ?1
              ORDER BY 1, 3",
             Value::Blob(id.as_bytes().to_vec()),
         ),

@@ -1,12 +1,17 @@
 //! Importing OCI images into a layerstore [`Store`].
 //!
 //! Pipeline: resolve the source to one image (manifest → config → layer descriptors, every
-//! document verified against its digest) → take the shared store lock and a lease → for each
-//! layer whose diff_id is not stored yet, in parallel: stream the blob, verify its digest,
-//! decompress (sniffed and checked against the media type), parse the tar strictly, store contents
-//! as objects, verify the diff_id → one `syncfs` → one transaction for all rows → refs
-//! (`image/NAME` and `layer/DIFFID`) in their own durable transaction. Any error before the refs
-//! leaves nothing visible; the lease's staging directory is removed.
+//! document verified against its digest) → take a lease and pin the stored layers the image
+//! builds on → for each layer whose diff_id is not stored yet, in parallel: stream the blob,
+//! verify its digest, decompress (sniffed and checked against the media type), parse the tar
+//! strictly, store contents as objects (pinned to the lease in batches, see
+//! [`layerstore_store::object::Staging`]), verify the diff_id → one `syncfs` → one durable
+//! transaction for all rows and the refs (`image/NAME` and `layer/DIFFID`), which also ends the
+//! lease. Any error before it leaves nothing visible; the lease's staging directory is removed.
+//!
+//! The import never holds the store lock for long: gc may sweep while it runs, and spares what
+//! its lease pins. If a sweep removed an object file the import had found but not yet pinned,
+//! the import starts over (at most three attempts).
 //!
 //! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
 //! compression; only its blob digest mapping is recorded.
@@ -21,9 +26,7 @@ pub mod tarparse;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use layerstore_store::{
-    Digest, ImageLayer, ImageRecord, LayerRecord, LockMode, RefKind, RefName, Store,
-};
+use layerstore_store::{Digest, ImageLayer, ImageRecord, LayerRecord, RefKind, RefName, Store};
 use serde::Serialize;
 
 pub use error::{Error, Result};
@@ -152,22 +155,59 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
             reason: "the image has no name in the source; give one with --tag".into(),
         })?;
     let image_ref = RefName::image(&name)?;
+    let mut attempt = 1;
+    loop {
+        match import_resolved(
+            store,
+            &*container,
+            &image,
+            spec,
+            &name,
+            &image_ref,
+            &limits,
+            opts,
+        ) {
+            Err(Error::Store(layerstore_store::Error::ObjectSwept { id })) if attempt < 3 => {
+                log::info!("a concurrent gc removed object {id} this import relied on; retrying");
+                attempt += 1;
+            }
+            res => return res,
+        }
+    }
+}
 
-    let _lock = store.lock(LockMode::Shared)?;
+/// One attempt at importing a resolved image. It fails with [`layerstore_store::Error::ObjectSwept`]
+/// only if a gc removed an object file it had found before the import could pin it; by then
+/// its earlier pins are gone with its lease, and a new attempt writes what is missing.
+#[allow(clippy::too_many_arguments)]
+fn import_resolved(
+    store: &Store,
+    container: &dyn source::Container,
+    image: &ResolvedImage,
+    spec: &str,
+    name: &str,
+    image_ref: &RefName,
+    limits: &layerstore_store::Limits,
+    opts: &ImportOptions<'_>,
+) -> Result<ImportReport> {
+    let limits = *limits;
     let lease = store.begin_lease(&format!("import {spec}"))?;
+    // Stored layers this image builds on are pinned before they are relied on.
+    let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
+    let stored = lease.pin_layers(&diff_ids)?;
 
     // Which layers to read: not stored, first occurrence in this image.
     let mut todo = Vec::new();
     let mut plan = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, l) in image.layers.iter().enumerate() {
-        let read = !store.has_layer(&l.diff_id)? && seen.insert(l.diff_id);
+        let read = !stored[i] && seen.insert(l.diff_id);
         plan.push((i, l.digest, l.size, read));
         if read {
             todo.push(i);
         }
     }
-    opts.progress.start(&image, &plan);
+    opts.progress.start(image, &plan);
 
     let results: Mutex<Vec<Option<(LayerRecord, LayerStats)>>> =
         Mutex::new((0..image.layers.len()).map(|_| None).collect());
@@ -278,17 +318,16 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
             })
             .collect(),
     };
-    store.publish(lease, &records, &record)?;
-    let mut refs = vec![(image_ref, image.manifest_digest.to_string())];
+    let mut refs = vec![(image_ref.clone(), image.manifest_digest.to_string())];
     for l in &image.layers {
         refs.push((
             RefName::new(RefKind::Layer, &l.diff_id.to_string())?,
             l.diff_id.to_string(),
         ));
     }
-    store.set_refs(&refs)?;
+    store.publish(lease, &records, &record, &refs)?;
     Ok(ImportReport {
-        name,
+        name: name.to_string(),
         manifest_digest: image.manifest_digest,
         config_digest: image.config_digest,
         layers: reports,

@@ -69,6 +69,8 @@ pub enum Error {
     RefExists { name: String },
     #[error("no ref {name}")]
     RefNotFound { name: String },
+    #[error("object {id} was removed by a concurrent gc before the import pinned it")]
+    ObjectSwept { id: String },
     #[error("syncfs on the store failed; nothing was published")]
     Sync(#[source] std::io::Error),
 }

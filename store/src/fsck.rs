@@ -99,24 +99,17 @@ impl Store {
             out
         };
 
-        // Loose files, re-hashed in parallel.
-        let mut files = Vec::new();
-        for i in 0..=255u8 {
-            let sub = format!("{i:02x}");
-            let dir = self
-                .objects
-                .open_dir(&sub)
-                .at(self.path.join("objects").join(&sub))?;
-            for ent in dir.entries().at(self.path.join("objects").join(&sub))? {
-                let ent = ent.at(self.path.join("objects").join(&sub))?;
-                let name = ent.file_name();
-                let full = format!("{sub}{}", name.to_string_lossy());
-                match full.parse::<ObjectId>() {
-                    Ok(id) => files.push(id),
-                    Err(_) => found.push(Finding::StrayFile {
-                        path: format!("objects/{sub}/{}", name.to_string_lossy()),
-                    }),
-                }
+        // Loose files, re-hashed in parallel. Files a killed gc doomed (`.gc-…`) are garbage
+        // the next gc removes, like unreferenced files; anything else is a problem.
+        let scan = self.scan_objects()?;
+        let files = scan.ids;
+        rep.unreferenced_files += scan.doomed.len() as u64;
+        found.extend(scan.other.into_iter().map(|name| Finding::StrayFile {
+            path: format!("objects/{name}"),
+        }));
+        if opts.repair {
+            for d in &scan.doomed {
+                self.unlink_doomed(d)?;
             }
         }
         let checked: Vec<Result<(ObjectId, u64, Option<Finding>)>> = files

@@ -4,9 +4,19 @@
 use rusqlite::params;
 use serde::Serialize;
 
+use crate::digest::{Digest, ObjectId};
 use crate::error::Result;
 use crate::object::Staging;
-use crate::store::{Store, now};
+use crate::store::{LockMode, Store, now};
+
+/// The sweep generation (`counters.sweeps`).
+pub(crate) fn sweeps(conn: &rusqlite::Connection) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT value FROM counters WHERE name = 'sweeps'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
 
 /// An operation in flight. Dropping it without [`Lease::release`] removes its row and staging.
 pub struct Lease<'s> {
@@ -43,7 +53,39 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
+/// Remove a lease's row and its pins.
+fn end_lease(conn: &rusqlite::Connection, id: &str) -> Result<()> {
+    conn.execute("DELETE FROM lease_objects WHERE lease = ?1", [id])?;
+    conn.execute("DELETE FROM lease_layers WHERE lease = ?1", [id])?;
+    conn.execute("DELETE FROM leases WHERE id = ?1", [id])?;
+    Ok(())
+}
+
 impl Store {
+    /// Pin loose objects for a lease and return the sweep generation, in one transaction. The
+    /// caller holds the shared store lock.
+    pub(crate) fn pin_objects(&self, lease: &str, ids: &[ObjectId]) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut pin = tx.prepare_cached(
+                "INSERT INTO lease_objects (id, lease) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            for id in ids {
+                pin.execute(params![&id.as_bytes()[..], lease])?;
+            }
+        }
+        let generation = sweeps(&tx)?;
+        tx.commit()?;
+        Ok(generation)
+    }
+
+    /// How many gc sweeps have removed files so far. Read under the shared store lock, it
+    /// cannot change until the lock is released.
+    pub fn sweep_generation(&self) -> Result<u64> {
+        sweeps(&self.conn())
+    }
+
     /// Take a lease for `what` and create its staging directory.
     pub fn begin_lease(&self, what: &str) -> Result<Lease<'_>> {
         let pid = std::process::id();
@@ -60,9 +102,7 @@ impl Store {
         let staging = match self.staging(&id) {
             Ok(s) => s,
             Err(e) => {
-                let _ = self
-                    .conn()
-                    .execute("DELETE FROM leases WHERE id = ?1", [&id]);
+                let _ = end_lease(&self.conn(), &id);
                 return Err(e);
             }
         };
@@ -103,9 +143,13 @@ impl Store {
     /// Drop leases whose process is gone, with their staging directories. Returns how many.
     pub fn reclaim_dead_leases(&self) -> Result<usize> {
         let dead: Vec<_> = self.leases()?.into_iter().filter(|l| !l.alive).collect();
+        // Pins of no lease (a staging area used without one) pin nothing.
+        self.conn().execute_batch(
+            "DELETE FROM lease_objects WHERE lease NOT IN (SELECT id FROM leases);
+             DELETE FROM lease_layers WHERE lease NOT IN (SELECT id FROM leases);",
+        )?;
         for l in &dead {
-            self.conn()
-                .execute("DELETE FROM leases WHERE id = ?1", [&l.id])?;
+            end_lease(&self.conn(), &l.id)?;
             match self.staging.remove_dir_all(&l.id) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -127,10 +171,34 @@ impl<'s> Lease<'s> {
         self.staging.as_ref().expect("staging lives until release")
     }
 
-    /// Remove the lease row inside the caller's publish transaction.
+    /// Pin stored layers the operation builds on, so gc keeps them (and their objects) until
+    /// the lease ends. Returns, per diff_id, whether it is stored. The pins are recorded and the
+    /// layers looked up in one transaction under the shared store lock, so a gc sweep either
+    /// comes after and sees the pins, or came before and the lookup sees what it left.
+    pub fn pin_layers(&self, diff_ids: &[Digest]) -> Result<Vec<bool>> {
+        let _shared = self.store.lock(LockMode::Shared)?;
+        let mut conn = self.store.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(diff_ids.len());
+        {
+            let mut pin = tx.prepare_cached(
+                "INSERT INTO lease_layers (diff_id, lease) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            let mut has =
+                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)")?;
+            for d in diff_ids {
+                let d = d.to_string();
+                pin.execute(params![d, self.id])?;
+                out.push(has.query_row([&d], |r| r.get(0))?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// End the lease inside the caller's publish transaction: its row and its pins.
     pub(crate) fn delete_in(&self, tx: &rusqlite::Transaction<'_>) -> Result<()> {
-        tx.execute("DELETE FROM leases WHERE id = ?1", [&self.id])?;
-        Ok(())
+        end_lease(tx, &self.id)
     }
 
     /// After the publish transaction committed: remove the staging directory.
@@ -147,11 +215,7 @@ impl Drop for Lease<'_> {
             if let Err(e) = staging.remove() {
                 log::warn!("could not remove staging of lease {}: {e}", self.id);
             }
-            if let Err(e) = self
-                .store
-                .conn()
-                .execute("DELETE FROM leases WHERE id = ?1", [&self.id])
-            {
+            if let Err(e) = end_lease(&self.store.conn(), &self.id) {
                 log::warn!("could not drop lease {}: {e}", self.id);
             }
         }

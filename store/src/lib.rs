@@ -11,16 +11,18 @@
 //!                    blob may be one zstd frame of the content (`objects.zstd`); the name is
 //!                    still the blake3 of the content
 //!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
-//!   trash/RUN/       object files a gc sweep doomed, unlinked after it released the lock
-//!   lock             flock: shared for readers and importers, exclusive for the gc sweep
+//!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
+//!   lock             flock: shared for readers (whole run) and imports (while they pin and
+//!                    place objects), exclusive for the gc sweep
+//!   gc.lock          flock held by a gc from start to end: one collection at a time
 //! ```
 //!
 //! Invariants:
 //! - An object's name is the blake3 of its content and of nothing else; identical content is
 //!   stored once whatever its owner, mode, xattrs or path.
-//! - Publish order: objects are written and renamed into `objects/` first (orphans are harmless),
-//!   then one `syncfs`, then one SQLite transaction records layers, objects and the image and ends
-//!   the import's lease, then refs are set in their own `synchronous=FULL` transaction. Readers
+//! - Publish order: objects are written in staging, pinned to the import's lease and renamed
+//!   into `objects/` first (orphans are harmless), then one `syncfs`, then one durable SQLite
+//!   transaction records layers, objects, the image and its refs and ends the lease. Readers
 //!   trust only refs, so a crash at any instant leaves a store that opens and holds every ref it
 //!   held before.
 //! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
@@ -30,8 +32,10 @@
 //!   it is a zstd frame declaring that size whose block chain and checksum end exactly at the end
 //!   of the file. Anything else is a leftover of a crash before its data reached the disk and is
 //!   replaced.
-//! - Locking: every reader and importer holds the shared flock for its whole run; only the gc
-//!   sweep takes it exclusively, so a sweep never races a publish.
+//! - Locking: readers hold the shared flock for their whole run. An import holds it only
+//!   while it pins a batch of objects (or the stored layers it builds on) and renames the
+//!   batch's files into place; between batches a gc may sweep, and spares what live leases pin.
+//!   The sweep — re-check, row deletes, doomed renames — is the only exclusive holder.
 
 pub mod checkout;
 pub mod df;

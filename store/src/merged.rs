@@ -14,20 +14,16 @@ pub fn merged_key(image: &ImageInfo) -> String {
 }
 
 impl Store {
-    /// Flatten `image`, record the tree (one transaction) and point `merged/NAME` at it (one more,
-    /// durable). Returns the ref and the tree.
+    /// Flatten `image`, record the tree and point `merged/NAME` at it in one durable transaction.
+    /// Returns the ref and the tree.
     pub fn create_merged(&self, name: &str, image: &ImageInfo) -> Result<(RefName, MergedTree)> {
         let r = RefName::new(RefKind::Merged, name)?;
         let tree = self.merged_tree(image)?;
         let key = merged_key(image);
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
-            let order = tree.depth_first();
-            crate::publish::insert_tree(&tx, &key, true, 0, &[], order.into_iter())?;
-            tx.commit()?;
-        }
-        self.set_refs(&[(r.clone(), key)])?;
+        self.durable(false, |tx| -> Result<()> {
+            crate::publish::insert_tree(tx, &key, true, 0, &[], tree.depth_first().into_iter())?;
+            crate::refs::upsert_refs(tx, &[(r.clone(), key)])
+        })?;
         Ok((r, tree))
     }
 

@@ -7,7 +7,9 @@
 //! is always the blake3 of the content, so dedup does not depend on how a content is stored.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
@@ -15,7 +17,7 @@ use rusqlite::OptionalExtension;
 
 use crate::digest::ObjectId;
 use crate::error::{Error, IoContext, Result};
-use crate::store::{Compression, Store};
+use crate::store::{Compression, LockMode, Store};
 
 /// An object produced by an import, to be recorded in the index when the layer is published.
 #[derive(Clone, Debug)]
@@ -173,11 +175,46 @@ fn unzstd_inline(id: &ObjectId, blob: &[u8], size: u64) -> Result<Vec<u8>> {
 }
 
 /// A per-import staging directory `staging/NAME/`; everything in it is garbage after a crash.
+///
+/// The import does not hold the store lock while it runs, so a gc may sweep at any moment.
+/// New loose objects therefore wait in staging, and object files found present are noted, in a
+/// batch; [`Staging::flush`] (every [`FLUSH_AT`] objects, and before publishing) pins the batch
+/// to the lease under the shared store lock, then renames the waiting files into `objects/`.
+/// A file renamed after the pin is safe from every later sweep. A file found before the pin
+/// may have been swept in between: if the sweep generation moved since the batch opened, each
+/// one is looked at again, and one that is gone fails the import with [`Error::ObjectSwept`]
+/// (the import retries; its pins then keep what it found).
 pub struct Staging<'s> {
     store: &'s Store,
     name: String,
     dir: Dir,
     counter: AtomicU64,
+    batch: Mutex<Batch>,
+    /// Serializes flushes; holds the sweep generation the last flush read.
+    flushed: Mutex<u64>,
+    /// Loose objects whose file turned out to be stored differently than this import wrote or
+    /// first found it (another writer's file won the name).
+    corrections: Mutex<HashMap<ObjectId, LooseFile>>,
+}
+
+/// Objects in a batch that flushes pin at once.
+pub const FLUSH_AT: usize = 1024;
+
+/// Loose objects since the last flush.
+#[derive(Default)]
+struct Batch {
+    /// Temp files to rename into `objects/`: (temp name, id, content size, file).
+    waiting: Vec<(String, ObjectId, u64, LooseFile)>,
+    /// Object files found present: (id, content size, file).
+    found: Vec<(ObjectId, u64, LooseFile)>,
+    /// The sweep generation when the batch opened.
+    since: u64,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.waiting.len() + self.found.len()
+    }
 }
 
 impl<'s> Staging<'s> {
@@ -185,12 +222,93 @@ impl<'s> Staging<'s> {
         let path = store.path.join("staging").join(name);
         store.staging.create_dir(name).at(&path)?;
         let dir = store.staging.open_dir(name).at(&path)?;
+        let generation = {
+            let _shared = store.lock(LockMode::Shared)?;
+            store.sweep_generation()?
+        };
         Ok(Staging {
             store,
             name: name.into(),
             dir,
             counter: AtomicU64::new(0),
+            batch: Mutex::new(Batch {
+                since: generation,
+                ..Batch::default()
+            }),
+            flushed: Mutex::new(generation),
+            corrections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Note an object file found present; flushes a full batch.
+    fn found(&self, id: ObjectId, size: u64, file: LooseFile) -> Result<()> {
+        let full = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.found.push((id, size, file));
+            b.len() >= FLUSH_AT
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Queue a temp file for its object name; flushes a full batch.
+    fn wait(&self, tmp: String, id: ObjectId, size: u64, file: LooseFile) -> Result<()> {
+        let full = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.waiting.push((tmp, id, size, file));
+            b.len() >= FLUSH_AT
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Pin the batch to the lease and put its files in place (see [`Staging`]). Every object
+    /// written or found before this call is safe from gc once it returns.
+    pub fn flush(&self) -> Result<()> {
+        let mut generation = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        let batch = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(
+                &mut *b,
+                Batch {
+                    since: *generation,
+                    ..Batch::default()
+                },
+            )
+        };
+        if batch.len() == 0 {
+            return Ok(());
+        }
+        let _shared = self.store.lock(LockMode::Shared)?;
+        let ids: Vec<ObjectId> = (batch.waiting.iter().map(|w| w.1))
+            .chain(batch.found.iter().map(|f| f.0))
+            .collect();
+        let now = self.store.pin_objects(&self.name, &ids)?;
+        let mut corrections = Vec::new();
+        for (tmp, id, size, file) in &batch.waiting {
+            let on_disk = self.publish_temp(tmp, id, *size, *file)?;
+            if on_disk != *file {
+                corrections.push((*id, on_disk));
+            }
+        }
+        if now != batch.since {
+            for (id, size, file) in &batch.found {
+                match self.store.loose_state(id, *size)? {
+                    None => return Err(Error::ObjectSwept { id: id.hex() }),
+                    Some(on_disk) if on_disk != *file => corrections.push((*id, on_disk)),
+                    Some(_) => {}
+                }
+            }
+        }
+        if !corrections.is_empty() {
+            let mut c = self.corrections.lock().unwrap_or_else(|p| p.into_inner());
+            c.extend(corrections);
+        }
+        *generation = now;
+        Ok(())
+    }
+
+    /// How loose objects are stored where that differs from what the import recorded.
+    pub(crate) fn corrections(&self) -> HashMap<ObjectId, LooseFile> {
+        std::mem::take(&mut *self.corrections.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The staging directory handle (imports may put their own temp files here).
@@ -243,10 +361,14 @@ impl<'s> Staging<'s> {
                 (obj, PutOutcome::Inline)
             }));
         }
-        Ok(self
-            .store
-            .loose_state(&id, size)?
-            .map(|found| (NewObject::loose(id, size, found), PutOutcome::Deduplicated)))
+        let Some(found) = self.store.loose_state(&id, size)? else {
+            return Ok(None);
+        };
+        self.found(id, size, found)?;
+        Ok(Some((
+            NewObject::loose(id, size, found),
+            PutOutcome::Deduplicated,
+        )))
     }
 
     /// Store content whose id the caller computed.
@@ -272,8 +394,8 @@ impl<'s> Staging<'s> {
         let mut f = self.create_temp(&tmp)?;
         f.write_all(bytes).at(self.temp_path(&tmp))?;
         drop(f);
-        let (outcome, file) = self.publish_temp(&tmp, &id, size, file)?;
-        Ok((NewObject::loose(id, size, file), outcome))
+        self.wait(tmp, id, size, file)?;
+        Ok((NewObject::loose(id, size, file), PutOutcome::Written))
     }
 
     /// Start streaming a large object into a temp file.
@@ -322,16 +444,17 @@ impl<'s> Staging<'s> {
         run().at(path)
     }
 
-    /// Move the (read-only) temp file to its object name. An object file that exists
-    /// already and holds this content whole is a dedup hit and the temp file goes; anything else
-    /// there is a damaged leftover (a crash before its data reached the disk) and is replaced.
+    /// Move the (read-only) temp file to its object name; returns what is there now. An object
+    /// file that exists already and holds this content whole is a dedup hit and the temp file
+    /// goes; anything else there is a damaged leftover (a crash before its data reached the
+    /// disk) and is replaced.
     fn publish_temp(
         &self,
         tmp: &str,
         id: &ObjectId,
         size: u64,
         file: LooseFile,
-    ) -> Result<(PutOutcome, LooseFile)> {
+    ) -> Result<LooseFile> {
         let rel = id.rel_path();
         match rustix::fs::renameat_with(
             &self.dir,
@@ -340,11 +463,11 @@ impl<'s> Staging<'s> {
             rel.as_str(),
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => Ok((PutOutcome::Written, file)),
+            Ok(()) => Ok(file),
             Err(rustix::io::Errno::EXIST) => {
                 if let Some(found) = self.store.loose_state(id, size)? {
                     self.dir.remove_file(tmp).at(self.temp_path(tmp))?;
-                    return Ok((PutOutcome::Deduplicated, found));
+                    return Ok(found);
                 }
                 log::warn!(
                     "replacing damaged object file {}",
@@ -352,7 +475,7 @@ impl<'s> Staging<'s> {
                 );
                 rustix::fs::renameat(&self.dir, tmp, &self.store.objects, rel.as_str())
                     .map_err(|e| Error::io(self.store.object_path(id), e))?;
-                Ok((PutOutcome::Written, file))
+                Ok(file)
             }
             Err(e) => Err(Error::io(self.store.path.join("objects").join(rel), e)),
         }
@@ -396,6 +519,7 @@ impl ObjectWriter<'_, '_> {
         let size = self.size;
         if let Some(found) = staging.store.loose_state(&id, size)? {
             staging.dir.remove_file(&self.tmp).at(&path)?;
+            staging.found(id, size, found)?;
             return Ok((NewObject::loose(id, size, found), PutOutcome::Deduplicated));
         }
         let mut tmp = self.tmp;
@@ -421,8 +545,8 @@ impl ObjectWriter<'_, '_> {
                 .at(staging.temp_path(&drop))?;
             tmp = keep;
         }
-        let (outcome, file) = staging.publish_temp(&tmp, &id, size, file)?;
-        Ok((NewObject::loose(id, size, file), outcome))
+        staging.wait(tmp, id, size, file)?;
+        Ok((NewObject::loose(id, size, file), PutOutcome::Written))
     }
 }
 
@@ -641,22 +765,64 @@ impl Store {
     }
 }
 
+/// The prefix a gc sweep gives the object files it removes (renamed in their own directory
+/// under the exclusive lock, unlinked after it).
+pub const DOOMED_PREFIX: &str = ".gc-";
+
+/// What a scan of `objects/` found.
+#[derive(Debug, Default)]
+pub struct ObjectScan {
+    /// Loose object files.
+    pub ids: Vec<ObjectId>,
+    /// Files a gc sweep doomed but did not unlink (it was killed): `ab/.gc-cdef…`.
+    pub doomed: Vec<String>,
+    /// Anything else: `ab/NAME`.
+    pub other: Vec<String>,
+}
+
 impl Store {
-    /// Every loose object file's id (one directory scan, no stat).
-    pub fn loose_ids(&self) -> Result<Vec<ObjectId>> {
-        let mut out = Vec::new();
-        for i in 0..=255u8 {
-            let sub = format!("{i:02x}");
-            let path = self.path.join("objects").join(&sub);
-            let dir = self.objects.open_dir(&sub).at(&path)?;
-            for ent in dir.entries().at(&path)? {
-                let name = ent.at(&path)?.file_name();
-                if let Ok(id) = format!("{sub}{}", name.to_string_lossy()).parse::<ObjectId>() {
-                    out.push(id);
+    /// Scan `objects/` (one directory read per subdirectory, no stat), two threads.
+    pub fn scan_objects(&self) -> Result<ObjectScan> {
+        let scan_part = |part: u8| -> Result<ObjectScan> {
+            let mut out = ObjectScan::default();
+            for i in (0..=255u8).filter(|i| i % 2 == part) {
+                let sub = format!("{i:02x}");
+                let path = self.path.join("objects").join(&sub);
+                let dir = self.objects.open_dir(&sub).at(&path)?;
+                for ent in dir.entries().at(&path)? {
+                    let name = ent.at(&path)?.file_name();
+                    let name = name.to_string_lossy();
+                    if let Ok(id) = format!("{sub}{name}").parse::<ObjectId>() {
+                        out.ids.push(id);
+                    } else if name.starts_with(DOOMED_PREFIX) {
+                        out.doomed.push(format!("{sub}/{name}"));
+                    } else {
+                        out.other.push(format!("{sub}/{name}"));
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| scan_part(1));
+            let mine = scan_part(0);
+            (
+                mine,
+                other
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            )
+        });
+        let (mut a, b) = (a?, b?);
+        a.ids.extend(b.ids);
+        a.doomed.extend(b.doomed);
+        a.other.extend(b.other);
+        Ok(a)
+    }
+
+    /// Every loose object file's id (one directory scan, no stat).
+    pub fn loose_ids(&self) -> Result<Vec<ObjectId>> {
+        Ok(self.scan_objects()?.ids)
     }
 
     /// The size of a loose object file (0 if it is gone).
@@ -676,17 +842,23 @@ impl Store {
             .collect())
     }
 
-    /// Move a loose object file into `dir` (an open trash directory on the same filesystem); a
-    /// missing one is fine.
-    pub fn move_loose(&self, id: &ObjectId, dir: impl std::os::fd::AsFd) -> Result<()> {
-        match rustix::fs::renameat(
-            &self.objects,
-            id.rel_path().as_str(),
-            dir,
-            id.hex().as_str(),
-        ) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+    /// Rename a loose object file to its doomed name in the same directory (gc, under the
+    /// exclusive lock); a missing one is fine. Returns the doomed name, `ab/.gc-cdef…`.
+    pub fn doom_loose(&self, id: &ObjectId) -> Result<String> {
+        let rel = id.rel_path();
+        let (sub, rest) = rel.split_at(3);
+        let doomed = format!("{sub}{DOOMED_PREFIX}{rest}");
+        match rustix::fs::renameat(&self.objects, rel.as_str(), &self.objects, doomed.as_str()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(doomed),
             Err(e) => Err(Error::io(self.object_path(id), e)),
+        }
+    }
+
+    /// Unlink a doomed file (`ab/.gc-cdef…`); a missing one is fine.
+    pub fn unlink_doomed(&self, doomed: &str) -> Result<()> {
+        match rustix::fs::unlinkat(&self.objects, doomed, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(self.path.join("objects").join(doomed), e)),
         }
     }
 }
@@ -735,6 +907,7 @@ mod tests {
         }
         let (t, _) = st.put_bytes(&text).unwrap();
         let (n, _) = st.put_bytes(&noise).unwrap();
+        st.flush().unwrap();
         assert!(t.zstd && t.stored < 4096);
         assert!(!n.zstd && n.stored == noise.len() as u64);
         // Small text compresses inline too; tiny contents are left alone.
@@ -774,6 +947,7 @@ mod tests {
             w.write(line).unwrap();
         }
         let (obj, outcome) = w.finish().unwrap();
+        st.flush().unwrap();
         assert_eq!(outcome, PutOutcome::Written);
         assert!(obj.zstd && obj.stored < obj.size / 10);
         assert_eq!(

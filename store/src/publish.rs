@@ -1,12 +1,15 @@
 //! Publishing an import: layer rows, object rows, blob mappings and the image row in one
 //! transaction, after the objects were made durable by one `syncfs`.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, ObjectId};
 use crate::error::Result;
 use crate::lease::Lease;
-use crate::object::NewObject;
+use crate::object::{LooseFile, NewObject};
+use crate::refs::RefName;
 use crate::store::{Store, now};
 use crate::tree::TreeEntry;
 
@@ -91,42 +94,54 @@ impl Store {
             .is_some())
     }
 
-    /// Make the lease's objects durable, then record the layers and the image in one transaction
-    /// that also ends the lease. Returns the image's row id.
+    /// Publish an import: pin and place the lease's last objects, make them durable with one
+    /// `syncfs`, then record the layers, the image and its refs in one durable
+    /// (`synchronous=FULL`) transaction that also ends the lease. Until that commit the lease's
+    /// pins keep what the import builds on; from it, the refs do. There is no moment at which
+    /// the image is recorded but nothing refers to it, so a gc can never take it half-way.
     pub fn publish(
         &self,
         lease: Lease<'_>,
         layers: &[LayerRecord],
         image: &ImageRecord,
+        refs: &[(RefName, String)],
     ) -> Result<()> {
+        lease.staging().flush()?;
+        let corrections = lease.staging().corrections();
         self.sync()?;
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
+        self.durable(false, |tx| -> Result<()> {
             for layer in layers {
-                insert_layer(&tx, layer)?;
+                insert_layer(tx, layer, &corrections)?;
             }
-            insert_image(&tx, image)?;
-            lease.delete_in(&tx)?;
-            tx.commit()?;
-        }
+            insert_image(tx, image)?;
+            crate::refs::upsert_refs(tx, refs)?;
+            lease.delete_in(tx)
+        })?;
         lease.finish()
     }
 }
 
-fn insert_layer(tx: &Transaction<'_>, layer: &LayerRecord) -> Result<()> {
+fn insert_layer(
+    tx: &Transaction<'_>,
+    layer: &LayerRecord,
+    corrections: &HashMap<ObjectId, LooseFile>,
+) -> Result<()> {
     let mut obj = tx.prepare_cached(
         "INSERT INTO objects (id, size, loose, inline, zstd, stored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT DO NOTHING",
     )?;
     for o in &layer.objects {
+        let (zstd, stored) = match corrections.get(&o.id) {
+            Some(f) if o.inline.is_none() => (f.zstd, f.len),
+            _ => (o.zstd, o.stored),
+        };
         obj.execute(params![
             &o.id.as_bytes()[..],
             o.size as i64,
             o.inline.is_none(),
             o.inline,
-            o.zstd,
-            (o.stored != o.size).then_some(o.stored as i64),
+            zstd,
+            (stored != o.size).then_some(stored as i64),
         ])?;
     }
     insert_tree(

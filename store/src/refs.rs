@@ -147,6 +147,21 @@ impl Serialize for RefName {
     }
 }
 
+/// Set refs inside the caller's transaction, replacing existing ones.
+pub(crate) fn upsert_refs(
+    tx: &rusqlite::Transaction<'_>,
+    refs: &[(RefName, String)],
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO refs (name, target, created) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET target = excluded.target, created = excluded.created",
+    )?;
+    for (name, target) in refs {
+        stmt.execute(params![name.as_str(), target, now()])?;
+    }
+    Ok(())
+}
+
 /// A ref as listed.
 #[derive(Clone, Debug, Serialize)]
 pub struct RefInfo {
@@ -159,29 +174,12 @@ pub struct RefInfo {
 impl Store {
     /// Set refs in one durable transaction (`synchronous=FULL`), replacing existing ones.
     pub fn set_refs(&self, refs: &[(RefName, String)]) -> Result<()> {
-        let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let res = (|| {
-            let tx = conn.transaction()?;
-            for (name, target) in refs {
-                tx.execute(
-                    "INSERT INTO refs (name, target, created) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(name) DO UPDATE SET target = excluded.target, created = excluded.created",
-                    params![name.as_str(), target, now()],
-                )?;
-            }
-            tx.commit()
-        })();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(res?)
+        self.durable(false, |tx| upsert_refs(tx, refs))
     }
 
     /// Remove refs in one durable transaction. A missing ref is an error and nothing is removed.
     pub fn remove_refs(&self, names: &[RefName]) -> Result<()> {
-        let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let res = (|| {
-            let tx = conn.transaction()?;
+        self.durable(false, |tx| {
             for name in names {
                 if tx.execute("DELETE FROM refs WHERE name = ?1", [name.as_str()])? == 0 {
                     return Err(Error::RefNotFound {
@@ -189,11 +187,8 @@ impl Store {
                     });
                 }
             }
-            tx.commit()?;
             Ok(())
-        })();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        res
+        })
     }
 
     /// The target of a ref, if it exists.

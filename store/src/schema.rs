@@ -106,6 +106,29 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX objects_loose_size;
     CREATE INDEX objects_loose_size ON objects(loose, size, stored, zstd, id);
     "#,
+    // 3: pins. An import in flight no longer holds the store lock from start to end; it pins
+    // every loose object it writes or finds present, and every stored layer it builds on, and gc
+    // spares what a live lease pins. `counters.sweeps` counts the gc sweeps that removed files,
+    // so an import can tell whether a file it found may have gone before its pin was recorded.
+    r#"
+    CREATE TABLE lease_objects (
+        id BLOB NOT NULL,
+        lease TEXT NOT NULL,
+        PRIMARY KEY (id, lease)
+    ) WITHOUT ROWID;
+    CREATE INDEX lease_objects_lease ON lease_objects(lease);
+    CREATE TABLE lease_layers (
+        diff_id TEXT NOT NULL,
+        lease TEXT NOT NULL,
+        PRIMARY KEY (diff_id, lease)
+    ) WITHOUT ROWID;
+    CREATE INDEX lease_layers_lease ON lease_layers(lease);
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('sweeps', 0);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -224,6 +224,7 @@ fn damage_in_compressed_objects_is_caught() {
     let (obj, outcome) = staging.put_bytes(&content).unwrap();
     assert_eq!(outcome, layerstore_store::PutOutcome::Written);
     assert!(obj.zstd);
+    staging.flush().unwrap();
     staging.remove().unwrap();
     assert_eq!(
         z.loose_state(&id, size).unwrap().map(|f| f.zstd),

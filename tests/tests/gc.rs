@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use layerstore_gc::{GcOptions, collect, plan};
 use layerstore_store::disk::{DiskFormat, DiskOptions};
-use layerstore_store::{RefKind, RefName, Store};
+use layerstore_store::{ObjectId, PutOutcome, RefKind, RefName, Store};
 use layerstore_tests::{
     Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat, sample_series,
 };
@@ -337,5 +337,104 @@ fn a_damaged_leftover_object_file_is_replaced_not_trusted() {
     std::fs::write(store.object_path(&id), b"").unwrap();
     import(&store, &format!("oci:{}:img", oci.display())).unwrap();
     assert_eq!(std::fs::read(store.object_path(&id)).unwrap(), content);
+    assert_sound(&store);
+}
+
+/// A loose object of `name`'s image with its content; then the image's ref is removed, so only a
+/// lease can keep its layer and objects.
+fn orphaned_object(store: &Store, name: &str) -> (layerstore_store::Digest, ObjectId, Vec<u8>) {
+    let img = store.resolve_image(name).unwrap();
+    let id = store.loose_ids().unwrap()[0];
+    let mut content = Vec::new();
+    store
+        .read_object(&id)
+        .unwrap()
+        .copy_to(&mut content)
+        .unwrap();
+    store.remove_refs(&[RefName::image(name).unwrap()]).unwrap();
+    (img.layers[0].diff_id, id, content)
+}
+
+/// An import in flight holds no store lock; gc runs meanwhile and spares what its lease pins:
+/// object files it found present, files it wrote that no row names yet, and stored layers it
+/// builds on. Once the lease is gone, the next gc takes them.
+#[test]
+fn gc_spares_what_an_import_in_flight_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let (diff_id, found, content) = orphaned_object(&store, "base-v1");
+    let loose_before = store.loose_ids().unwrap().len();
+    assert!(loose_before > 1);
+
+    let lease = store.begin_lease("import in flight").unwrap();
+    let (_, hit) = lease.staging().put_bytes(&content).unwrap();
+    assert_eq!(hit, PutOutcome::Deduplicated);
+    let fresh: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (new, wrote) = lease.staging().put_bytes(&fresh).unwrap();
+    assert_eq!(wrote, PutOutcome::Written);
+    lease.staging().flush().unwrap();
+
+    // Objects pinned, layer not: the layer goes, the two pinned files stay.
+    let r = gc(&store);
+    assert_eq!(r.removed.layers, vec![diff_id.to_string()]);
+    assert_eq!(r.removed.stray_files, 0, "the written object is pinned");
+    assert_eq!(r.removed.loose_files, loose_before as u64 - 1);
+    assert!(
+        store
+            .loose_state(&found, content.len() as u64)
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.loose_state(&new.id, new.size).unwrap().is_some());
+    drop(lease);
+    let r = gc(&store);
+    assert_eq!(r.removed.objects, 1, "the found object's row");
+    assert_eq!(r.removed.stray_files, 1, "the unpublished object");
+    assert!(store.loose_ids().unwrap().is_empty());
+    assert_sound(&store);
+
+    // A pinned layer keeps all its objects.
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let (diff_id, _, _) = orphaned_object(&store, "base-v1");
+    let lease = store.begin_lease("import in flight").unwrap();
+    assert_eq!(lease.pin_layers(&[diff_id]).unwrap(), vec![true]);
+    let r = gc(&store);
+    assert!(
+        r.removed.layers.is_empty() && r.removed.objects == 0,
+        "{r:?}"
+    );
+    drop(lease);
+    assert_eq!(gc(&store).removed.layers, vec![diff_id.to_string()]);
+    assert_sound(&store);
+}
+
+/// A file found present but not yet pinned may be swept before the pin; the flush notices
+/// (the sweep generation moved and the file is gone) instead of publishing a missing object.
+#[test]
+fn an_object_swept_before_its_pin_fails_the_flush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let (_, found, content) = orphaned_object(&store, "base-v1");
+    let lease = store.begin_lease("import in flight").unwrap();
+    let (_, hit) = lease.staging().put_bytes(&content).unwrap();
+    assert_eq!(hit, PutOutcome::Deduplicated);
+    gc(&store);
+    assert_eq!(
+        store.loose_state(&found, content.len() as u64).unwrap(),
+        None
+    );
+    match lease.staging().flush() {
+        Err(layerstore_store::Error::ObjectSwept { id }) => assert_eq!(id, found.hex()),
+        other => panic!("flush after the sweep: {other:?}"),
+    }
+    drop(lease);
+    // The import itself retries and writes the content again.
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
     assert_sound(&store);
 }
