@@ -24,6 +24,7 @@ pub mod why;
 
 use std::time::{Duration, Instant};
 
+use layerstore_store::df::ObjectTotals;
 use layerstore_store::digest::IdMap;
 use layerstore_store::object::ObjectScan;
 use layerstore_store::{LockMode, ObjectId, Store};
@@ -434,6 +435,20 @@ fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
              DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead);
              UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
         )?;
+        let gone = tx.query_row(
+            "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
+                    COALESCE(sum(loose * stored), 0) FROM gc_dead",
+            [],
+            |r| {
+                Ok(ObjectTotals {
+                    objects: r.get(0)?,
+                    object_bytes: r.get(1)?,
+                    loose_objects: r.get(2)?,
+                    loose_bytes: r.get(3)?,
+                })
+            },
+        )?;
+        gone.negated().add_to(tx)?;
         Ok((removed, doomed))
     })
 }

@@ -41,19 +41,123 @@ pub struct DfReport {
     pub dedup_ratio: f64,
 }
 
+/// Totals over the object rows, kept in `counters` by everything that inserts or deletes rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ObjectTotals {
+    pub objects: i64,
+    pub object_bytes: i64,
+    pub loose_objects: i64,
+    /// Stored bytes of the loose files.
+    pub loose_bytes: i64,
+}
+
+impl ObjectTotals {
+    const NAMES: [&str; 4] = ["objects", "object_bytes", "loose_objects", "loose_bytes"];
+
+    fn values(&self) -> [i64; 4] {
+        [
+            self.objects,
+            self.object_bytes,
+            self.loose_objects,
+            self.loose_bytes,
+        ]
+    }
+
+    /// The totals as recorded.
+    pub fn recorded(conn: &rusqlite::Connection) -> Result<Self> {
+        let mut t = [0i64; 4];
+        let mut stmt = conn.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
+        for (v, name) in t.iter_mut().zip(Self::NAMES) {
+            *v = stmt.query_row([name], |r| r.get(0))?;
+        }
+        Ok(ObjectTotals {
+            objects: t[0],
+            object_bytes: t[1],
+            loose_objects: t[2],
+            loose_bytes: t[3],
+        })
+    }
+
+    /// The totals counted from the rows (fsck).
+    pub fn counted(conn: &rusqlite::Connection) -> Result<Self> {
+        Ok(conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
+                    COALESCE(SUM(loose * COALESCE(stored, size)), 0)
+             FROM objects INDEXED BY objects_loose_size",
+            [],
+            |r| {
+                Ok(ObjectTotals {
+                    objects: r.get(0)?,
+                    object_bytes: r.get(1)?,
+                    loose_objects: r.get(2)?,
+                    loose_bytes: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    /// One object row, as a delta.
+    pub fn row(size: u64, loose: bool, stored: u64) -> Self {
+        ObjectTotals {
+            objects: 1,
+            object_bytes: size as i64,
+            loose_objects: loose.into(),
+            loose_bytes: if loose { stored as i64 } else { 0 },
+        }
+    }
+
+    /// Add `self` to the recorded totals (subtract with [`ObjectTotals::negated`]), inside the
+    /// caller's transaction.
+    pub fn add_to(&self, conn: &rusqlite::Connection) -> Result<()> {
+        let mut stmt =
+            conn.prepare_cached("UPDATE counters SET value = value + ?2 WHERE name = ?1")?;
+        for (name, v) in Self::NAMES.iter().zip(self.values()) {
+            if v != 0 {
+                stmt.execute(rusqlite::params![name, v])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace the recorded totals (fsck --repair).
+    pub fn record(&self, conn: &rusqlite::Connection) -> Result<()> {
+        let mut stmt = conn.prepare_cached("UPDATE counters SET value = ?2 WHERE name = ?1")?;
+        for (name, v) in Self::NAMES.iter().zip(self.values()) {
+            stmt.execute(rusqlite::params![name, v])?;
+        }
+        Ok(())
+    }
+
+    pub fn negated(&self) -> Self {
+        ObjectTotals {
+            objects: -self.objects,
+            object_bytes: -self.object_bytes,
+            loose_objects: -self.loose_objects,
+            loose_bytes: -self.loose_bytes,
+        }
+    }
+}
+
+impl std::ops::AddAssign for ObjectTotals {
+    fn add_assign(&mut self, o: Self) {
+        self.objects += o.objects;
+        self.object_bytes += o.object_bytes;
+        self.loose_objects += o.loose_objects;
+        self.loose_bytes += o.loose_bytes;
+    }
+}
+
 impl Store {
     /// Compute the space report.
     pub fn df(&self) -> Result<DfReport> {
         let images = self.images()?;
         let conn = self.conn();
-        let (objects, object_bytes, loose_objects, loose_bytes): (i64, i64, i64, i64) = conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
-                    COALESCE(SUM(loose * COALESCE(stored, size)), 0)
-             FROM objects INDEXED BY objects_loose_size",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
+        let ObjectTotals {
+            objects,
+            object_bytes,
+            loose_objects,
+            loose_bytes,
+        } = ObjectTotals::recorded(&conn)?;
         let layers: i64 =
             conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| {
                 r.get(0)
@@ -75,8 +179,9 @@ impl Store {
                     let mut v = Vec::new();
                     let mut rows = stmt.query([&key])?;
                     while let Some(r) = rows.next()? {
-                        let id: Vec<u8> = r.get(0)?;
-                        if let Some(id) = ObjectId::from_slice(&id) {
+                        if let rusqlite::types::ValueRef::Blob(id) = r.get_ref(0)?
+                            && let Some(id) = ObjectId::from_slice(id)
+                        {
                             v.push((id, r.get::<_, i64>(1)? as u64));
                         }
                     }

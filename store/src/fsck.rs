@@ -7,6 +7,9 @@ use std::io::{Read, Seek};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use rusqlite::OptionalExtension;
+
+use crate::df::ObjectTotals;
 use crate::digest::{Digest, ObjectId};
 use crate::error::{Error, IoContext, Result};
 use crate::refs::RefKind;
@@ -36,6 +39,11 @@ pub enum Finding {
     MissingLayer { image: String, diff_id: String },
     /// A staging directory without a live import.
     StagingLeftover { name: String },
+    /// The object totals kept for df differ from the rows.
+    ObjectTotals {
+        recorded: ObjectTotals,
+        counted: ObjectTotals,
+    },
 }
 
 /// Options for [`Store::fsck`].
@@ -212,6 +220,24 @@ impl Store {
             }
         }
 
+        // The object totals df reports.
+        {
+            let conn = self.conn();
+            let (recorded, counted) = (
+                ObjectTotals::recorded(&conn)?,
+                ObjectTotals::counted(&conn)?,
+            );
+            if recorded != counted {
+                let f = Finding::ObjectTotals { recorded, counted };
+                if opts.repair {
+                    counted.record(&conn)?;
+                    rep.repaired.push(f);
+                } else {
+                    found.push(f);
+                }
+            }
+        }
+
         // Staging leftovers: directories without a live lease.
         let live: HashSet<String> = self
             .leases()?
@@ -255,7 +281,22 @@ impl Store {
                     missing_files.push(id);
                     continue;
                 }
-                conn.execute("DELETE FROM objects WHERE id = ?1", [&id.as_bytes()[..]])?;
+                let gone: Option<ObjectTotals> = conn
+                    .query_row(
+                        "DELETE FROM objects WHERE id = ?1 RETURNING size, loose, COALESCE(stored, size)",
+                        [&id.as_bytes()[..]],
+                        |r| {
+                            Ok(ObjectTotals::row(
+                                r.get::<_, i64>(0)? as u64,
+                                r.get(1)?,
+                                r.get::<_, i64>(2)? as u64,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                if let Some(t) = gone {
+                    t.negated().add_to(&conn)?;
+                }
                 rep.repaired
                     .push(Finding::MissingObjectFile { id: id.hex() });
             }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use crate::df::ObjectTotals;
 use crate::digest::{Digest, ObjectId};
 use crate::error::Result;
 use crate::lease::Lease;
@@ -130,12 +131,13 @@ fn insert_layer(
         "INSERT INTO objects (id, size, loose, inline, zstd, stored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT DO NOTHING",
     )?;
+    let mut totals = ObjectTotals::default();
     for o in &layer.objects {
         let (zstd, stored) = match corrections.get(&o.id) {
             Some(f) if o.inline.is_none() => (f.zstd, f.len),
             _ => (o.zstd, o.stored),
         };
-        obj.execute(params![
+        let inserted = obj.execute(params![
             &o.id.as_bytes()[..],
             o.size as i64,
             o.inline.is_none(),
@@ -143,7 +145,11 @@ fn insert_layer(
             zstd,
             (stored != o.size).then_some(stored as i64),
         ])?;
+        if inserted == 1 {
+            totals += ObjectTotals::row(o.size, o.inline.is_none(), stored);
+        }
     }
+    totals.add_to(tx)?;
     insert_tree(
         tx,
         &layer.diff_id.to_string(),

@@ -128,6 +128,13 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     INSERT INTO counters (name, value) VALUES ('sweeps', 0);
+    -- Object totals for df, kept by publish, gc and fsck --repair (df read 100,000 index
+    -- entries for them); fsck checks them against the rows.
+    INSERT INTO counters (name, value) SELECT 'objects', count(*) FROM objects;
+    INSERT INTO counters (name, value) SELECT 'object_bytes', COALESCE(sum(size), 0) FROM objects;
+    INSERT INTO counters (name, value) SELECT 'loose_objects', COALESCE(sum(loose), 0) FROM objects;
+    INSERT INTO counters (name, value)
+        SELECT 'loose_bytes', COALESCE(sum(loose * COALESCE(stored, size)), 0) FROM objects;
     "#,
 ];
 
