@@ -135,7 +135,14 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     let lock = store.lock(LockMode::Exclusive)?;
     let held_start = Instant::now();
     let lock_wait = held_start - wait_start;
-    let (removed, doomed_ids) = sweep_rows(store)?;
+    // The sweep's commit would checkpoint the WAL (copy every page it changed into the
+    // database file) under the lock; that waits until after it.
+    store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+    let swept = sweep_rows(store);
+    store
+        .conn()
+        .pragma_update(None, "wal_autocheckpoint", 1000)?;
+    let (removed, doomed_ids) = swept?;
     log::debug!("gc: rows deleted at {:?}", held_start.elapsed());
     let doomed = in_two_threads(&doomed_ids, |id| store.doom_loose(id))?;
     log::debug!(
@@ -146,7 +153,18 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     drop(lock);
     let lock_held = held_start.elapsed();
     let unlink_start = Instant::now();
-    unlink_all(store, &doomed)?;
+    let mut removed = removed;
+    std::thread::scope(|s| -> Result<()> {
+        let rows = s.spawn(|| -> Result<()> {
+            sweep_inline_rows(store, &mut removed)?;
+            store
+                .conn()
+                .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
+            Ok(())
+        });
+        unlink_all(store, &doomed)?;
+        rows.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })?;
     let report = GcReport {
         bytes_freed: removed.bytes(),
         removed: removed.clone(),
@@ -397,26 +415,57 @@ fn describe(conn: &Connection) -> Result<GcPlan> {
     Ok(p)
 }
 
-/// The sweep's transaction (the caller holds the exclusive lock): re-check the mark against the
-/// index as it is now, delete what is still dead, bump the sweep generation. Returns what was
-/// removed and the loose files to doom (dead objects' and strays').
+/// Re-check the dead sets against the index as it is now (inside the caller's transaction):
+/// what became live since the mark (or the last re-check) keeps what it names, and pinned
+/// objects stay.
+fn recheck(tx: &Connection) -> Result<()> {
+    tx.execute_batch(&live_sets("_now"))?;
+    tx.execute_batch(
+        "DELETE FROM gc_dead_images WHERE id IN (SELECT id FROM gc_live_images_now);
+         DELETE FROM gc_dead_layers WHERE id IN (SELECT id FROM gc_live_layers_now);
+         DELETE FROM gc_dead WHERE id IN
+             (SELECT object FROM entries WHERE object IS NOT NULL AND layer IN
+                 (SELECT id FROM gc_live_layers_now
+                  WHERE id NOT IN (SELECT id FROM gc_live_layers)));
+         DELETE FROM gc_dead WHERE id IN (SELECT id FROM gc_pinned);
+         DELETE FROM gc_strays WHERE EXISTS (SELECT 1 FROM objects o WHERE o.id = gc_strays.id)
+             OR id IN (SELECT id FROM gc_pinned);
+         DROP TABLE gc_live_layers;
+         ALTER TABLE gc_live_layers_now RENAME TO gc_live_layers;",
+    )?;
+    Ok(())
+}
+
+/// Delete the dead object rows that are loose files (or inline) and take them off the totals.
+fn delete_objects(tx: &Connection, loose: bool) -> Result<()> {
+    tx.execute(
+        "DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead WHERE loose = ?1)",
+        [loose],
+    )?;
+    let gone = tx.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
+                COALESCE(sum(loose * stored), 0) FROM gc_dead WHERE loose = ?1",
+        [loose],
+        |r| {
+            Ok(ObjectTotals {
+                objects: r.get(0)?,
+                object_bytes: r.get(1)?,
+                loose_objects: r.get(2)?,
+                loose_bytes: r.get(3)?,
+            })
+        },
+    )?;
+    gone.negated().add_to(tx).map_err(Error::from)
+}
+
+/// The sweep's transaction (the caller holds the exclusive lock): re-check the mark, delete
+/// the dead refs, images, layers and loose objects' rows, bump the sweep generation. Returns
+/// what goes and the loose files to doom (dead objects' and strays').
 fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
     store.durable(true, |tx| -> Result<(GcPlan, Vec<ObjectId>)> {
-        tx.execute_batch(&live_sets("_now"))?;
-        tx.execute_batch(
-            "-- What became live since the mark keeps what it names.
-             DELETE FROM gc_dead_images WHERE id IN (SELECT id FROM gc_live_images_now);
-             DELETE FROM gc_dead_layers WHERE id IN (SELECT id FROM gc_live_layers_now);
-             DELETE FROM gc_dead WHERE id IN
-                 (SELECT object FROM entries WHERE object IS NOT NULL AND layer IN
-                     (SELECT id FROM gc_live_layers_now
-                      WHERE id NOT IN (SELECT id FROM gc_live_layers)));
-             DELETE FROM gc_dead WHERE id IN (SELECT id FROM gc_pinned);
-             DELETE FROM gc_strays WHERE EXISTS (SELECT 1 FROM objects o WHERE o.id = gc_strays.id)
-                 OR id IN (SELECT id FROM gc_pinned);
-             DROP TABLE gc_live_layers;
-             ALTER TABLE gc_live_layers_now RENAME TO gc_live_layers;",
-        )?;
+        let t = Instant::now();
+        recheck(tx)?;
+        log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
         let mut removed = describe(tx)?;
         let doomed = object_ids(
             tx,
@@ -432,23 +481,26 @@ fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
                  (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
              DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
              DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
-             DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead);
              UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
         )?;
-        let gone = tx.query_row(
-            "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
-                    COALESCE(sum(loose * stored), 0) FROM gc_dead",
-            [],
-            |r| {
-                Ok(ObjectTotals {
-                    objects: r.get(0)?,
-                    object_bytes: r.get(1)?,
-                    loose_objects: r.get(2)?,
-                    loose_bytes: r.get(3)?,
-                })
-            },
-        )?;
-        gone.negated().add_to(tx)?;
+        delete_objects(tx, true)?;
+        log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
         Ok((removed, doomed))
+    })
+}
+
+/// After the lock: the dead inline objects' rows (they have no files, so no import can find
+/// them present; a layer published since the sweep that names one keeps it). Updates the
+/// report's object figures to what was removed in the end.
+fn sweep_inline_rows(store: &Store, removed: &mut GcPlan) -> Result<()> {
+    store.durable(true, |tx| -> Result<()> {
+        recheck(tx)?;
+        delete_objects(tx, false)?;
+        let now = describe(tx)?;
+        removed.objects = now.objects;
+        removed.object_bytes = now.object_bytes;
+        removed.stored_bytes = now.stored_bytes;
+        removed.loose_files = now.loose_files;
+        Ok(())
     })
 }

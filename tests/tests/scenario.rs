@@ -220,3 +220,77 @@ fn checkout_restores_modes_the_umask_would_strip() {
     }
     assert_eq!(mode("ro"), 0o555);
 }
+
+/// Checkouts of more than a few hundred entries write from two threads; the result must be the
+/// tree GNU tar extracts from the same layer, in copy and hardlink mode.
+#[test]
+fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
+    use layerstore_tests::{
+        Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut entries = Vec::new();
+    for d in 0..40 {
+        entries.push(Entry::dir(format!("d{d:02}")).mode(if d % 7 == 0 { 0o555 } else { 0o755 }));
+        for f in 0..30u32 {
+            let size = [0usize, 17, 900, 4096, 4097, 20_000][(f % 6) as usize];
+            let data: Vec<u8> = (0..size)
+                .map(|i| ((i as u32 * 31 + f + d) % 251) as u8)
+                .collect();
+            let mode = [0o644, 0o755, 0o600, 0o444][(f % 4) as usize];
+            entries.push(Entry::file(format!("d{d:02}/f{f:02}"), data).mode(mode));
+        }
+        entries.push(Entry::symlink(format!("d{d:02}/link"), "f00"));
+    }
+    entries.push(Entry::hardlink("d39/hard", "d00/f05"));
+    let tar = LayerBuilder::new(TarFormat::Pax)
+        .with_entries(entries)
+        .tar_bytes();
+    let reference = tmp.path().join("tar-x");
+    std::fs::create_dir(&reference).unwrap();
+    let mut child = std::process::Command::new("tar")
+        .args(["-x", "-p", "-f", "-", "-C"])
+        .arg(&reference)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+
+    let oci = tmp.path().join("oci");
+    OciLayout::create(&oci)
+        .unwrap()
+        .add_image(
+            "big",
+            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
+        )
+        .unwrap();
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:big", oci.display())).unwrap();
+    let tree = store
+        .merged_tree(&store.resolve_image("big").unwrap())
+        .unwrap();
+    let ours = tmp.path().join("co");
+    let stats = store
+        .checkout(&tree, &ours, &CheckoutOptions::default())
+        .unwrap();
+    assert_eq!(
+        (stats.files, stats.symlinks, stats.hardlinks),
+        (1200, 40, 1)
+    );
+    assert_same_tree(&ours, &reference);
+    let hl = tmp.path().join("hl");
+    let opts = CheckoutOptions {
+        mode: CheckoutMode::Hardlink,
+        ..CheckoutOptions::default()
+    };
+    store.checkout(&tree, &hl, &opts).unwrap();
+    let (a, _) = tree_facts(&ours);
+    let (b, _) = tree_facts(&hl);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, fa) in &a {
+        assert_eq!(fa.content, b[k].content, "{}", k.display());
+    }
+    assert_sound(&store);
+}
