@@ -26,7 +26,9 @@ pub mod tarparse;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use layerstore_store::{Digest, ImageLayer, ImageRecord, LayerRecord, RefKind, RefName, Store};
+use layerstore_store::{
+    Digest, ImageLayer, ImageRecord, LayerRecord, LayerState, RefKind, RefName, Store,
+};
 use serde::Serialize;
 
 pub use error::{Error, Result};
@@ -176,6 +178,42 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
     }
 }
 
+/// Wait until the layers `theirs` names (claimed by other imports) are stored; returns those
+/// this import must read itself after all: the claimer ended without publishing, or it waits
+/// too (perhaps for this import: reading the layer twice beats a deadlock).
+fn wait_for_layers(
+    store: &Store,
+    lease: &layerstore_store::Lease<'_>,
+    image: &ResolvedImage,
+    theirs: &[usize],
+) -> Result<Vec<usize>> {
+    lease.set_waiting(true)?;
+    let mut mine = Vec::new();
+    for &i in theirs {
+        let diff_id = image.layers[i].diff_id;
+        loop {
+            match lease.pin_layers(&[diff_id])?.remove(0) {
+                LayerState::Stored => break,
+                LayerState::Mine => {
+                    mine.push(i);
+                    break;
+                }
+                LayerState::Claimed { lease: owner } => {
+                    if store.lease_waits(&owner)? {
+                        log::info!("layer {diff_id}: its reader {owner} waits too; reading it");
+                        mine.push(i);
+                        break;
+                    }
+                    log::debug!("layer {diff_id}: waiting for import {owner}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    lease.set_waiting(false)?;
+    Ok(mine)
+}
+
 /// One attempt at importing a resolved image. It fails with [`layerstore_store::Error::ObjectSwept`]
 /// only if a gc removed an object file it had found before the import could pin it; by then
 /// its earlier pins are gone with its lease, and a new attempt writes what is missing.
@@ -194,69 +232,89 @@ fn import_resolved(
     let lease = store.begin_lease(&format!("import {spec}"))?;
     // Stored layers this image builds on are pinned before they are relied on.
     let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
-    let stored = lease.pin_layers(&diff_ids)?;
+    let states = lease.pin_layers(&diff_ids)?;
 
-    // Which layers to read: not stored, first occurrence in this image.
+    // Which layers to read: not stored, first occurrence in this image. Layers another import
+    // is reading right now come last: by then they may be stored.
     let mut todo = Vec::new();
+    let mut theirs = Vec::new();
     let mut plan = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, l) in image.layers.iter().enumerate() {
-        let read = !stored[i] && seen.insert(l.diff_id);
+        let first = seen.insert(l.diff_id);
+        let read = first && states[i] != LayerState::Stored;
         plan.push((i, l.digest, l.size, read));
-        if read {
-            todo.push(i);
+        match &states[i] {
+            LayerState::Mine if first => todo.push(i),
+            LayerState::Claimed { .. } if first => theirs.push(i),
+            _ => {}
         }
     }
     opts.progress.start(image, &plan);
 
     let results: Mutex<Vec<Option<(LayerRecord, LayerStats)>>> =
         Mutex::new((0..image.layers.len()).map(|_| None).collect());
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
     let adapter = ProgressAdapter(opts.progress);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(todo.len()) {
-            s.spawn(|| {
-                loop {
-                    if first_error.lock().expect("not poisoned").is_some() {
-                        return;
-                    }
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = todo.get(k) else { return };
-                    let l = &image.layers[i];
-                    let input = layer::LayerInput {
-                        index: i,
-                        blob_digest: l.digest,
-                        blob_size: l.size,
-                        media_type: l.media_type.clone(),
-                        expected_diff_id: l.diff_id,
-                    };
-                    let res = container
-                        .open_optional(&l.path)
-                        .and_then(|o| {
-                            o.ok_or_else(|| Error::BlobMissing {
-                                digest: l.digest.to_string(),
-                            })
-                        })
-                        .and_then(|(blob, _)| {
-                            layer::import_layer(&input, blob, lease.staging(), &limits, &adapter)
-                        });
-                    match res {
-                        Ok((rec, stats)) => {
-                            opts.progress.layer_done(i, &stats);
-                            results.lock().expect("not poisoned")[i] = Some((rec, stats));
-                        }
-                        Err(e) => {
-                            first_error.lock().expect("not poisoned").get_or_insert(e);
+    // Read the layers `todo` names, `opts.jobs` at a time.
+    let read = |todo: &[usize]| -> Result<()> {
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.max(1).min(todo.len()) {
+                s.spawn(|| {
+                    loop {
+                        if first_error.lock().expect("not poisoned").is_some() {
                             return;
                         }
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else { return };
+                        let l = &image.layers[i];
+                        let input = layer::LayerInput {
+                            index: i,
+                            blob_digest: l.digest,
+                            blob_size: l.size,
+                            media_type: l.media_type.clone(),
+                            expected_diff_id: l.diff_id,
+                        };
+                        let res = container
+                            .open_optional(&l.path)
+                            .and_then(|o| {
+                                o.ok_or_else(|| Error::BlobMissing {
+                                    digest: l.digest.to_string(),
+                                })
+                            })
+                            .and_then(|(blob, _)| {
+                                layer::import_layer(
+                                    &input,
+                                    blob,
+                                    lease.staging(),
+                                    &limits,
+                                    &adapter,
+                                )
+                            });
+                        match res {
+                            Ok((rec, stats)) => {
+                                opts.progress.layer_done(i, &stats);
+                                results.lock().expect("not poisoned")[i] = Some((rec, stats));
+                            }
+                            Err(e) => {
+                                first_error.lock().expect("not poisoned").get_or_insert(e);
+                                return;
+                            }
+                        }
                     }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("not poisoned") {
-        return Err(e); // dropping the lease removes its staging
+                });
+            }
+        });
+        // On error, dropping the lease removes its staging.
+        first_error
+            .into_inner()
+            .expect("not poisoned")
+            .map_or(Ok(()), Err)
+    };
+    read(&todo)?;
+    if !theirs.is_empty() {
+        read(&wait_for_layers(store, &lease, image, &theirs)?)?;
     }
     let results = results.into_inner().expect("not poisoned");
     let mut records = Vec::new();

@@ -1,7 +1,7 @@
 //! Leases: a record of an operation in flight (an import), with enough to tell whether its
 //! process is still alive after a crash. Each lease owns `staging/ID/`.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::digest::{Digest, ObjectId};
@@ -53,8 +53,20 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Remove a lease's row and its pins.
+/// What [`Lease::pin_layers`] found of a layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerState {
+    /// Stored (and now pinned).
+    Stored,
+    /// Not stored; this lease claimed it and is to read it.
+    Mine,
+    /// Not stored; another live lease is reading it.
+    Claimed { lease: String },
+}
+
+/// Remove a lease's row, its pins and its claims.
 fn end_lease(conn: &rusqlite::Connection, id: &str) -> Result<()> {
+    conn.execute("DELETE FROM layer_claims WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM lease_objects WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM lease_layers WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM leases WHERE id = ?1", [id])?;
@@ -113,6 +125,17 @@ impl Store {
         })
     }
 
+    /// Whether a lease exists and waits for layers other leases read.
+    pub fn lease_waits(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT waiting FROM leases WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(false))
+    }
+
     /// All leases, with whether their process is alive.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
         let conn = self.conn();
@@ -146,7 +169,8 @@ impl Store {
         // Pins of no lease (a staging area used without one) pin nothing.
         self.conn().execute_batch(
             "DELETE FROM lease_objects WHERE lease NOT IN (SELECT id FROM leases);
-             DELETE FROM lease_layers WHERE lease NOT IN (SELECT id FROM leases);",
+             DELETE FROM lease_layers WHERE lease NOT IN (SELECT id FROM leases);
+             DELETE FROM layer_claims WHERE lease NOT IN (SELECT id FROM leases);",
         )?;
         for l in &dead {
             end_lease(&self.conn(), &l.id)?;
@@ -171,11 +195,12 @@ impl<'s> Lease<'s> {
         self.staging.as_ref().expect("staging lives until release")
     }
 
-    /// Pin stored layers the operation builds on, so gc keeps them (and their objects) until
-    /// the lease ends. Returns, per diff_id, whether it is stored. The pins are recorded and the
-    /// layers looked up in one transaction under the shared store lock, so a gc sweep either
-    /// comes after and sees the pins, or came before and the lookup sees what it left.
-    pub fn pin_layers(&self, diff_ids: &[Digest]) -> Result<Vec<bool>> {
+    /// Pin the layers the operation builds on, so gc keeps them (and their objects) until the
+    /// lease ends, and claim the ones not stored yet. Per diff_id: stored, claimed by this lease
+    /// now (read it), or being read by another live lease. The pins and claims are recorded and
+    /// the layers looked up in one transaction under the shared store lock, so a gc sweep
+    /// either comes after and sees the pins, or came before and the lookup sees what it left.
+    pub fn pin_layers(&self, diff_ids: &[Digest]) -> Result<Vec<LayerState>> {
         let _shared = self.store.lock(LockMode::Shared)?;
         let mut conn = self.store.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -186,14 +211,50 @@ impl<'s> Lease<'s> {
             )?;
             let mut has =
                 tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)")?;
+            let mut owner = tx.prepare_cached(
+                "SELECT c.lease, l.pid, l.boot_id, l.start_time FROM layer_claims c
+                 LEFT JOIN leases l ON l.id = c.lease WHERE c.diff_id = ?1",
+            )?;
+            let mut claim = tx.prepare_cached(
+                "INSERT INTO layer_claims (diff_id, lease) VALUES (?1, ?2)
+                 ON CONFLICT (diff_id) DO UPDATE SET lease = excluded.lease",
+            )?;
             for d in diff_ids {
                 let d = d.to_string();
                 pin.execute(params![d, self.id])?;
-                out.push(has.query_row([&d], |r| r.get(0))?);
+                if has.query_row([&d], |r| r.get(0))? {
+                    out.push(LayerState::Stored);
+                    continue;
+                }
+                let held: Option<(String, Option<u32>, Option<String>, Option<i64>)> = owner
+                    .query_row([&d], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                match held {
+                    Some((lease, Some(pid), Some(boot), Some(start)))
+                        if lease != self.id
+                            && process_identity(pid)
+                                .is_some_and(|(b, s)| b == boot && s == start as u64) =>
+                    {
+                        out.push(LayerState::Claimed { lease });
+                    }
+                    _ => {
+                        claim.execute(params![d, self.id])?;
+                        out.push(LayerState::Mine);
+                    }
+                }
             }
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Say whether this lease waits for layers other leases read (see [`Lease::pin_layers`]).
+    pub fn set_waiting(&self, waiting: bool) -> Result<()> {
+        self.store.conn().execute(
+            "UPDATE leases SET waiting = ?2 WHERE id = ?1",
+            params![self.id, waiting],
+        )?;
+        Ok(())
     }
 
     /// End the lease inside the caller's publish transaction: its row and its pins.

@@ -59,7 +59,7 @@ pub mod tree;
 pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
-pub use lease::Lease;
+pub use lease::{LayerState, Lease};
 pub use merge::MergedTree;
 pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};

@@ -123,6 +123,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (diff_id, lease)
     ) WITHOUT ROWID;
     CREATE INDEX lease_layers_lease ON lease_layers(lease);
+    -- A layer an import is reading: a second import of the same layer waits for it instead of
+    -- reading it too (unless the claimer itself waits, which could be a cycle).
+    CREATE TABLE layer_claims (
+        diff_id TEXT PRIMARY KEY,
+        lease TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX layer_claims_lease ON layer_claims(lease);
+    ALTER TABLE leases ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE counters (
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use layerstore_gc::{GcOptions, collect, plan};
 use layerstore_store::disk::{DiskFormat, DiskOptions};
-use layerstore_store::{ObjectId, PutOutcome, RefKind, RefName, Store};
+use layerstore_store::{LayerState, ObjectId, PutOutcome, RefKind, RefName, Store};
 use layerstore_tests::{
     Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat, sample_series,
 };
@@ -400,7 +400,10 @@ fn gc_spares_what_an_import_in_flight_pinned() {
     import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
     let (diff_id, _, _) = orphaned_object(&store, "base-v1");
     let lease = store.begin_lease("import in flight").unwrap();
-    assert_eq!(lease.pin_layers(&[diff_id]).unwrap(), vec![true]);
+    assert_eq!(
+        lease.pin_layers(&[diff_id]).unwrap(),
+        vec![LayerState::Stored]
+    );
     let r = gc(&store);
     assert!(
         r.removed.layers.is_empty() && r.removed.objects == 0,
@@ -436,5 +439,44 @@ fn an_object_swept_before_its_pin_fails_the_flush() {
     drop(lease);
     // The import itself retries and writes the content again.
     import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    assert_sound(&store);
+}
+
+/// A layer another live import is reading is claimed: a second import waits for it instead of
+/// reading it too, and takes it over when the first ends without publishing.
+#[test]
+fn an_import_waits_for_a_layer_another_import_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("sample");
+    sample_series(&oci).unwrap();
+    let store = new_store(tmp.path());
+    let src = format!("oci:{}:app-v2", oci.display());
+    // Claims, through the library.
+    let layer = layerstore_store::Digest::of(b"not stored");
+    let a = store.begin_lease("a").unwrap();
+    let b = store.begin_lease("b").unwrap();
+    assert_eq!(a.pin_layers(&[layer]).unwrap(), vec![LayerState::Mine]);
+    assert_eq!(
+        b.pin_layers(&[layer]).unwrap(),
+        vec![LayerState::Claimed {
+            lease: a.id().to_string()
+        }]
+    );
+    drop(a);
+    assert_eq!(b.pin_layers(&[layer]).unwrap(), vec![LayerState::Mine]);
+    drop(b);
+
+    // Two imports of one image at once: each layer is read by one of them.
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| import(&store, &src).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let layers = reports[0].layers.len();
+    for i in 0..layers {
+        let read = reports.iter().filter(|r| !r.layers[i].reused).count();
+        assert_eq!(read, 1, "layer {i} read by {read} imports");
+    }
     assert_sound(&store);
 }
