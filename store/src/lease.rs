@@ -47,6 +47,11 @@ fn process_identity(pid: u32) -> Option<(String, u64)> {
     Some((boot_id(), start))
 }
 
+/// Whether the process a lease row names still runs (same pid, boot and start time).
+fn runs(pid: u32, boot: &str, start: i64) -> bool {
+    process_identity(pid).is_some_and(|(b, s)| b == boot && s == start as u64)
+}
+
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
@@ -156,8 +161,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let mut l = row?;
-            l.alive = process_identity(l.pid)
-                .is_some_and(|(boot, start)| boot == l.boot_id && start == l.start_time);
+            l.alive = runs(l.pid, &l.boot_id, l.start_time as i64);
             out.push(l);
         }
         Ok(out)
@@ -226,15 +230,18 @@ impl<'s> Lease<'s> {
                     out.push(LayerState::Stored);
                     continue;
                 }
-                let held: Option<(String, Option<u32>, Option<String>, Option<i64>)> = owner
-                    .query_row([&d], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                // The claimer, if it is another lease whose process still runs.
+                let held: Option<(String, bool)> = owner
+                    .query_row([&d], |r| {
+                        let alive = match (r.get(1)?, r.get::<_, Option<String>>(2)?, r.get(3)?) {
+                            (Some(pid), Some(boot), Some(start)) => runs(pid, &boot, start),
+                            _ => false,
+                        };
+                        Ok((r.get(0)?, alive))
+                    })
                     .optional()?;
                 match held {
-                    Some((lease, Some(pid), Some(boot), Some(start)))
-                        if lease != self.id
-                            && process_identity(pid)
-                                .is_some_and(|(b, s)| b == boot && s == start as u64) =>
-                    {
+                    Some((lease, true)) if lease != self.id => {
                         out.push(LayerState::Claimed { lease });
                     }
                     _ => {
