@@ -385,6 +385,14 @@ impl<'s> Staging<'s> {
             return Ok((obj, PutOutcome::Inline));
         }
         let z = self.compress(content, false)?;
+        // A frame small enough to be inline goes in the index: no file, no inode, no block
+        // rounding, and hardlink checkouts copy compressed objects anyway.
+        if let Some(z) = z.as_ref().filter(|z| self.is_inline_size(z.len() as u64)) {
+            return Ok((
+                NewObject::inline(id, size, z.clone(), true),
+                PutOutcome::Inline,
+            ));
+        }
         let bytes = z.as_deref().unwrap_or(content);
         let file = LooseFile {
             zstd: z.is_some(),
@@ -891,12 +899,6 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path(), Some(Compression::default()));
         let st = s.staging("t").unwrap();
-        let text: Vec<u8> = b"all work and no play "
-            .iter()
-            .cycle()
-            .take(100_000)
-            .copied()
-            .collect();
         let mut noise = vec![0u8; 100_000];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for b in &mut noise {
@@ -905,13 +907,33 @@ mod tests {
             x ^= x << 17;
             *b = x as u8;
         }
+        // Words picked at random: compresses well, but not into an inline-sized frame.
+        let words: [&[u8]; 8] = [
+            b"all ", b"work ", b"and ", b"no ", b"play ", b"makes ", b"jack ", b"dull ",
+        ];
+        let text: Vec<u8> = noise
+            .iter()
+            .flat_map(|b| words[(b & 7) as usize])
+            .copied()
+            .take(100_000)
+            .collect();
+        // Repetitive text compresses into an inline-sized frame: stored in the index.
+        let rep: Vec<u8> = b"all work and no play "
+            .iter()
+            .cycle()
+            .take(100_000)
+            .copied()
+            .collect();
+        let (r, outcome) = st.put_bytes(&rep).unwrap();
+        assert_eq!(outcome, PutOutcome::Inline);
+        assert!(r.zstd && r.stored < 4096 && r.inline.is_some());
         let (t, _) = st.put_bytes(&text).unwrap();
         let (n, _) = st.put_bytes(&noise).unwrap();
         st.flush().unwrap();
-        assert!(t.zstd && t.stored < 4096);
+        assert!(t.zstd && t.stored > 4096 && t.stored < 50_000 && t.inline.is_none());
         assert!(!n.zstd && n.stored == noise.len() as u64);
         // Small text compresses inline too; tiny contents are left alone.
-        let (i, outcome) = st.put_bytes(&text[..2000]).unwrap();
+        let (i, outcome) = st.put_bytes(&rep[..2000]).unwrap();
         assert_eq!(outcome, PutOutcome::Inline);
         assert!(i.zstd && i.stored < 200);
         let (tiny, _) = st.put_bytes(b"short").unwrap();
@@ -931,7 +953,11 @@ mod tests {
         assert_eq!(back, text);
         assert_eq!(
             unzstd_inline(&i.id, i.inline.as_ref().unwrap(), i.size).unwrap(),
-            &text[..2000]
+            &rep[..2000]
+        );
+        assert_eq!(
+            unzstd_inline(&r.id, r.inline.as_ref().unwrap(), r.size).unwrap(),
+            rep
         );
         st.remove().unwrap();
     }

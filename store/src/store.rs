@@ -398,9 +398,21 @@ fn syncfs(root: &Dir) -> Result<()> {
     rustix::fs::syncfs(&fd).map_err(|e| Error::Sync(e.into()))
 }
 
+/// Waiting for another connection's write: poll every millisecond (SQLite's own backoff sleeps
+/// up to 100 ms at a time, so a writer waiting behind a chain of short gc transactions lost
+/// most of a second), for up to ten minutes.
+fn busy(attempt: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_millis(if attempt < 1000 {
+        1
+    } else {
+        10
+    }));
+    attempt < 60_000
+}
+
 fn open_index(store: &Path) -> Result<Connection> {
     let mut conn = Connection::open(store.join("index.sqlite"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    conn.busy_handler(Some(busy))?;
     // Only takes effect on a new database; inline objects of a few KiB fit its pages whole.
     conn.pragma_update(None, "page_size", 16384)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -421,7 +433,7 @@ fn open_index(store: &Path) -> Result<Connection> {
 /// A second connection to an open store's index, for a long read of its own.
 pub(crate) fn open_reader(store: &Path) -> Result<Connection> {
     let conn = Connection::open(store.join("index.sqlite"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    conn.busy_handler(Some(busy))?;
     Ok(conn)
 }
 
