@@ -15,6 +15,8 @@
 //!   lock             flock: shared for readers (whole run) and imports (while they pin and
 //!                    place objects), exclusive for the gc sweep
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
+//!   turnstile        flock a gc takes before `lock` and shared holders pass through, so a
+//!                    waiting gc is not starved by a stream of readers and imports
 //! ```
 //!
 //! Invariants:

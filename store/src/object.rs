@@ -183,7 +183,9 @@ fn unzstd_inline(id: &ObjectId, blob: &[u8], size: u64) -> Result<Vec<u8>> {
 /// A file renamed after the pin is safe from every later sweep. A file found before the pin
 /// may have been swept in between: if the sweep generation moved since the batch opened, each
 /// one is looked at again, and one that is gone fails the import with [`Error::ObjectSwept`]
-/// (the import retries; its pins then keep what it found).
+/// (the import starts over with a new lease, and writes what is gone). A content written here
+/// counts as new even if, at the flush, a concurrent import's file of the same content won the
+/// name.
 pub struct Staging<'s> {
     store: &'s Store,
     name: String,

@@ -1,7 +1,8 @@
 //! Opening and creating a store, its configuration and its lock.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -164,6 +165,8 @@ pub struct Store {
     pub(crate) staging: Dir,
     pub(crate) conn: Mutex<Connection>,
     pub(crate) config: StoreConfig,
+    /// Shared locks held through this store (see [`Store::lock`]).
+    shared_held: Arc<AtomicUsize>,
 }
 
 /// Which flock a [`StoreLock`] holds.
@@ -177,9 +180,20 @@ pub enum LockMode {
     Collector,
 }
 
-/// A held flock on `STORE/lock`; released on drop (and by the kernel when the process dies).
+/// A held flock on `STORE/lock` (or `gc.lock`); released on drop (and by the kernel when the
+/// process dies).
 pub struct StoreLock {
     _file: std::fs::File,
+    /// The store's count of shared locks this process holds, for a shared lock.
+    shared: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        if let Some(n) = &self.shared {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -275,6 +289,7 @@ impl Store {
             objects,
             staging,
             conn: Mutex::new(conn),
+            shared_held: Arc::new(AtomicUsize::new(0)),
             config,
         })
     }
@@ -326,28 +341,54 @@ impl Store {
 
     /// Take the store lock; blocks until it is free.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
-        use rustix::fs::{FlockOperation, flock};
-        let name = if mode == LockMode::Collector {
-            "gc.lock"
-        } else {
-            "lock"
-        };
+        use rustix::fs::FlockOperation::{LockExclusive, LockShared};
+        match mode {
+            LockMode::Collector => Ok(StoreLock {
+                _file: self.flock_file("gc.lock", LockExclusive)?,
+                shared: None,
+            }),
+            // flock has no fairness: a steady stream of shared holders would starve a gc
+            // forever. So a gc first takes `turnstile` exclusively, and a new shared holder
+            // passes through `turnstile` (shared, let go at once) before it takes `lock`: while
+            // a gc waits, newcomers queue behind it and only the holders it waits for remain.
+            // A thread of a process that already holds the shared lock through this store
+            // skips the turnstile, or a nested lock taken while a gc waits would deadlock.
+            LockMode::Exclusive => {
+                let turnstile = self.flock_file("turnstile", LockExclusive)?;
+                let file = self.flock_file("lock", LockExclusive)?;
+                drop(turnstile);
+                Ok(StoreLock {
+                    _file: file,
+                    shared: None,
+                })
+            }
+            LockMode::Shared => {
+                let turnstile = (self.shared_held.load(Ordering::Acquire) == 0)
+                    .then(|| self.flock_file("turnstile", LockShared))
+                    .transpose()?;
+                let file = self.flock_file("lock", LockShared)?;
+                self.shared_held.fetch_add(1, Ordering::AcqRel);
+                drop(turnstile);
+                Ok(StoreLock {
+                    _file: file,
+                    shared: Some(Arc::clone(&self.shared_held)),
+                })
+            }
+        }
+    }
+
+    /// Open `name` in the store root (made on first use: stores from before `gc.lock` and
+    /// `turnstile` have neither) and flock it.
+    fn flock_file(&self, name: &str, op: rustix::fs::FlockOperation) -> Result<std::fs::File> {
         let mut opts = cap_std::fs::OpenOptions::new();
-        // gc.lock is made on first use (stores from before it have none).
-        opts.read(true)
-            .write(true)
-            .create(mode == LockMode::Collector);
+        opts.read(true).write(true).create(name != "lock");
         let file = self
             .root
             .open_with(name, &opts)
             .at(self.path.join(name))?
             .into_std();
-        let op = match mode {
-            LockMode::Shared => FlockOperation::LockShared,
-            LockMode::Exclusive | LockMode::Collector => FlockOperation::LockExclusive,
-        };
-        flock(&file, op).at(self.path.join(name))?;
-        Ok(StoreLock { _file: file })
+        rustix::fs::flock(&file, op).at(self.path.join(name))?;
+        Ok(file)
     }
 
     /// Make everything written so far durable: one `syncfs` of the store's filesystem.
@@ -448,6 +489,45 @@ pub(crate) fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gc waiting for the exclusive lock gets it before shared holders that came after it
+    /// (three processes' worth of stores on one directory; sleeps only order the steps).
+    #[test]
+    fn a_waiting_exclusive_lock_is_not_starved_by_new_shared_holders() {
+        use std::time::Duration;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s");
+        drop(Store::init(&path, &StoreOptions::default()).unwrap());
+        let (reader, gc, late) = (
+            Store::open(&path).unwrap(),
+            Store::open(&path).unwrap(),
+            Store::open(&path).unwrap(),
+        );
+        let held = reader.lock(LockMode::Shared).unwrap();
+        // A nested shared lock of a holder never waits, even behind a waiting gc.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let tx1 = tx.clone();
+            s.spawn(move || {
+                let _x = gc.lock(LockMode::Exclusive).unwrap();
+                tx1.send("exclusive").unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let nested = reader.lock(LockMode::Shared).unwrap();
+            let tx2 = tx.clone();
+            s.spawn(move || {
+                let _l = late.lock(LockMode::Shared).unwrap();
+                tx2.send("late shared").unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            tx.send("released").unwrap();
+            drop(nested);
+            drop(held);
+        });
+        let order: Vec<&str> = rx.try_iter().collect();
+        assert_eq!(order, ["released", "exclusive", "late shared"]);
+    }
 
     #[test]
     fn concurrent_open_or_init_all_get_the_one_store() {
