@@ -497,10 +497,11 @@ fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
 }
 
 /// After the lock: the dead inline objects' rows (they have no files, so no import can find
-/// them present; a layer published since the sweep that names one keeps it), a few thousand
-/// rows per transaction so imports' writes get in between. Updates the report's object figures
+/// them present; a layer published since the sweep that names one keeps it), in at least four
+/// transactions so imports' writes get in between (each re-checks what became live). Updates the report's object figures
 /// to what was removed in the end.
 fn sweep_inline_rows(store: &Store, removed: &mut GcPlan) -> Result<()> {
+    // At least this many row ids per transaction.
     const ROWS: i64 = 4096;
     let last: i64 = store.conn().query_row(
         "SELECT COALESCE(max(r), 0) FROM gc_dead WHERE loose = 0",
@@ -510,7 +511,7 @@ fn sweep_inline_rows(store: &Store, removed: &mut GcPlan) -> Result<()> {
     let mut from = 0;
     while from <= last {
         // Row ids, not rows: a chunk spans ROWS ids of the objects table.
-        let to = from + ROWS.max((last + 1) / 16);
+        let to = from + ROWS.max((last + 1) / 4);
         store.durable(true, |tx| -> Result<()> {
             recheck(tx)?;
             delete_objects(tx, false, from..to)?;
