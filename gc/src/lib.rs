@@ -15,9 +15,7 @@
 //! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
 //! rows and bumps the sweep generation, then renames the doomed files to `.gc-` names in their
 //! own directories. After the lock is released the doomed files are unlinked (unlinks free
-//! blocks and can take seconds on a `discard` mount; imports never wait on them), and the rows of
-//! dead inline objects (which have no files) are deleted a few thousand at a time, each chunk
-//! re-checked, so imports' own writes get in between. An import
+//! blocks and can take seconds on a `discard` mount; imports never wait on them). An import
 //! that needs the same content later writes a new file under the object's name, which the
 //! doomed name does not touch. A crash at any point leaves only unreferenced files, which the
 //! next gc removes. One gc runs at a time (`gc.lock`).
@@ -155,17 +153,13 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     drop(lock);
     let lock_held = held_start.elapsed();
     let unlink_start = Instant::now();
-    let mut removed = removed;
     std::thread::scope(|s| -> Result<()> {
-        let rows = s.spawn(|| -> Result<()> {
-            sweep_inline_rows(store, &mut removed)?;
-            store
-                .conn()
-                .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
-            Ok(())
-        });
+        let checkpoint = s.spawn(|| store.conn().execute_batch("PRAGMA wal_checkpoint(PASSIVE)"));
         unlink_all(store, &doomed)?;
-        rows.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        checkpoint
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        Ok(())
     })?;
     let report = GcReport {
         bytes_freed: removed.bytes(),
@@ -438,20 +432,13 @@ fn recheck(tx: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Delete the dead object rows that are loose files (or inline), those with a row id in
-/// `range`, and take them off the totals. Returns how many rows went.
-fn delete_objects(tx: &Connection, loose: bool, range: std::ops::Range<i64>) -> Result<i64> {
-    const CHUNK: &str = "FROM gc_dead WHERE loose = ?1 AND r >= ?2 AND r < ?3";
-    tx.execute(
-        &format!("DELETE FROM objects WHERE rowid IN (SELECT r {CHUNK})"),
-        rusqlite::params![loose, range.start, range.end],
-    )?;
+/// Delete the dead object rows and take them off the totals.
+fn delete_objects(tx: &Connection) -> Result<()> {
+    tx.execute_batch("DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead)")?;
     let gone = tx.query_row(
-        &format!(
-            "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
-                    COALESCE(sum(loose * stored), 0) {CHUNK}"
-        ),
-        rusqlite::params![loose, range.start, range.end],
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
+                COALESCE(sum(loose * stored), 0) FROM gc_dead",
+        [],
         |r| {
             Ok(ObjectTotals {
                 objects: r.get(0)?,
@@ -462,11 +449,11 @@ fn delete_objects(tx: &Connection, loose: bool, range: std::ops::Range<i64>) -> 
         },
     )?;
     gone.negated().add_to(tx)?;
-    Ok(gone.objects)
+    Ok(())
 }
 
 /// The sweep's transaction (the caller holds the exclusive lock): re-check the mark, delete
-/// the dead refs, images, layers and loose objects' rows, bump the sweep generation. Returns
+/// the dead refs, images, layers and objects' rows, bump the sweep generation. Returns
 /// what goes and the loose files to doom (dead objects' and strays').
 fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
     store.durable(true, |tx| -> Result<(GcPlan, Vec<ObjectId>)> {
@@ -490,39 +477,8 @@ fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
              DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
              UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
         )?;
-        delete_objects(tx, true, 0..i64::MAX)?;
+        delete_objects(tx)?;
         log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
         Ok((removed, doomed))
     })
-}
-
-/// After the lock: the dead inline objects' rows (they have no files, so no import can find
-/// them present; a layer published since the sweep that names one keeps it), in at least four
-/// transactions so imports' writes get in between (each re-checks what became live). Updates the report's object figures
-/// to what was removed in the end.
-fn sweep_inline_rows(store: &Store, removed: &mut GcPlan) -> Result<()> {
-    // At least this many row ids per transaction.
-    const ROWS: i64 = 4096;
-    let last: i64 = store.conn().query_row(
-        "SELECT COALESCE(max(r), 0) FROM gc_dead WHERE loose = 0",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut from = 0;
-    while from <= last {
-        // Row ids, not rows: a chunk spans ROWS ids of the objects table.
-        let to = from + ROWS.max((last + 1) / 4);
-        store.durable(true, |tx| -> Result<()> {
-            recheck(tx)?;
-            delete_objects(tx, false, from..to)?;
-            Ok(())
-        })?;
-        from = to;
-    }
-    let now = describe(&store.conn())?;
-    removed.objects = now.objects;
-    removed.object_bytes = now.object_bytes;
-    removed.stored_bytes = now.stored_bytes;
-    removed.loose_files = now.loose_files;
-    Ok(())
 }
