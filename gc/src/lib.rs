@@ -435,19 +435,7 @@ fn recheck(tx: &Connection) -> Result<()> {
 /// Delete the dead object rows and take them off the totals.
 fn delete_objects(tx: &Connection) -> Result<()> {
     tx.execute_batch("DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead)")?;
-    let gone = tx.query_row(
-        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(loose), 0),
-                COALESCE(sum(loose * stored), 0) FROM gc_dead",
-        [],
-        |r| {
-            Ok(ObjectTotals {
-                objects: r.get(0)?,
-                object_bytes: r.get(1)?,
-                loose_objects: r.get(2)?,
-                loose_bytes: r.get(3)?,
-            })
-        },
-    )?;
+    let gone = ObjectTotals::sum_of(tx, "gc_dead", "stored")?;
     gone.negated().add_to(tx)?;
     Ok(())
 }

@@ -80,10 +80,21 @@ impl ObjectTotals {
 
     /// The totals counted from the rows (fsck).
     pub fn counted(conn: &rusqlite::Connection) -> Result<Self> {
+        Self::sum_of(
+            conn,
+            "objects INDEXED BY objects_loose_size",
+            "COALESCE(stored, size)",
+        )
+    }
+
+    /// The totals over `table`, any table with the columns `size` and `loose`, with `stored`
+    /// the SQL for a row's stored bytes.
+    pub fn sum_of(conn: &rusqlite::Connection, table: &str, stored: &str) -> Result<Self> {
         Ok(conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
-                    COALESCE(SUM(loose * COALESCE(stored, size)), 0)
-             FROM objects INDEXED BY objects_loose_size",
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
+                        COALESCE(SUM(loose * {stored}), 0) FROM {table}"
+            ),
             [],
             |r| {
                 Ok(ObjectTotals {

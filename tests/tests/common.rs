@@ -13,6 +13,14 @@ pub fn new_store(dir: &Path) -> Store {
     Store::init(&dir.join("store"), &StoreOptions::default()).expect("init")
 }
 
+/// A fresh store in `dir` and the sample series written beside it, as the `oci:` source spec
+/// of the series (append `:TAG`).
+pub fn sample_store(dir: &Path) -> (Store, String) {
+    let oci = dir.join("sample");
+    layerstore_tests::sample_series(&oci).expect("sample series");
+    (new_store(dir), format!("oci:{}", oci.display()))
+}
+
 pub fn import(store: &Store, spec: &str) -> layerstore_import::Result<ImportReport> {
     layerstore_import::import(store, spec, &ImportOptions::default())
 }

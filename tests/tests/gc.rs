@@ -361,10 +361,8 @@ fn orphaned_object(store: &Store, name: &str) -> (layerstore_store::Digest, Obje
 #[test]
 fn gc_spares_what_an_import_in_flight_pinned() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("sample");
-    sample_series(&oci).unwrap();
-    let store = new_store(tmp.path());
-    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
     let (diff_id, found, content) = orphaned_object(&store, "base-v1");
     let loose_before = store.loose_ids().unwrap().len();
     assert!(loose_before > 1);
@@ -397,7 +395,7 @@ fn gc_spares_what_an_import_in_flight_pinned() {
     assert_sound(&store);
 
     // A pinned layer keeps all its objects.
-    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    import(&store, &format!("{oci}:base-v1")).unwrap();
     let (diff_id, _, _) = orphaned_object(&store, "base-v1");
     let lease = store.begin_lease("import in flight").unwrap();
     assert_eq!(
@@ -419,10 +417,8 @@ fn gc_spares_what_an_import_in_flight_pinned() {
 #[test]
 fn an_object_swept_before_its_pin_fails_the_flush() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("sample");
-    sample_series(&oci).unwrap();
-    let store = new_store(tmp.path());
-    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
     let (_, found, content) = orphaned_object(&store, "base-v1");
     let lease = store.begin_lease("import in flight").unwrap();
     let (_, hit) = lease.staging().put_bytes(&content).unwrap();
@@ -438,7 +434,7 @@ fn an_object_swept_before_its_pin_fails_the_flush() {
     }
     drop(lease);
     // The import itself retries and writes the content again.
-    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    import(&store, &format!("{oci}:base-v1")).unwrap();
     assert_sound(&store);
 }
 
@@ -447,10 +443,8 @@ fn an_object_swept_before_its_pin_fails_the_flush() {
 #[test]
 fn an_import_waits_for_a_layer_another_import_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("sample");
-    sample_series(&oci).unwrap();
-    let store = new_store(tmp.path());
-    let src = format!("oci:{}:app-v2", oci.display());
+    let (store, oci) = sample_store(tmp.path());
+    let src = format!("{oci}:app-v2");
     // Claims, through the library.
     let layer = layerstore_store::Digest::of(b"not stored");
     let a = store.begin_lease("a").unwrap();

@@ -117,18 +117,7 @@ fn checkouts_match_umoci_unpack() {
         );
         assert_same_tree(&ours, &bundle.join("rootfs"));
         // A hard-link checkout has the same paths and contents.
-        let hl = tmp.path().join(format!("hl-{tag}"));
-        let opts = CheckoutOptions {
-            mode: CheckoutMode::Hardlink,
-            ..CheckoutOptions::default()
-        };
-        store.checkout(&tree, &hl, &opts).unwrap();
-        let (a, _) = tree_facts(&ours);
-        let (b, _) = tree_facts(&hl);
-        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-        for (k, fa) in &a {
-            assert_eq!(fa.content, b[k].content, "{}", k.display());
-        }
+        hardlink_checkout_matches(&store, &tree, &ours, &tmp.path().join(format!("hl-{tag}")));
     }
     assert_sound(&store);
 }
@@ -280,17 +269,26 @@ fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
         (1200, 40, 1)
     );
     assert_same_tree(&ours, &reference);
-    let hl = tmp.path().join("hl");
+    hardlink_checkout_matches(&store, &tree, &ours, &tmp.path().join("hl"));
+    assert_sound(&store);
+}
+
+/// A hard-link checkout of `tree` into `hl` has the paths and contents of the copy `ours`.
+fn hardlink_checkout_matches(
+    store: &layerstore_store::Store,
+    tree: &layerstore_store::MergedTree,
+    ours: &std::path::Path,
+    hl: &std::path::Path,
+) {
     let opts = CheckoutOptions {
         mode: CheckoutMode::Hardlink,
         ..CheckoutOptions::default()
     };
-    store.checkout(&tree, &hl, &opts).unwrap();
-    let (a, _) = tree_facts(&ours);
-    let (b, _) = tree_facts(&hl);
+    store.checkout(tree, hl, &opts).unwrap();
+    let (a, _) = tree_facts(ours);
+    let (b, _) = tree_facts(hl);
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, fa) in &a {
         assert_eq!(fa.content, b[k].content, "{}", k.display());
     }
-    assert_sound(&store);
 }
