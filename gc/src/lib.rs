@@ -434,7 +434,23 @@ fn recheck(tx: &Connection) -> Result<()> {
 
 /// Delete the dead object rows and take them off the totals.
 fn delete_objects(tx: &Connection) -> Result<()> {
-    tx.execute_batch("DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead)")?;
+    let (dead, all): (i64, i64) = tx.query_row(
+        "SELECT (SELECT count(*) FROM gc_dead), (SELECT value FROM counters WHERE name = 'objects')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if dead * 4 >= all && dead > 0 {
+        // Deleting a quarter or more of the index one entry at a time costs more than building
+        // it again from the rows that stay.
+        tx.execute_batch(&format!(
+            "DROP INDEX objects_loose_size;
+             DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead);
+             {};",
+            layerstore_store::OBJECTS_LOOSE_SIZE_INDEX
+        ))?;
+    } else {
+        tx.execute_batch("DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead)")?;
+    }
     let gone = ObjectTotals::sum_of(tx, "gc_dead", "stored")?;
     gone.negated().add_to(tx)?;
     Ok(())

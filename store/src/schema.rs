@@ -146,6 +146,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// How migration 2 defines the covering index of `objects` (gc drops and rebuilds it when it
+/// deletes a large part of the rows). A test checks it against the migrated schema.
+pub const OBJECTS_LOOSE_SIZE_INDEX: &str =
+    "CREATE INDEX objects_loose_size ON objects(loose, size, stored, zstd, id)";
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -168,4 +173,23 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_objects_index_constant_is_what_the_migrations_create() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'objects_loose_size'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sql, OBJECTS_LOOSE_SIZE_INDEX);
+    }
 }
