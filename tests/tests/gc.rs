@@ -374,6 +374,12 @@ fn gc_spares_what_an_import_in_flight_pinned() {
     let (new, wrote) = lease.staging().put_bytes(&fresh).unwrap();
     assert_eq!(wrote, PutOutcome::Written);
     lease.staging().flush().unwrap();
+    // `why` names the lease as what keeps the found object.
+    let reasons =
+        layerstore_gc::why::why(&store, &layerstore_gc::why::Subject::Object(found)).unwrap();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].root, format!("lease/{}", lease.id()));
+    assert_eq!(reasons[0].via, "import in flight");
 
     // Objects pinned, layer not: the layer goes, the two pinned files stay.
     let r = gc(&store);
