@@ -326,10 +326,11 @@ fn mark_rows(conn: &Connection) -> Result<GcPlan> {
                  SELECT id FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
              CREATE TEMP TABLE gc_dead_layers AS
                  SELECT id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
-             CREATE TEMP TABLE gc_dead (r INTEGER PRIMARY KEY, id BLOB, size INTEGER,
+             CREATE TEMP TABLE gc_dead (r INTEGER, id BLOB, size INTEGER,
                                         stored INTEGER, loose INTEGER);",
         )?;
         // The mark itself in a hash set: a probe per object into an SQL temp b-tree cost 2.4 µs.
+        // gc_dead has no key, so its rows are appended, not inserted in order.
         let live: IdMap<()> = object_ids(
             conn,
             "SELECT object FROM entries
