@@ -14,7 +14,7 @@
 //! index as it is now (a layer that became live since the mark — a new import, a new tag, a
 //! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
 //! rows and bumps the sweep generation, then renames the doomed files to `.gc-` names in their
-//! own directories. After the lock is released the doomed files are unlinked (unlinks free
+//! own directories (in parallel). After the lock is released the doomed files are unlinked (unlinks free
 //! blocks and can take seconds on a `discard` mount; imports never wait on them). An import
 //! that needs the same content later writes a new file under the object's name, which the
 //! doomed name does not touch. A crash at any point leaves only unreferenced files, which the
@@ -23,6 +23,8 @@
 pub mod why;
 
 use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use layerstore_store::df::ObjectTotals;
 use layerstore_store::digest::IdMap;
@@ -144,7 +146,10 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         .pragma_update(None, "wal_autocheckpoint", 1000)?;
     let (removed, doomed_ids) = swept?;
     log::debug!("gc: rows deleted at {:?}", held_start.elapsed());
-    let doomed = in_two_threads(&doomed_ids, |id| store.doom_loose(id))?;
+    let doomed: Vec<String> = doomed_ids
+        .par_iter()
+        .map(|id| store.doom_loose(id))
+        .collect::<layerstore_store::Result<_>>()?;
     log::debug!(
         "gc: {} files doomed at {:?}",
         doomed.len(),
@@ -172,35 +177,9 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     Ok((removed, Some(report)))
 }
 
-/// Apply `f` to every item, split over two threads; the results in any order.
-fn in_two_threads<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> layerstore_store::Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let half = items.len().div_ceil(2);
-    let (a, b) = items.split_at(half);
-    let run = |part: &[T]| {
-        part.iter()
-            .map(&f)
-            .collect::<layerstore_store::Result<Vec<R>>>()
-    };
-    let (ra, rb) = std::thread::scope(|s| {
-        let other = s.spawn(|| run(b));
-        (
-            run(a),
-            other
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        )
-    });
-    let mut out = ra?;
-    out.extend(rb?);
-    Ok(out)
-}
-
 /// Unlink doomed files (`ab/.gc-…`).
 fn unlink_all(store: &Store, doomed: &[String]) -> Result<()> {
-    in_two_threads(doomed, |d| store.unlink_doomed(d))?;
+    doomed.par_iter().try_for_each(|d| store.unlink_doomed(d))?;
     Ok(())
 }
 

@@ -791,43 +791,39 @@ pub struct ObjectScan {
 }
 
 impl Store {
-    /// Scan `objects/` (one directory read per subdirectory, no stat), two threads.
+    /// Scan `objects/` (one directory read per subdirectory, no stat), subdirectories in
+    /// parallel.
     pub fn scan_objects(&self) -> Result<ObjectScan> {
-        let scan_part = |part: u8| -> Result<ObjectScan> {
+        use rayon::prelude::*;
+        let scan_dir = |i: u8| -> Result<ObjectScan> {
             let mut out = ObjectScan::default();
-            for i in (0..=255u8).filter(|i| i % 2 == part) {
-                let sub = format!("{i:02x}");
-                let path = self.path.join("objects").join(&sub);
-                let dir = self.objects.open_dir(&sub).at(&path)?;
-                for ent in dir.entries().at(&path)? {
-                    let name = ent.at(&path)?.file_name();
-                    let name = name.to_string_lossy();
-                    if let Ok(id) = format!("{sub}{name}").parse::<ObjectId>() {
-                        out.ids.push(id);
-                    } else if name.starts_with(DOOMED_PREFIX) {
-                        out.doomed.push(format!("{sub}/{name}"));
-                    } else {
-                        out.other.push(format!("{sub}/{name}"));
-                    }
+            let sub = format!("{i:02x}");
+            let path = self.path.join("objects").join(&sub);
+            let dir = self.objects.open_dir(&sub).at(&path)?;
+            for ent in dir.entries().at(&path)? {
+                let name = ent.at(&path)?.file_name();
+                let name = name.to_string_lossy();
+                if let Ok(id) = format!("{sub}{name}").parse::<ObjectId>() {
+                    out.ids.push(id);
+                } else if name.starts_with(DOOMED_PREFIX) {
+                    out.doomed.push(format!("{sub}/{name}"));
+                } else {
+                    out.other.push(format!("{sub}/{name}"));
                 }
             }
             Ok(out)
         };
-        let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| scan_part(1));
-            let mine = scan_part(0);
-            (
-                mine,
-                other
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            )
-        });
-        let (mut a, b) = (a?, b?);
-        a.ids.extend(b.ids);
-        a.doomed.extend(b.doomed);
-        a.other.extend(b.other);
-        Ok(a)
+        let parts: Vec<ObjectScan> = (0..=255u8)
+            .into_par_iter()
+            .map(scan_dir)
+            .collect::<Result<_>>()?;
+        let mut all = ObjectScan::default();
+        for p in parts {
+            all.ids.extend(p.ids);
+            all.doomed.extend(p.doomed);
+            all.other.extend(p.other);
+        }
+        Ok(all)
     }
 
     /// Every loose object file's id (one directory scan, no stat).

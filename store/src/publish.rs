@@ -82,19 +82,6 @@ pub(crate) fn decode_xattrs(mut b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 impl Store {
-    /// Whether a layer with this diff_id is stored.
-    pub fn has_layer(&self, diff_id: &Digest) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM layers WHERE diff_id = ?1",
-                [diff_id.to_string()],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-
     /// Publish an import: pin and place the lease's last objects, make them durable with one
     /// `syncfs`, then record the layers, the image and its refs in one durable
     /// (`synchronous=FULL`) transaction that also ends the lease. Until that commit the lease's
