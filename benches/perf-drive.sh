@@ -45,13 +45,8 @@
 #   OUT         raw hyperfine JSON and logs (default $BENCH/perf-drive-out)
 #   REPORT      Markdown report (default <repo>/benches/results/YYYY-MM-DD-perf-drive.md)
 set -euo pipefail
-self=$(readlink -f "${BASH_SOURCE[0]}")
-here=$(dirname "$self")
-repo=$(cd "$here/.." && pwd)
-BENCH=${BENCH:-/var/tmp/ls-bench}
-L=${LAYERSTORE:-$BENCH/layerstore}
-CORPUS=${CORPUS:-/work/corpus}
-TMPFS=${TMPFS:-$BENCH/tmpfs}
+BENCH_NAME=perf-drive
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 ZOCI=${ZOCI:-$BENCH/zoci}
 XOCI=${XOCI:-$BENCH/xoci}
 OTHER_TREE=${OTHER_TREE:-${CARGO_HOME:-$HOME/.cargo}/registry/src}
@@ -60,9 +55,7 @@ IDLE_WAIT=${IDLE_WAIT:-60}
 SECTIONS=${SECTIONS:-tput peers scale checkout profile}
 OUT=${OUT:-$BENCH/perf-drive-out}
 REPORT=${REPORT:-$repo/benches/results/$(date +%F)-perf-drive.md}
-GOCI=$CORPUS/oci
 
-die() { echo "perf-drive: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 [ -x "$L" ] || die "no layerstore binary at $L (see Usage)"
 [ -f "$GOCI/index.json" ] || die "no OCI layout at $GOCI"
@@ -72,17 +65,13 @@ done
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$TMPFS"
 rm -f "$OUT"/*.json "$OUT"/idle-*.log "$OUT/records.tsv"
-mounted=0
-if ! mountpoint -q "$TMPFS"; then
-  mount -t tmpfs -o size=4g tmpfs "$TMPFS"
-  mounted=1
-fi
+mount_tmpfs
 W=$TMPFS/w
 cleanup() {
   local rc=$?
-  findmnt -rn -o TARGET | awk -v d="$W" 'index($0, d) == 1' | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+  umount_under "$W"
   rm -rf "$W"
-  if [ $mounted = 1 ]; then umount "$TMPFS" || umount -l "$TMPFS"; fi
+  umount_tmpfs
   exit $rc
 }
 trap cleanup EXIT
@@ -137,20 +126,6 @@ blobs_of() { layers_of "$1" "$2" | awk '{print $2}' | tr '\n' ' '; }
 # Timing helpers. records.tsv: section  key  json  tar_bytes  note
 # ---------------------------------------------------------------------------------------------
 WAIT="bash $here/wait-idle.sh $IDLE_WAIT"
-# Never pass -N (--shell=none) here: hyperfine then also splits --prepare into words without a
-# shell, and "rm -rf DIR; sync; bash wait-idle.sh ..." would remove every word as a path.
-hf() { # KEY PREPARE [HYPERFINE_ARGS...] COMMAND: one benchmark -> $OUT/KEY.json
-  local key=$1 prep=$2; shift 2
-  echo "== $key: ${*: -1}" >&2
-  local style=(--style basic)
-  [ -z "${HF_DEBUG:-}" ] || style=(--show-output) # HF_DEBUG=1: see what the commands print
-  if ! hyperfine "${style[@]}" --warmup 0 --runs "$RUNS" --export-json "$OUT/$key.json" -n "$key" \
-    --prepare "$prep; sync; $WAIT $OUT/idle-$key.log" "$@" >&2; then
-    echo "perf-drive: $key failed; once more with its output:" >&2
-    sh -c "$prep" >&2 && sh -c "${*: -1}" >&2
-    die "$key failed"
-  fi
-}
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$OUT/records.tsv"; }
 : > "$OUT/records.tsv"
 # compare-peers.sh's own entry points run skopeo -> containers-storage and umoci exactly as it
@@ -263,10 +238,7 @@ fi
 # Report
 # ---------------------------------------------------------------------------------------------
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "cpu: $(lscpu | awk -F': *' '/^Model name/ {print $2; exit}'), nproc $(nproc), $(lscpu | awk -F': *' '/^Hypervisor vendor/ {print "hypervisor " $2}')"
-  echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-  echo "kernel: $(uname -srm)"
+  machine_lines
   echo "filesystem: $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$TMPFS" | head -n 1) (all stores, checkouts and peer stores)"
   echo "layerstore: $L sha256 $(sha256sum "$L" | cut -c1-16), $("$L" --version)"
   echo "git: binary built at $(cat "$BENCH/GIT_HEAD" 2> /dev/null || echo 'unknown (no $BENCH/GIT_HEAD)'); HEAD when the report was written: $(git -C "$repo" rev-parse --short HEAD)"

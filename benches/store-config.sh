@@ -24,15 +24,9 @@
 #   PEERS (default "ostree skopeo-cs"), OUT (default $BENCH/store-config-out),
 #   REPORT (default <repo>/benches/results/YYYY-MM-DD-store-config.md)
 set -euo pipefail
-self=$(readlink -f "${BASH_SOURCE[0]}")
-here=$(dirname "$self")
-repo=$(cd "$here/.." && pwd)
-BENCH=${BENCH:-/var/tmp/ls-bench}
-L=${LAYERSTORE:-$BENCH/layerstore}
-CORPUS=${CORPUS:-/work/corpus}
-GOCI=$CORPUS/oci
+BENCH_NAME=store-config
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 DISK_DIR=${DISK_DIR:-/var/tmp/store-config}
-TMPFS=${TMPFS:-$BENCH/tmpfs}
 RUNS=${RUNS:-3}
 IDLE_WAIT=${IDLE_WAIT:-60}
 CONFIGS=${CONFIGS:-t0 t0z3 t64 t64z3 t512 t512z3 t4096 t4096z3 t4096z9 t4096z19 t16384 t16384z3}
@@ -41,7 +35,6 @@ OUT=${OUT:-$BENCH/store-config-out}
 REPORT=${REPORT:-$repo/benches/results/$(date +%F)-store-config.md}
 IMAGES="base-v1 app-v1 base-v2 app-v2"
 
-die() { echo "store-config: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 [ -x "$L" ] || die "no layerstore binary at $L"
 [ -f "$GOCI/index.json" ] || die "no OCI layout at $GOCI"
@@ -49,18 +42,13 @@ for t in hyperfine skopeo umoci ostree python3; do command -v $t > /dev/null || 
 want_peer() { [[ " $PEERS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$TMPFS" "$DISK_DIR"
 rm -f "$OUT"/*.json "$OUT"/*.tsv "$OUT"/idle-*.log
-mounted=0
-if ! mountpoint -q "$TMPFS"; then mount -t tmpfs -o size=4g tmpfs "$TMPFS"; mounted=1; fi
+mount_tmpfs
 T=$TMPFS/sc
-umount_under() { # DIR: unmount everything at or below DIR (containers-storage overlay mounts)
-  findmnt -rn -o TARGET | awk -v d="$1" '$0 == d || index($0, d "/") == 1' | sort -r |
-    while read -r m; do umount "$m" 2> /dev/null || umount -l "$m" 2> /dev/null || true; done
-}
 cleanup() {
   local rc=$?
   umount_under "$T"; umount_under "$DISK_DIR"
   rm -rf "$T" "$DISK_DIR"
-  if [ $mounted = 1 ]; then umount "$TMPFS" || umount -l "$TMPFS"; fi
+  umount_tmpfs
   exit $rc
 }
 trap cleanup EXIT
@@ -68,13 +56,6 @@ trap 'exit 130' INT TERM
 rm -rf "$T"; mkdir -p "$T"
 
 WAIT="bash $here/wait-idle.sh $IDLE_WAIT"
-# Never -N: hyperfine would then split --prepare into words without a shell.
-hf() { # KEY PREPARE COMMAND
-  local key=$1 prep=$2 cmd=$3
-  echo "== $key: $cmd" >&2
-  hyperfine --style basic --warmup 0 --runs "$RUNS" --export-json "$OUT/$key.json" -n "$key" \
-    --prepare "$prep; sync; $WAIT $OUT/idle-$key.log" "$cmd" >&2 || die "$key failed"
-}
 once() { # KEY COMMAND...: one timed run after sync and the idle wait; wall s to $OUT/KEY.time
   local key=$1; shift
   sync; $WAIT "$OUT/idle-$key.log"
@@ -180,10 +161,7 @@ fi
 # Report
 # ---------------------------------------------------------------------------------------------
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "cpu: $(lscpu | awk -F': *' '/^Model name/ {print $2; exit}'), nproc $(nproc), $(lscpu | awk -F': *' '/^Hypervisor vendor/ {print "hypervisor " $2}')"
-  echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-  echo "kernel: $(uname -srm)"
+  machine_lines
   echo "disk pass: $DISK_DIR on $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$DISK_DIR" | head -n 1)"
   echo "tmpfs pass: $TMPFS on $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$TMPFS" | head -n 1)"
   echo "layerstore: $L sha256 $(sha256sum "$L" | cut -c1-16); built at $(cat "$BENCH/GIT_HEAD" 2> /dev/null || echo unknown); HEAD when the report was written: $(git -C "$repo" rev-parse --short HEAD)"
