@@ -558,13 +558,13 @@ fn image_for(record: &LayerRecord) -> ImageRecord {
     }
 }
 
-/// The tables a layer publish writes rows into, as in store/src/schema.rs (migrations 1 and 2).
+/// The tables a layer publish writes rows into, as in store/src/schema.rs (after migration 4).
 const RAW_SCHEMA: &str = "
+    CREATE TABLE inline_contents (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
     CREATE TABLE objects (
-        id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL, loose INTEGER NOT NULL, inline BLOB,
-        zstd INTEGER NOT NULL DEFAULT 0, stored INTEGER
-    );
-    CREATE INDEX objects_loose_size ON objects(loose, size, stored, zstd, id);
+        id BLOB PRIMARY KEY, size INTEGER NOT NULL, loose INTEGER NOT NULL,
+        zstd INTEGER NOT NULL DEFAULT 0, stored INTEGER, content INTEGER
+    ) WITHOUT ROWID;
     CREATE TABLE layers (
         id INTEGER PRIMARY KEY, diff_id TEXT NOT NULL UNIQUE, merged INTEGER NOT NULL DEFAULT 0,
         tar_size INTEGER NOT NULL, entry_count INTEGER NOT NULL, content_size INTEGER NOT NULL,
@@ -601,20 +601,32 @@ fn raw_insert(conn: &mut rusqlite::Connection, r: &LayerRecord) {
     {
         let mut obj = tx
             .prepare_cached(
-                "INSERT INTO objects (id, size, loose, inline, zstd, stored)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                "INSERT INTO objects (id, size, loose, zstd, stored)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             )
             .expect("prepare");
+        let mut content = tx
+            .prepare_cached("INSERT INTO inline_contents (data) VALUES (?1)")
+            .expect("prepare");
+        let mut link = tx
+            .prepare_cached("UPDATE objects SET content = ?2 WHERE id = ?1")
+            .expect("prepare");
         for o in &r.objects {
-            obj.execute(params![
-                &o.id.as_bytes()[..],
-                o.size as i64,
-                o.inline.is_none(),
-                o.inline,
-                o.zstd,
-                (o.stored != o.size).then_some(o.stored as i64),
-            ])
-            .expect("insert object");
+            let id = &o.id.as_bytes()[..];
+            let inserted = obj
+                .execute(params![
+                    id,
+                    o.size as i64,
+                    o.inline.is_none(),
+                    o.zstd,
+                    (o.stored != o.size).then_some(o.stored as i64),
+                ])
+                .expect("insert object");
+            if let (1, Some(data)) = (inserted, &o.inline) {
+                content.execute([data]).expect("insert content");
+                link.execute(params![id, tx.last_insert_rowid()])
+                    .expect("link content");
+            }
         }
         tx.execute(
             "INSERT INTO layers (diff_id, tar_size, entry_count, content_size, skeleton, imported_at)

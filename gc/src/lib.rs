@@ -240,8 +240,7 @@ fn mark(store: &Store) -> Result<(GcPlan, ObjectScan)> {
     let conn = store.conn();
     let known: IdMap<()> = object_ids(
         &conn,
-        "SELECT id FROM objects INDEXED BY objects_loose_size WHERE loose = 1
-         UNION ALL SELECT id FROM gc_pinned",
+        "SELECT id FROM objects WHERE loose = 1 UNION ALL SELECT id FROM gc_pinned",
     )?
     .into_iter()
     .map(|id| (id, ()))
@@ -305,8 +304,8 @@ fn mark_rows(conn: &Connection) -> Result<GcPlan> {
                  SELECT id FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
              CREATE TEMP TABLE gc_dead_layers AS
                  SELECT id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
-             CREATE TEMP TABLE gc_dead (r INTEGER, id BLOB, size INTEGER,
-                                        stored INTEGER, loose INTEGER);",
+             CREATE TEMP TABLE gc_dead (id BLOB, size INTEGER, stored INTEGER,
+                                        loose INTEGER, content INTEGER);",
         )?;
         // The mark itself in a hash set: a probe per object into an SQL temp b-tree cost 2.4 µs.
         // gc_dead has no key, so its rows are appended, not inserted in order.
@@ -319,27 +318,25 @@ fn mark_rows(conn: &Connection) -> Result<GcPlan> {
         .into_iter()
         .map(|id| (id, ()))
         .collect();
-        let mut all = conn.prepare(
-            "SELECT rowid, id, size, COALESCE(stored, size), loose
-             FROM objects INDEXED BY objects_loose_size",
-        )?;
+        let mut all =
+            conn.prepare("SELECT id, size, COALESCE(stored, size), loose, content FROM objects")?;
         let mut dead = conn.prepare(
-            "INSERT INTO gc_dead (r, id, size, stored, loose) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO gc_dead (id, size, stored, loose, content) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut rows = all.query([])?;
         while let Some(r) = rows.next()? {
-            let rusqlite::types::ValueRef::Blob(id) = r.get_ref(1)? else {
+            let rusqlite::types::ValueRef::Blob(id) = r.get_ref(0)? else {
                 continue;
             };
             if ObjectId::from_slice(id).is_some_and(|id| live.contains_key(&id)) {
                 continue;
             }
             dead.execute(rusqlite::params![
-                r.get::<_, i64>(0)?,
                 id,
+                r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?
+                r.get::<_, Option<i64>>(4)?
             ])?;
         }
         describe(conn)
@@ -412,25 +409,13 @@ fn recheck(tx: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Delete the dead object rows and take them off the totals.
+/// Delete the dead object rows and inline contents, and take them off the totals.
 fn delete_objects(tx: &Connection) -> Result<()> {
-    let (dead, all): (i64, i64) = tx.query_row(
-        "SELECT (SELECT count(*) FROM gc_dead), (SELECT value FROM counters WHERE name = 'objects')",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    tx.execute_batch(
+        "DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);
+         DELETE FROM inline_contents WHERE id IN
+             (SELECT content FROM gc_dead WHERE content IS NOT NULL);",
     )?;
-    if dead * 4 >= all && dead > 0 {
-        // Deleting a quarter or more of the index one entry at a time costs more than building
-        // it again from the rows that stay.
-        tx.execute_batch(&format!(
-            "DROP INDEX objects_loose_size;
-             DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead);
-             {};",
-            layerstore_store::OBJECTS_LOOSE_SIZE_INDEX
-        ))?;
-    } else {
-        tx.execute_batch("DELETE FROM objects WHERE rowid IN (SELECT r FROM gc_dead)")?;
-    }
     let gone = ObjectTotals::sum_of(tx, "gc_dead", "stored")?;
     gone.negated().add_to(tx)?;
     Ok(())

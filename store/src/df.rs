@@ -80,11 +80,7 @@ impl ObjectTotals {
 
     /// The totals counted from the rows (fsck).
     pub fn counted(conn: &rusqlite::Connection) -> Result<Self> {
-        Self::sum_of(
-            conn,
-            "objects INDEXED BY objects_loose_size",
-            "COALESCE(stored, size)",
-        )
+        Self::sum_of(conn, "objects", "COALESCE(stored, size)")
     }
 
     /// The totals over `table`, any table with the columns `size` and `loose`, with `stored`

@@ -39,6 +39,8 @@ pub enum Finding {
     MissingLayer { image: String, diff_id: String },
     /// A staging directory without a live import.
     StagingLeftover { name: String },
+    /// Inline contents no object row names.
+    UnreferencedInlineContents { count: u64 },
     /// The object totals kept for df differ from the rows.
     ObjectTotals {
         recorded: ObjectTotals,
@@ -87,7 +89,10 @@ impl Store {
 
         let rows: HashMap<ObjectId, ObjRow> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT id, size, inline, zstd FROM objects")?;
+            let mut stmt = conn.prepare(
+                "SELECT o.id, o.size, c.data, o.zstd
+                 FROM objects o LEFT JOIN inline_contents c ON c.id = o.content",
+            )?;
             let mut out = HashMap::new();
             let mut q = stmt.query([])?;
             while let Some(r) = q.next()? {
@@ -217,6 +222,26 @@ impl Store {
                     Some(Err(e)) => return Err(e),
                     _ => found.push(dangling()),
                 },
+            }
+        }
+
+        // Inline contents that no object names (the sweep deletes both in one transaction).
+        {
+            let conn = self.conn();
+            const ORPHANS: &str = "FROM inline_contents WHERE id NOT IN
+                 (SELECT content FROM objects WHERE content IS NOT NULL)";
+            let count: i64 =
+                conn.query_row(&format!("SELECT count(*) {ORPHANS}"), [], |r| r.get(0))?;
+            if count > 0 {
+                let f = Finding::UnreferencedInlineContents {
+                    count: count as u64,
+                };
+                if opts.repair {
+                    conn.execute(&format!("DELETE {ORPHANS}"), [])?;
+                    rep.repaired.push(f);
+                } else {
+                    found.push(f);
+                }
             }
         }
 

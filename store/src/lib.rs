@@ -67,7 +67,6 @@ pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Sta
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
-pub use schema::OBJECTS_LOOSE_SIZE_INDEX;
 pub use store::{Compression, Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 

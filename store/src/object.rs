@@ -569,15 +569,23 @@ pub struct ObjectReader<'s> {
 
 type ObjectRow = (i64, bool, Option<Vec<u8>>, bool);
 
+/// An object's row: size, loose, inline content, zstd.
+const OBJECT_ROW: &str = "SELECT o.size, o.loose, c.data, o.zstd
+     FROM objects o LEFT JOIN inline_contents c ON c.id = o.content WHERE o.id = ?1";
+
+/// Look up an object's row.
+fn object_row(conn: &rusqlite::Connection, id: &ObjectId) -> Result<ObjectRow> {
+    conn.prepare_cached(OBJECT_ROW)?
+        .query_row([&id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| Error::ObjectMissing { id: id.hex() })
+}
+
 impl ObjectReader<'_> {
     fn row(&self, id: &ObjectId) -> Result<ObjectRow> {
-        self.conn
-            .prepare_cached("SELECT size, loose, inline, zstd FROM objects WHERE id = ?1")?
-            .query_row([&id.as_bytes()[..]], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?
-            .ok_or_else(|| Error::ObjectMissing { id: id.hex() })
+        object_row(&self.conn, id)
     }
 
     /// Open the content of an object.
@@ -719,17 +727,8 @@ impl Store {
 
     /// Open the content of an object recorded in the index.
     pub fn read_object(&self, id: &ObjectId) -> Result<ObjectData> {
-        let row: Option<(i64, Option<Vec<u8>>, bool)> = self
-            .conn()
-            .prepare_cached("SELECT size, inline, zstd FROM objects WHERE id = ?1")?
-            .query_row([&id.as_bytes()[..]], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        match row {
-            None => Err(Error::ObjectMissing { id: id.hex() }),
-            Some((size, inline, zstd)) => self.object_data(id, size as u64, inline, zstd),
-        }
+        let (size, _, inline, zstd) = object_row(&self.conn(), id)?;
+        self.object_data(id, size as u64, inline, zstd)
     }
 
     /// An object's content from its row.

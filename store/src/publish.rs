@@ -115,24 +115,30 @@ fn insert_layer(
     corrections: &HashMap<ObjectId, LooseFile>,
 ) -> Result<()> {
     let mut obj = tx.prepare_cached(
-        "INSERT INTO objects (id, size, loose, inline, zstd, stored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO objects (id, size, loose, zstd, stored) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT DO NOTHING",
     )?;
+    let mut content = tx.prepare_cached("INSERT INTO inline_contents (data) VALUES (?1)")?;
+    let mut link = tx.prepare_cached("UPDATE objects SET content = ?2 WHERE id = ?1")?;
     let mut totals = ObjectTotals::default();
     for o in &layer.objects {
         let (zstd, stored) = match corrections.get(&o.id) {
             Some(f) if o.inline.is_none() => (f.zstd, f.len),
             _ => (o.zstd, o.stored),
         };
+        let id = &o.id.as_bytes()[..];
         let inserted = obj.execute(params![
-            &o.id.as_bytes()[..],
+            id,
             o.size as i64,
             o.inline.is_none(),
-            o.inline,
             zstd,
             (stored != o.size).then_some(stored as i64),
         ])?;
         if inserted == 1 {
+            if let Some(data) = &o.inline {
+                content.execute([data])?;
+                link.execute(params![id, tx.last_insert_rowid()])?;
+            }
             totals += ObjectTotals::row(o.size, o.inline.is_none(), stored);
         }
     }
