@@ -13,12 +13,17 @@
 //! sweep takes the exclusive lock: in one durable transaction it re-checks the plan against the
 //! index as it is now (a layer that became live since the mark — a new import, a new tag, a
 //! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
-//! rows and bumps the sweep generation, then renames the doomed files to `.gc-` names in their
-//! own directories (in parallel). After the lock is released the doomed files are unlinked (unlinks free
-//! blocks and can take seconds on a `discard` mount; imports never wait on them). An import
-//! that needs the same content later writes a new file under the object's name, which the
-//! doomed name does not touch. A crash at any point leaves only unreferenced files, which the
-//! next gc removes. One gc runs at a time (`gc.lock`).
+//! rows and bumps the sweep generation. Meanwhile other threads rename the doomed files to
+//! `.gc-` names in their own directory. After the lock is released the doomed files are
+//! unlinked (unlinks free blocks and can take seconds on a `discard` mount; imports never wait
+//! on them). An import that needs the same content later writes a new file under the object's
+//! name, which the doomed name does not touch.
+//!
+//! Crashes: the renames start before the commit, so the sweep sets a marker file first
+//! (`sweeping`, see [`Store::begin_sweep`]). Opening a store whose marker is present puts back
+//! every doomed file whose row still stands (the sweep did not commit); a sweep that fails
+//! without a crash does the same before it returns. Any other leftover is a file no row names,
+//! which the next gc removes. One gc runs at a time (`gc.lock`).
 
 pub mod why;
 
@@ -140,18 +145,19 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     // The sweep's commit would checkpoint the WAL (copy every page it changed into the
     // database file) under the lock; that waits until after it.
     store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
-    let swept = sweep_rows(store);
+    store.begin_sweep()?;
+    let swept = sweep(store);
+    if swept.is_err() {
+        // The transaction rolled back: its rows stand, so their files go back.
+        store.restore_doomed()?;
+    }
+    store.end_sweep()?;
     store
         .conn()
         .pragma_update(None, "wal_autocheckpoint", 1000)?;
-    let (removed, doomed_ids) = swept?;
-    log::debug!("gc: rows deleted at {:?}", held_start.elapsed());
-    let doomed: Vec<String> = doomed_ids
-        .par_iter()
-        .map(|id| store.doom_loose(id))
-        .collect::<layerstore_store::Result<_>>()?;
+    let (removed, doomed) = swept?;
     log::debug!(
-        "gc: {} files doomed at {:?}",
+        "gc: rows deleted and {} files doomed at {:?}",
         doomed.len(),
         held_start.elapsed()
     );
@@ -421,33 +427,51 @@ fn delete_objects(tx: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The sweep's transaction (the caller holds the exclusive lock): re-check the mark, delete
-/// the dead refs, images, layers and objects' rows, bump the sweep generation. Returns
-/// what goes and the loose files to doom (dead objects' and strays').
-fn sweep_rows(store: &Store) -> Result<(GcPlan, Vec<ObjectId>)> {
-    store.durable(true, |tx| -> Result<(GcPlan, Vec<ObjectId>)> {
+/// The sweep (the caller holds the exclusive lock and has set the sweep marker): one durable
+/// transaction re-checks the mark, deletes the dead refs, images, layers and objects' rows and
+/// bumps the sweep generation, while other threads rename the doomed loose files (dead
+/// objects' and strays') to `.gc-` names. Returns what went and the doomed names.
+fn sweep(store: &Store) -> Result<(GcPlan, Vec<String>)> {
+    store.durable(true, |tx| -> Result<(GcPlan, Vec<String>)> {
         let t = Instant::now();
         recheck(tx)?;
         log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
-        let mut removed = describe(tx)?;
-        let doomed = object_ids(
+        let doomed_ids = object_ids(
             tx,
             "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
         )?;
-        (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
-        tx.execute_batch(
-            "DELETE FROM refs WHERE name LIKE 'layer/%'
-                 AND target NOT IN (SELECT diff_id FROM gc_live_layers);
-             DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
-             DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
-             DELETE FROM layer_blobs WHERE diff_id IN
-                 (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
-             DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
-             DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
-             UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
-        )?;
-        delete_objects(tx)?;
-        log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
-        Ok((removed, doomed))
+        std::thread::scope(|s| {
+            let renames = s.spawn(|| {
+                doomed_ids
+                    .par_iter()
+                    .map(|id| store.doom_loose(id))
+                    .collect::<layerstore_store::Result<Vec<String>>>()
+            });
+            let removed = delete_rows(tx);
+            log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
+            let doomed = renames
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Ok((removed?, doomed?))
+        })
     })
+}
+
+/// The sweep's deletions, in its transaction: what the re-checked mark found dead.
+fn delete_rows(tx: &Connection) -> Result<GcPlan> {
+    let mut removed = describe(tx)?;
+    (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
+    tx.execute_batch(
+        "DELETE FROM refs WHERE name LIKE 'layer/%'
+             AND target NOT IN (SELECT diff_id FROM gc_live_layers);
+         DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+         DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
+         DELETE FROM layer_blobs WHERE diff_id IN
+             (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
+         DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
+         DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
+         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
+    )?;
+    delete_objects(tx)?;
+    Ok(removed)
 }

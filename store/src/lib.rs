@@ -12,6 +12,8 @@
 //!                    still the blake3 of the content
 //!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
 //!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
+//!   sweeping         present while a gc sweep renames doomed files before its commit; opening
+//!                    a store where it was left (the sweep was killed) puts those files back
 //!   lock             flock: shared for readers (whole run) and imports (while they pin and
 //!                    place objects), exclusive for the gc sweep
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
@@ -37,7 +39,8 @@
 //! - Locking: readers hold the shared flock for their whole run. An import holds it only
 //!   while it pins a batch of objects (or the stored layers it builds on) and renames the
 //!   batch's files into place; between batches a gc may sweep, and spares what live leases pin.
-//!   The sweep — re-check, row deletes, doomed renames — is the only exclusive holder.
+//!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
+//!   holder.
 
 pub mod checkout;
 pub mod df;

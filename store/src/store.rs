@@ -283,7 +283,7 @@ impl Store {
         let objects = root.open_dir("objects").at(path.join("objects"))?;
         let staging = root.open_dir("staging").at(path.join("staging"))?;
         let conn = open_index(path)?;
-        Ok(Store {
+        let store = Store {
             path: path.into(),
             root,
             objects,
@@ -291,7 +291,9 @@ impl Store {
             conn: Mutex::new(conn),
             shared_held: Arc::new(AtomicUsize::new(0)),
             config,
-        })
+        };
+        store.recover_sweep()?;
+        Ok(store)
     }
 
     /// Open the store at `path`, creating it first if there is none.

@@ -480,3 +480,45 @@ fn an_import_waits_for_a_layer_another_import_reads() {
     }
     assert_sound(&store);
 }
+
+/// A gc killed during its sweep, after it renamed doomed files and before its transaction
+/// committed, leaves rows whose files carry doomed names. Opening the store puts those files
+/// back (the sweep marker says a sweep was interrupted); a doomed file without a row stays
+/// doomed, and the next gc removes it.
+#[test]
+fn a_sweep_killed_before_its_commit_is_undone_when_the_store_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:app-v1")).unwrap();
+    let live = store.loose_ids().unwrap();
+    assert!(!live.is_empty());
+    let stray = ObjectId::of(&[7u8; 9000]);
+    std::fs::write(store.object_path(&stray), [7u8; 9000]).unwrap();
+    // What the killed sweep did before its commit.
+    store.begin_sweep().unwrap();
+    for id in live.iter().chain([&stray]) {
+        store.doom_loose(id).unwrap();
+    }
+    assert!(!store.object_path(&live[0]).exists());
+    let path = store.path().to_owned();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert!(!path.join(layerstore_store::object::SWEEP_MARKER).exists());
+    let mut back = store.loose_ids().unwrap();
+    back.sort();
+    let mut want = live.clone();
+    want.sort();
+    assert_eq!(
+        back, want,
+        "every file with a row is back, the stray is not"
+    );
+    assert_sound(&store);
+    let rep = gc(&store);
+    assert_eq!(rep.removed.objects, 0);
+    assert!(
+        store.scan_objects().unwrap().doomed.is_empty(),
+        "gc removed the stray's doomed file"
+    );
+    assert_sound(&store);
+}
