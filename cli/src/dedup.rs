@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use layerstore_import::Platform;
-use layerstore_store::{LockMode, Store};
+use layerstore_store::Store;
 
 use crate::{Global, chart, fmt, open, print_json};
 
@@ -34,7 +34,6 @@ pub fn dedup_report(
         layerstore_import::dedup::analyze_sources(sources, &platform, &limits)?
     } else {
         let store = open(store_path)?;
-        let _l = store.lock(LockMode::Shared)?;
         let names: Vec<String> = if images.is_empty() {
             let mut all = store.images()?;
             all.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(&b.0)));
@@ -42,6 +41,11 @@ pub fn dedup_report(
         } else {
             images.to_vec()
         };
+        let mut layers = Vec::new();
+        for n in &names {
+            layers.extend(store.resolve_image(n)?.layers.iter().map(|l| l.diff_id));
+        }
+        let _pin = store.pin_for_read("dedup-report", &layers)?;
         layerstore_import::dedup::analyze_stored(&store, &names)?
     };
     if let Some(path) = svg {

@@ -110,8 +110,8 @@ pub fn disk(
     keep_merged: &bool,
 ) -> Result<()> {
     let store = open(store_path)?;
-    let _l = store.lock(LockMode::Shared)?;
     let info = store.resolve_image(image)?;
+    let _pin = store.pin_image(&info)?;
     let opts = layerstore_store::disk::DiskOptions {
         format: match format {
             FormatArg::Tar => layerstore_store::disk::DiskFormat::Tar,

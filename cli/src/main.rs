@@ -546,8 +546,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Checkout { image, dest, mode } => {
             let store = open(&store_path)?;
-            let _l = store.lock(LockMode::Shared)?;
             let info = store.resolve_image(image)?;
+            let _pin = store.pin_image(&info)?;
             let tree = store.merged_tree(&info)?;
             let opts = CheckoutOptions {
                 mode: match mode {
@@ -585,8 +585,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::ExportLayer { diff_id, output } => {
             let store = open(&store_path)?;
-            let _l = store.lock(LockMode::Shared)?;
             let d: Digest = diff_id.parse()?;
+            let _pin = store.pin_for_read(&format!("export {d}"), &[d])?;
             match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::digest::{Digest, ObjectId};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::object::Staging;
 use crate::store::{LockMode, Store, now};
 
@@ -130,6 +130,23 @@ impl Store {
         })
     }
 
+    /// Pin an image's layers for a long read — a checkout, a disk, an export, a dedup report —
+    /// instead of holding the shared store lock for its whole run: gc spares what a live lease
+    /// pins (and reclaims the lease of a reader that died), so it never waits for the read, and
+    /// imports never queue behind a gc that would. Fails with [`Error::LayerNotFound`] if a gc
+    /// removed a layer after `info` was read. The pins go with the lease when it is dropped.
+    pub fn pin_image(&self, info: &crate::ImageInfo) -> Result<Lease<'_>> {
+        let diff_ids: Vec<Digest> = info.layers.iter().map(|l| l.diff_id).collect();
+        self.pin_for_read(&format!("read {}", info.manifest_digest), &diff_ids)
+    }
+
+    /// Pin layers for a long read (see [`Store::pin_image`]).
+    pub fn pin_for_read(&self, what: &str, diff_ids: &[Digest]) -> Result<Lease<'_>> {
+        let lease = self.begin_lease(what)?;
+        lease.pin_stored(diff_ids)?;
+        Ok(lease)
+    }
+
     /// Whether a lease exists and waits for layers other leases read.
     pub fn lease_waits(&self, id: &str) -> Result<bool> {
         Ok(self
@@ -205,6 +222,29 @@ impl<'s> Lease<'s> {
     /// the layers looked up in one transaction under the shared store lock, so a gc sweep
     /// either comes after and sees the pins, or came before and the lookup sees what it left.
     pub fn pin_layers(&self, diff_ids: &[Digest]) -> Result<Vec<LayerState>> {
+        Ok(self
+            .pin(diff_ids, true)?
+            .into_iter()
+            .map(|s| s.expect("claimed when not stored"))
+            .collect())
+    }
+
+    /// Pin stored layers for a long read (see [`Store::pin_image`]); one that is not stored (any
+    /// more) fails with [`Error::LayerNotFound`], and nothing is claimed.
+    pub fn pin_stored(&self, diff_ids: &[Digest]) -> Result<()> {
+        for (d, state) in diff_ids.iter().zip(self.pin(diff_ids, false)?) {
+            if state != Some(LayerState::Stored) {
+                return Err(Error::LayerNotFound {
+                    diff_id: d.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Lease::pin_layers`], claiming layers that are not stored only if `claim` (`None` for
+    /// those otherwise).
+    fn pin(&self, diff_ids: &[Digest], claim: bool) -> Result<Vec<Option<LayerState>>> {
         let _shared = self.store.lock(LockMode::Shared)?;
         let mut conn = self.store.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -219,7 +259,7 @@ impl<'s> Lease<'s> {
                 "SELECT c.lease, l.pid, l.boot_id, l.start_time FROM layer_claims c
                  LEFT JOIN leases l ON l.id = c.lease WHERE c.diff_id = ?1",
             )?;
-            let mut claim = tx.prepare_cached(
+            let mut claim_it = tx.prepare_cached(
                 "INSERT INTO layer_claims (diff_id, lease) VALUES (?1, ?2)
                  ON CONFLICT (diff_id) DO UPDATE SET lease = excluded.lease",
             )?;
@@ -227,7 +267,11 @@ impl<'s> Lease<'s> {
                 let d = d.to_string();
                 pin.execute(params![d, self.id])?;
                 if has.query_row([&d], |r| r.get(0))? {
-                    out.push(LayerState::Stored);
+                    out.push(Some(LayerState::Stored));
+                    continue;
+                }
+                if !claim {
+                    out.push(None);
                     continue;
                 }
                 // The claimer, if it is another lease whose process still runs.
@@ -242,11 +286,11 @@ impl<'s> Lease<'s> {
                     .optional()?;
                 match held {
                     Some((lease, true)) if lease != self.id => {
-                        out.push(LayerState::Claimed { lease });
+                        out.push(Some(LayerState::Claimed { lease }));
                     }
                     _ => {
-                        claim.execute(params![d, self.id])?;
-                        out.push(LayerState::Mine);
+                        claim_it.execute(params![d, self.id])?;
+                        out.push(Some(LayerState::Mine));
                     }
                 }
             }

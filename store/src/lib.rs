@@ -14,8 +14,8 @@
 //!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
 //!   sweeping         present while a gc sweep renames doomed files before its commit; opening
 //!                    a store where it was left (the sweep was killed) puts those files back
-//!   lock             flock: shared for readers (whole run) and imports (while they pin and
-//!                    place objects), exclusive for the gc sweep
+//!   lock             flock: shared for short readers (whole run), and for imports and long
+//!                    reads while they pin, exclusive for the gc sweep
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
 //!   turnstile        flock a gc takes before `lock` and shared holders pass through, so a
 //!                    waiting gc is not starved by a stream of readers and imports
@@ -36,9 +36,11 @@
 //!   it is a zstd frame declaring that size whose block chain and checksum end exactly at the end
 //!   of the file. Anything else is a leftover of a crash before its data reached the disk and is
 //!   replaced.
-//! - Locking: readers hold the shared flock for their whole run. An import holds it only
-//!   while it pins a batch of objects (or the stored layers it builds on) and renames the
-//!   batch's files into place; between batches a gc may sweep, and spares what live leases pin.
+//! - Locking: short readers (images, refs, cat, why, fsck) hold the shared flock for their whole
+//!   run. Long reads (checkout, disk, export, dedup-report) hold it only while they pin the
+//!   layers they read to a lease ([`Store::pin_image`]). An import holds it only while it pins a
+//!   batch of objects (or the stored layers it builds on) and renames the batch's files into
+//!   place; between batches a gc may sweep, and spares what live leases pin.
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
 //!   holder.
 

@@ -522,3 +522,42 @@ fn a_sweep_killed_before_its_commit_is_undone_when_the_store_opens() {
     );
     assert_sound(&store);
 }
+
+/// A long read pins the image's layers with a lease instead of holding the store lock: gc
+/// neither waits for it nor takes what it reads, even once the image's ref is gone. A read
+/// that starts after gc took the layers fails cleanly.
+#[test]
+fn a_reader_pins_what_it_reads_and_gc_does_not_wait_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:app-v1")).unwrap();
+    let info = store.resolve_image("app-v1").unwrap();
+    let pin = store.pin_image(&info).unwrap();
+    store
+        .remove_refs(&[RefName::image("app-v1").unwrap()])
+        .unwrap();
+    // gc takes the exclusive lock; it would deadlock here if the reader held the shared one.
+    let r = gc(&store);
+    assert!(
+        r.removed.layers.is_empty() && r.removed.objects == 0,
+        "{r:?}"
+    );
+    let dest = tmp.path().join("out");
+    let tree = store.merged_tree(&info).unwrap();
+    store
+        .checkout(
+            &tree,
+            &dest,
+            &layerstore_store::checkout::CheckoutOptions::default(),
+        )
+        .unwrap();
+    drop(pin);
+    let r = gc(&store);
+    assert_eq!(r.removed.layers.len(), info.layers.len());
+    assert!(store.loose_ids().unwrap().is_empty());
+    match store.pin_image(&info).map(|lease| lease.id().to_owned()) {
+        Err(layerstore_store::Error::LayerNotFound { .. }) => {}
+        other => panic!("pinning a removed image: {other:?}"),
+    }
+    assert_sound(&store);
+}
