@@ -21,6 +21,21 @@ pub fn sample_store(dir: &Path) -> (Store, String) {
     (new_store(dir), format!("oci:{}", oci.display()))
 }
 
+/// An OCI layout `dir/oci` holding one image `tag` of one gzip layer `tar`; returns its
+/// `oci:` source spec.
+pub fn one_layer_image(dir: &Path, tag: &str, tar: Vec<u8>) -> String {
+    use layerstore_tests::{Compression, ImageSpec, Layer, OciLayout};
+    let oci = dir.join("oci");
+    OciLayout::create(&oci)
+        .expect("layout")
+        .add_image(
+            tag,
+            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
+        )
+        .expect("image");
+    format!("oci:{}:{tag}", oci.display())
+}
+
 pub fn import(store: &Store, spec: &str) -> layerstore_import::Result<ImportReport> {
     layerstore_import::import(store, spec, &ImportOptions::default())
 }

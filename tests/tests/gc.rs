@@ -319,23 +319,16 @@ mod model {
 #[test]
 fn a_damaged_leftover_object_file_is_replaced_not_trusted() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("oci");
-    let mut layout = OciLayout::create(&oci).unwrap();
     let content = vec![9u8; 20_000];
     let tar = LayerBuilder::new(TarFormat::Pax)
         .with_entries([Entry::file("f", content.clone())])
         .tar_bytes();
-    layout
-        .add_image(
-            "img",
-            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
-        )
-        .unwrap();
+    let spec = one_layer_image(tmp.path(), "img", tar);
     let store = new_store(tmp.path());
     // What a power loss can leave: the object's name with its data never written.
     let id = layerstore_store::ObjectId::of(&content);
     std::fs::write(store.object_path(&id), b"").unwrap();
-    import(&store, &format!("oci:{}:img", oci.display())).unwrap();
+    import(&store, &spec).unwrap();
     assert_eq!(std::fs::read(store.object_path(&id)).unwrap(), content);
     assert_sound(&store);
 }

@@ -165,12 +165,9 @@ fn archives_and_layouts_give_the_same_images() {
 
 #[test]
 fn checkout_restores_modes_the_umask_would_strip() {
-    use layerstore_tests::{
-        Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat,
-    };
+    use layerstore_tests::{Entry, LayerBuilder, TarFormat};
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("oci");
     let modes = [0o666, 0o777, 0o4755, 0o2711, 0o1777, 0o000, 0o444, 0o600];
     let mut entries = vec![Entry::dir("ro").mode(0o555)];
     for m in modes {
@@ -180,18 +177,7 @@ fn checkout_restores_modes_the_umask_would_strip() {
     let tar = LayerBuilder::new(TarFormat::Pax)
         .with_entries(entries)
         .tar_bytes();
-    let mut layout = OciLayout::create(&oci).unwrap();
-    layout
-        .add_image(
-            "modes",
-            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
-        )
-        .unwrap();
-    let store = new_store(tmp.path());
-    import(&store, &format!("oci:{}:modes", oci.display())).unwrap();
-    let tree = store
-        .merged_tree(&store.resolve_image("modes").unwrap())
-        .unwrap();
+    let (store, tree) = one_layer_tree(tmp.path(), "modes", tar);
     let dest = tmp.path().join("co");
     store
         .checkout(&tree, &dest, &CheckoutOptions::default())
@@ -214,9 +200,7 @@ fn checkout_restores_modes_the_umask_would_strip() {
 /// tree GNU tar extracts from the same layer, in copy and hardlink mode.
 #[test]
 fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
-    use layerstore_tests::{
-        Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat,
-    };
+    use layerstore_tests::{Entry, LayerBuilder, TarFormat};
     let tmp = tempfile::tempdir().unwrap();
     let mut entries = Vec::new();
     for d in 0..40 {
@@ -247,19 +231,7 @@ fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 
-    let oci = tmp.path().join("oci");
-    OciLayout::create(&oci)
-        .unwrap()
-        .add_image(
-            "big",
-            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
-        )
-        .unwrap();
-    let store = new_store(tmp.path());
-    import(&store, &format!("oci:{}:big", oci.display())).unwrap();
-    let tree = store
-        .merged_tree(&store.resolve_image("big").unwrap())
-        .unwrap();
+    let (store, tree) = one_layer_tree(tmp.path(), "big", tar);
     let ours = tmp.path().join("co");
     let stats = store
         .checkout(&tree, &ours, &CheckoutOptions::default())
@@ -271,6 +243,22 @@ fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
     assert_same_tree(&ours, &reference);
     hardlink_checkout_matches(&store, &tree, &ours, &tmp.path().join("hl"));
     assert_sound(&store);
+}
+
+/// A fresh store in `dir` with one image `tag` of one gzip layer `tar` imported; the store and
+/// the image's merged tree.
+fn one_layer_tree(
+    dir: &std::path::Path,
+    tag: &str,
+    tar: Vec<u8>,
+) -> (layerstore_store::Store, layerstore_store::MergedTree) {
+    let spec = one_layer_image(dir, tag, tar);
+    let store = new_store(dir);
+    import(&store, &spec).unwrap();
+    let tree = store
+        .merged_tree(&store.resolve_image(tag).unwrap())
+        .unwrap();
+    (store, tree)
 }
 
 /// A hard-link checkout of `tree` into `hl` has the paths and contents of the copy `ours`.
