@@ -247,8 +247,9 @@ fi
   echo "runs: $RUNS per benchmark (hyperfine --warmup 0), warm page cache, idle wait up to ${IDLE_WAIT}s before each run"
   echo "versions: $(skopeo --version), $(umoci --version), ostree $(ostree --version | awk -F"'" '/Version/ {print $2}'), $(hyperfine --version), zstd $(zstd --version | awk '{print $5}' | tr -d ,), $(gzip --version | head -n 1)"
 } > "$OUT/env.txt"
-python3 - "$OUT" "$REPORT" << 'EOF'
+PYTHONPATH="$here" python3 - "$OUT" "$REPORT" << 'EOF'
 import json, os, sys, glob, re
+from mdtable import head
 out, report = sys.argv[1:3]
 recs = [l.rstrip("\n").split("\t") for l in open(os.path.join(out, "records.tsv")) if l.strip()]
 def res(path):
@@ -276,8 +277,7 @@ if tput:
            "tar MB = uncompressed layer bytes read; wall MB/s = tar MB / wall; MB/s per core = tar MB / (user+sys). "
            "× = the row's figure relative to layerstore's on the same image and compression "
            "(time ratio: above 1 the row is slower; the floor only decompresses).", "",
-           "| compression | image | tool | tar MB | wall s ± σ | user+sys s | wall MB/s | MB/s per core | cores used | wall × layerstore | cpu × layerstore | busy |",
-           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           *head(['compression', 'image', 'tool', 'tar MB', 'wall s ± σ', 'user+sys s', 'wall MB/s', 'MB/s per core', 'cores used', 'wall × layerstore', 'cpu × layerstore', 'busy'], left=3)]
     base = {}
     for sec, key, js, tb, note in tput:
         fmt, img, tool = key.split(" ", 2)
@@ -318,8 +318,7 @@ if scale:
            "A, B = each import alone (for the one-store pairs B alone is into an empty store, while in "
            "seq it runs after A); seq = `A && B`; par = `A & B` (wait for both). speedup = seq / par. "
            "cpu = user+sys of the whole command; the best par can do on 2 cores is max(A, B, cpu(par)/2).", "",
-           "| pair | A s | B s | seq s | par s | **speedup** | seq cpu s | par cpu s | cores used par | bound on speedup | busy |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           *head(['pair', 'A s', 'B s', 'seq s', 'par s', '**speedup**', 'seq cpu s', 'par cpu s', 'cores used par', 'bound on speedup', 'busy'])]
     for sec, key, js, tb, desc in scale:
         a, b, s, p = (res(f"{js}-{x}.json") for x in ("a", "b", "seq", "par"))
         bound = s["mean"] / max(a["mean"], b["mean"], p["cpu"] / 2)
@@ -335,8 +334,7 @@ if co:
     md += ["## 5. Checkout of app-v2 (tmpfs)", "",
            "ostree repo: `ostree init --mode=bare` + `ostree commit --tree=dir=<umoci unpack rootfs of app-v2>`; "
            "layerstore store: default config with app-v2 imported. `--prepare 'rm -rf DEST'`.", "",
-           "| mode | layerstore s ± σ | cpu s | ostree s ± σ | cpu s | ostree / layerstore | busy |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+           *head(['mode', 'layerstore s ± σ', 'cpu s', 'ostree s ± σ', 'cpu s', 'ostree / layerstore', 'busy']),
            f"| hardlink (`checkout --mode hardlink` vs `checkout -H`) | {ls_h['mean']:.3f} ± {ls_h['sd']:.3f} | {ls_h['cpu']:.3f} | {os_h['mean']:.3f} ± {os_h['sd']:.3f} | {os_h['cpu']:.3f} | **{os_h['mean'] / ls_h['mean']:.2f}** | {busy('co-layerstore-hardlink', 'co-ostree-hardlink')} |",
            f"| copy (`--mode copy` vs `--force-copy`) | {ls_c['mean']:.3f} ± {ls_c['sd']:.3f} | {ls_c['cpu']:.3f} | {os_c['mean']:.3f} ± {os_c['sd']:.3f} | {os_c['cpu']:.3f} | {os_c['mean'] / ls_c['mean']:.2f} | {busy('co-layerstore-copy', 'co-ostree-copy')} |",
            "", f"Tree facts: {co[0][4]} (entries = `find rootfs | wc -l` of umoci's rootfs; files = regular files; "

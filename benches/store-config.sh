@@ -169,8 +169,9 @@ fi
   echo "runs: disk pass 1 per config, tmpfs pass $RUNS (hyperfine --warmup 0); idle wait up to ${IDLE_WAIT}s before each timed run"
   echo "versions: $(skopeo --version), $(umoci --version), ostree $(ostree --version | awk -F"'" '/Version/ {print $2}'), $(hyperfine --version)"
 } > "$OUT/env.txt"
-python3 - "$OUT" "$REPORT" "$CONFIGS" << 'EOF'
+PYTHONPATH="$here" python3 - "$OUT" "$REPORT" "$CONFIGS" << 'EOF'
 import json, os, sys
+from mdtable import head
 out, report, configs = sys.argv[1], sys.argv[2], sys.argv[3].split()
 sizes = {}
 for l in open(os.path.join(out, "sizes.tsv")):
@@ -208,8 +209,7 @@ md += ["## Space (disk pass, ext4)", "",
        "apparent = `du -sb STORE`; allocated = `du -s --block-size=1 STORE`; inodes = `find STORE | wc -l`; "
        "df stored = `layerstore df --json` stored_bytes (loose + index); loose / index = its loose_bytes / index_bytes; "
        "× default = allocated / allocated of T=4096 without compression.", "",
-       "| config | apparent MB | allocated MB | × default | inodes | df stored MB | loose MB | index MB | loose objects | inline objects |",
-       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+       *head(['config', 'apparent MB', 'allocated MB', '× default', 'inodes', 'df stored MB', 'loose MB', 'index MB', 'loose objects', 'inline objects'])]
 base_alloc = sizes.get("ls-" + ref, {}).get("alloc")
 for c in configs:
     s = sizes.get("ls-" + c)
@@ -230,8 +230,7 @@ md += ["## Time", "",
        "import = the four imports into a fresh store; checkout = `checkout app-v2 DEST --mode hardlink`. "
        "tmpfs: hyperfine mean ± σ (the figures to compare); ext4: the single disk-pass run (layerstore syncs its "
        "objects; noisy `discard` disk). × default = time / time of T=4096 without compression (tmpfs).", "",
-       "| config | import tmpfs s | cpu s | × default | import ext4 s | hardlink checkout tmpfs s | × default |",
-       "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+       *head(['config', 'import tmpfs s', 'cpu s', '× default', 'import ext4 s', 'hardlink checkout tmpfs s', '× default'])]
 bi, bc = hf("tmpfs-import-" + ref), hf("tmpfs-checkout-" + ref)
 for c in configs:
     i, co, e = hf("tmpfs-import-" + c), hf("tmpfs-checkout-" + c), once("disk-import-" + c)
