@@ -6,8 +6,9 @@
 //! that fit in memory, so parsing never waits on a write. They meet in bounded channels, so memory
 //! stays bounded whatever the layer size.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -124,10 +125,18 @@ pub(crate) fn stream_layer<T>(
         reason: format!("unsupported layer media type {:?}", input.media_type),
     })?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
+    let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
-        let reader = s.spawn(|| read_blob(input, blob, expected, limits, tx, progress));
+        let reader = s.spawn(|| {
+            let chunks = Chunks {
+                full: tx,
+                spent: spent_rx,
+            };
+            read_blob(input, blob, expected, limits, chunks, progress)
+        });
         let mut chan = ChannelReader {
             rx,
+            spent: spent_tx,
             buf: Vec::new(),
             pos: 0,
             hasher: DigestHasher::default(),
@@ -204,12 +213,20 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
+/// The reading thread's ends of the chunk channels: full chunks go to the parser, which sends
+/// them back once read, so a layer reuses a handful of chunks instead of allocating (and
+/// zero-filling) one per 256 KiB.
+struct Chunks {
+    full: mpsc::SyncSender<Vec<u8>>,
+    spent: mpsc::Receiver<Vec<u8>>,
+}
+
 fn read_blob(
     input: &LayerInput,
     blob: Box<dyn Read + Send + '_>,
     expected: Compression,
     limits: &Limits,
-    tx: mpsc::SyncSender<Vec<u8>>,
+    chunks: Chunks,
     progress: &dyn LayerProgress,
 ) -> Result<BlobStats> {
     let digest_s = input.blob_digest.to_string();
@@ -258,7 +275,8 @@ fn read_blob(
     };
     let mut tar_size = 0u64;
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = chunks.spent.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
             match decoder.read(&mut chunk[filled..]) {
@@ -284,7 +302,7 @@ fn read_blob(
                 limit: limits.max_layer_bytes,
             });
         }
-        if tx.send(chunk).is_err() {
+        if chunks.full.send(chunk).is_err() {
             // The parser stopped early (it reports why); drain nothing more.
             break;
         }
@@ -303,53 +321,82 @@ fn read_blob(
 /// The tar stream as it arrives from the reading thread, sha256ed on arrival (the diff_id).
 pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
+    /// Chunks read to their end go back to the reading thread.
+    spent: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
     hasher: DigestHasher,
 }
 
 impl ChannelReader {
+    /// Take the next chunk, if the stream has one; the current one goes back for reuse.
+    fn next_chunk(&mut self) -> bool {
+        let Ok(b) = self.rx.recv() else {
+            return false;
+        };
+        self.hasher.update(&b);
+        let old = std::mem::replace(&mut self.buf, b);
+        self.pos = 0;
+        // The reading thread may have stopped; then the chunk is simply freed.
+        let _ = self.spent.send(old);
+        true
+    }
+
     /// Receive (and hash) the rest of the stream; returns how many bytes were never read.
     fn drain(&mut self) -> u64 {
         let mut unread = (self.buf.len() - self.pos) as u64;
-        self.pos = self.buf.len();
-        while let Ok(b) = self.rx.recv() {
-            self.hasher.update(&b);
-            unread += b.len() as u64;
+        while self.next_chunk() {
+            unread += self.buf.len() as u64;
         }
+        self.pos = self.buf.len();
         unread
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.buf.len() {
+            if !self.next_chunk() {
+                break;
+            }
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
     }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.hasher.update(&b);
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        let buf = self.fill_buf()?;
+        let n = out.len().min(buf.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
 
 /// Threads per layer that write (and compress) in-memory contents.
 const WRITERS: usize = 2;
-/// Contents queued for the writers at most (each at most [`IN_MEMORY_MAX`] bytes).
-const WRITE_QUEUE: usize = 4;
+/// Batches queued for the writers at most.
+const WRITE_QUEUE: usize = 2;
+/// Contents go to the writers in batches of about this many bytes, or [`BATCH_LEN`] contents,
+/// so that small files do not cost a thread wake-up each. A batch holds at most
+/// `max(BATCH_BYTES, IN_MEMORY_MAX)` bytes.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_LEN: usize = 64;
 
 type Written = (NewObject, PutOutcome);
+type Batch = Vec<(ObjectId, Vec<u8>)>;
 
-/// Writer threads for contents already hashed in memory.
+/// Writer threads for contents already hashed in memory, for which
+/// [`Staging::put_cheap`] found nothing cheap to do.
 struct WritePool<'scope> {
-    tx: Option<mpsc::SyncSender<(ObjectId, Vec<u8>)>>,
+    tx: Option<mpsc::SyncSender<Batch>>,
+    batch: Batch,
+    batch_bytes: usize,
     workers: Vec<std::thread::ScopedJoinHandle<'scope, Result<Vec<Written>>>>,
     failed: Arc<AtomicBool>,
 }
@@ -359,7 +406,7 @@ impl<'scope> WritePool<'scope> {
         s: &'scope std::thread::Scope<'scope, 'env>,
         staging: &'scope Staging<'_>,
     ) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<(ObjectId, Vec<u8>)>(WRITE_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Batch>(WRITE_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let failed = Arc::new(AtomicBool::new(false));
         let workers = (0..WRITERS)
@@ -370,14 +417,16 @@ impl<'scope> WritePool<'scope> {
                     let mut done = Vec::new();
                     loop {
                         let job = rx.lock().map_err(|_| writer_stopped())?.recv();
-                        let Ok((id, data)) = job else {
+                        let Ok(batch) = job else {
                             return Ok(done);
                         };
-                        match staging.put_hashed(id, &data) {
-                            Ok(w) => done.push(w),
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(Error::Store(e));
+                        for (id, data) in batch {
+                            match staging.put_costly(id, &data) {
+                                Ok(w) => done.push(w),
+                                Err(e) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(Error::Store(e));
+                                }
                             }
                         }
                     }
@@ -386,22 +435,43 @@ impl<'scope> WritePool<'scope> {
             .collect();
         WritePool {
             tx: Some(tx),
+            batch: Vec::new(),
+            batch_bytes: 0,
             workers,
             failed,
         }
     }
 
     /// Queue a content for writing; fails once a writer has failed.
-    fn submit(&self, id: ObjectId, data: Vec<u8>) -> Result<()> {
+    fn submit(&mut self, id: ObjectId, data: Vec<u8>) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(writer_stopped());
         }
-        let tx = self.tx.as_ref().expect("open until finish");
-        tx.send((id, data)).map_err(|_| writer_stopped())
+        if self.batch_bytes + data.len() > BATCH_BYTES {
+            self.send_batch()?;
+        }
+        self.batch_bytes += data.len();
+        self.batch.push((id, data));
+        if self.batch.len() >= BATCH_LEN {
+            self.send_batch()?;
+        }
+        Ok(())
     }
 
-    /// Wait for every queued write; the first writer error, if any.
-    fn finish(mut self) -> Result<Vec<Written>> {
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let tx = self.tx.as_ref().expect("open until finish");
+        tx.send(std::mem::take(&mut self.batch))
+            .map_err(|_| writer_stopped())
+    }
+
+    /// Wait for every queued write (after sending the last batch if `complete`); the first
+    /// writer error, if any.
+    fn finish(mut self, complete: bool) -> Result<Vec<Written>> {
+        let last = if complete { self.send_batch() } else { Ok(()) };
         drop(self.tx.take());
         let mut all = Vec::new();
         let mut first_err = None;
@@ -414,7 +484,7 @@ impl<'scope> WritePool<'scope> {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        first_err.map_or(Ok(all), Err)
+        first_err.map_or(last.map(|()| all), Err)
     }
 }
 
@@ -453,9 +523,9 @@ fn parse_layer(
     limits: &Limits,
 ) -> Result<(LayerRecord, LayerStats)> {
     std::thread::scope(|s| {
-        let pool = WritePool::start(s, staging);
-        let parsed = parse_entries(input, r, staging, limits, &pool);
-        let written = pool.finish();
+        let mut pool = WritePool::start(s, staging);
+        let parsed = parse_entries(input, r, staging, limits, &mut pool);
+        let written = pool.finish(parsed.is_ok());
         // A writer's error is the cause of a parse stopped by it.
         let written = written?;
         let (mut record, mut stats, mut objects) = parsed?;
@@ -474,7 +544,7 @@ fn parse_entries(
     r: &mut ChannelReader,
     staging: &Staging<'_>,
     limits: &Limits,
-    pool: &WritePool<'_>,
+    pool: &mut WritePool<'_>,
 ) -> Result<Parsed> {
     let digest_s = input.blob_digest.to_string();
     let tar_err = |e: TarError| Error::Tar {
@@ -495,15 +565,17 @@ fn parse_entries(
     );
     let path_limits = limits.paths();
     let mut entries: Vec<TreeEntry> = Vec::new();
-    let mut objects: HashMap<ObjectId, NewObject> = HashMap::new();
-    // Contents handed to the writers (written once even if the layer holds them twice).
-    let mut queued: HashSet<ObjectId> = HashSet::new();
+    let mut sink = Contents {
+        staging,
+        pool,
+        queued: HashSet::new(),
+        objects: HashMap::new(),
+        stats: LayerStats::default(),
+    };
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
-    let mut stats = LayerStats::default();
-    let mut buf: Vec<u8> = Vec::new();
     while let Some(te) = p.next_entry().map_err(tar_err)? {
-        stats.entries += 1;
-        if stats.entries > limits.max_entries {
+        sink.stats.entries += 1;
+        if sink.stats.entries > limits.max_entries {
             return Err(Error::TooLarge {
                 what: format!("entry count of layer {digest_s}"),
                 limit: limits.max_entries,
@@ -560,38 +632,40 @@ fn parse_entries(
         let mut e = to_entry(&te, path.clone());
         match te.kind {
             TarKind::Regular => {
-                let id =
-                    match store_content(&mut p, staging, te.size, &mut buf).map_err(
-                        |err| match err {
-                            ContentError::Tar(t) => tar_err(t),
-                            ContentError::Store(s) => Error::Store(s),
-                        },
-                    )? {
-                        Content::Stored(w) => {
-                            let id = w.0.id;
-                            count_written(&mut stats, &mut objects, w);
+                let id = if te.size <= IN_MEMORY_MAX {
+                    // Hashed in memory; copied out of the reader's buffer only for a writer, or
+                    // when the content spans chunks.
+                    match p.buffered_content().map_err(tar_err)? {
+                        Some(data) => {
+                            let id = ObjectId::of(data);
+                            sink.in_memory(id, Cow::Borrowed(data))?;
+                            p.consume_buffered();
                             id
                         }
-                        Content::InMemory(id, data) => {
-                            if queued.contains(&id) {
-                                if staging.is_inline_size(te.size) {
-                                    stats.inline_objects += 1;
-                                } else {
-                                    stats.dedup_hits += 1;
-                                }
-                            } else if let Some(w) = staging.put_cheap(id, &data)? {
-                                // Already stored, or inline as it is: no work for a writer.
-                                count_written(&mut stats, &mut objects, w);
-                            } else {
-                                queued.insert(id);
-                                pool.submit(id, data)?;
-                            }
+                        None => {
+                            let mut data = Vec::with_capacity(te.size as usize);
+                            p.each_content(|b| {
+                                data.extend_from_slice(b);
+                                Ok::<_, TarError>(())
+                            })
+                            .map_err(tar_err)?;
+                            let id = ObjectId::of(&data);
+                            sink.in_memory(id, Cow::Owned(data))?;
                             id
                         }
-                    };
+                    }
+                } else {
+                    let w = stream_content(&mut p, staging).map_err(|err| match err {
+                        ContentError::Tar(t) => tar_err(t),
+                        ContentError::Store(s) => Error::Store(s),
+                    })?;
+                    let id = w.0.id;
+                    sink.written(w);
+                    id
+                };
                 p.content_done(te.size, id);
-                stats.files += 1;
-                stats.content_bytes += te.size;
+                sink.stats.files += 1;
+                sink.stats.content_bytes += te.size;
                 e.object = Some(id);
             }
             TarKind::Hardlink => {
@@ -633,8 +707,8 @@ fn parse_entries(
             skeleton,
             objects: Vec::new(),
         },
-        stats,
-        objects,
+        sink.stats,
+        sink.objects,
     ))
 }
 
@@ -678,38 +752,52 @@ enum ContentError {
     Store(layerstore_store::Error),
 }
 
-/// The current entry's content: hashed in memory (for the writers), or streamed into an object.
-enum Content {
-    InMemory(ObjectId, Vec<u8>),
-    Stored(Written),
+impl From<TarError> for ContentError {
+    fn from(e: TarError) -> Self {
+        ContentError::Tar(e)
+    }
 }
 
-/// Read the current entry's content.
-fn store_content<R: Read>(
+/// Where a layer's contents go, and what they added up to.
+struct Contents<'a, 'scope> {
+    staging: &'a Staging<'a>,
+    pool: &'a mut WritePool<'scope>,
+    /// Contents handed to the writers (written once even if the layer holds them twice).
+    queued: HashSet<ObjectId>,
+    objects: HashMap<ObjectId, NewObject>,
+    stats: LayerStats,
+}
+
+impl Contents<'_, '_> {
+    fn written(&mut self, w: Written) {
+        count_written(&mut self.stats, &mut self.objects, w);
+    }
+
+    /// A content hashed in memory: stored here if that is cheap (already stored, or inline as it
+    /// is), else handed to a writer (which needs its own copy).
+    fn in_memory(&mut self, id: ObjectId, data: Cow<'_, [u8]>) -> Result<()> {
+        if self.queued.contains(&id) {
+            if self.staging.is_inline_size(data.len() as u64) {
+                self.stats.inline_objects += 1;
+            } else {
+                self.stats.dedup_hits += 1;
+            }
+        } else if let Some(w) = self.staging.put_cheap(id, &data)? {
+            self.written(w);
+        } else {
+            self.queued.insert(id);
+            self.pool.submit(id, data.into_owned())?;
+        }
+        Ok(())
+    }
+}
+
+/// Stream the current entry's content into an object file.
+fn stream_content<R: BufRead>(
     p: &mut TarParser<R>,
     staging: &Staging<'_>,
-    size: u64,
-    buf: &mut Vec<u8>,
-) -> Result<Content, ContentError> {
-    if size <= IN_MEMORY_MAX {
-        let mut data = vec![0u8; size as usize];
-        let mut filled = 0;
-        while filled < data.len() {
-            let n = p
-                .read_content(&mut data[filled..])
-                .map_err(ContentError::Tar)?;
-            filled += n;
-        }
-        return Ok(Content::InMemory(ObjectId::of(&data), data));
-    }
+) -> Result<Written, ContentError> {
     let mut w = staging.writer().map_err(ContentError::Store)?;
-    buf.resize(CHUNK, 0);
-    loop {
-        let n = p.read_content(buf).map_err(ContentError::Tar)?;
-        if n == 0 {
-            break;
-        }
-        w.write(&buf[..n]).map_err(ContentError::Store)?;
-    }
-    w.finish().map(Content::Stored).map_err(ContentError::Store)
+    p.each_content(|b| w.write(b).map_err(ContentError::Store))?;
+    w.finish().map_err(ContentError::Store)
 }

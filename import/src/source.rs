@@ -82,7 +82,8 @@ impl SourceSpec {
 pub trait Container: Send + Sync {
     /// Read a whole file of at most `max` bytes; `Ok(None)` if it does not exist.
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>>;
-    /// Open a file for streaming; `Ok(None)` if it does not exist. Also returns its size.
+    /// Open a file for streaming; `Ok(None)` if it does not exist. Also returns its size. The
+    /// reader is not buffered: callers read in large blocks or buffer it themselves.
     fn open_optional(&self, path: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>>;
     /// For messages.
     fn describe(&self) -> String;
@@ -150,10 +151,7 @@ impl Container for DirContainer {
                         std::io::Error::other("not a regular file"),
                     ));
                 }
-                Ok(Some((
-                    Box::new(std::io::BufReader::with_capacity(1 << 20, f.into_std())),
-                    meta.len(),
-                )))
+                Ok(Some((Box::new(f.into_std()), meta.len())))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(self.path.join(path), e)),
@@ -257,10 +255,7 @@ impl Container for TarContainer {
             end: pos + size,
         };
         let _ = (&self.file).seek(SeekFrom::Start(0));
-        Ok(Some((
-            Box::new(std::io::BufReader::with_capacity(1 << 20, r)),
-            size,
-        )))
+        Ok(Some((Box::new(r), size)))
     }
 
     fn describe(&self) -> String {

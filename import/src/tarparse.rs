@@ -6,7 +6,7 @@
 //! Extension headers apply to the next real entry only; PAX values win over GNU records, which
 //! win over the ustar header (as in GNU tar and Go's archive/tar).
 
-use std::io::Read;
+use std::io::BufRead;
 
 use layerstore_store::skeleton::SkeletonBuilder;
 
@@ -82,6 +82,14 @@ fn err(offset: u64, reason: impl Into<String>) -> TarError {
     }
 }
 
+fn read_failed(offset: u64, e: std::io::Error) -> TarError {
+    TarError {
+        offset,
+        reason: "read failed".into(),
+        io: Some(e),
+    }
+}
+
 #[derive(Default)]
 struct Ext {
     path: Option<Vec<u8>>,
@@ -96,7 +104,7 @@ struct Ext {
     any: bool,
 }
 
-impl<R: Read> TarParser<R> {
+impl<R: BufRead> TarParser<R> {
     /// Parse `r`.
     pub fn new(r: R, limits: TarLimits) -> Self {
         TarParser {
@@ -150,6 +158,46 @@ impl<R: Read> TarParser<R> {
         Ok(n)
     }
 
+    /// Hand the rest of the current regular entry's content to `f`, a piece at a time, straight
+    /// from the reader's buffer (no copy).
+    pub fn each_content<E: From<TarError>>(
+        &mut self,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while self.pending > 0 {
+            let at = self.pos;
+            let buf = self.r.fill_buf().map_err(|e| read_failed(at, e))?;
+            if buf.is_empty() {
+                return Err(err(at, "archive is truncated").into());
+            }
+            let n = (buf.len() as u64).min(self.pending) as usize;
+            f(&buf[..n])?;
+            self.r.consume(n);
+            self.pos += n as u64;
+            self.pending -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// The rest of the current regular entry's content, if the reader's buffer holds all of it
+    /// (no copy); `None` if it does not. Call [`TarParser::consume_buffered`] once done with it.
+    pub fn buffered_content(&mut self) -> TResult<Option<&[u8]>> {
+        let at = self.pos;
+        let pending = self.pending;
+        if pending == 0 {
+            return Ok(Some(&[]));
+        }
+        let buf = self.r.fill_buf().map_err(|e| read_failed(at, e))?;
+        Ok((buf.len() as u64 >= pending).then(|| &buf[..pending as usize]))
+    }
+
+    /// The content [`TarParser::buffered_content`] returned has been used.
+    pub fn consume_buffered(&mut self) {
+        self.r.consume(self.pending as usize);
+        self.pos += self.pending;
+        self.pending = 0;
+    }
+
     /// The content of the current entry was `size` bytes of `object`.
     pub fn content_done(&mut self, size: u64, object: layerstore_store::ObjectId) {
         debug_assert_eq!(self.pending, 0);
@@ -193,13 +241,7 @@ impl<R: Read> TarParser<R> {
                 }
                 Ok(0) => return Err(err(offset, "archive ends after an extension header")),
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(TarError {
-                        offset,
-                        reason: "read failed".into(),
-                        io: Some(e),
-                    });
-                }
+                Err(e) => return Err(read_failed(offset, e)),
             }
             self.pos += 1;
             self.read_exact(&mut block[1..])?;
@@ -344,11 +386,10 @@ impl<R: Read> TarParser<R> {
         let mut buf = [0u8; 8192];
         let mut total = 0u64;
         loop {
-            let n = self.r.read(&mut buf).map_err(|e| TarError {
-                offset: self.pos,
-                reason: "read failed".into(),
-                io: Some(e),
-            })?;
+            let n = self
+                .r
+                .read(&mut buf)
+                .map_err(|e| read_failed(self.pos, e))?;
             if n == 0 {
                 return Ok(());
             }

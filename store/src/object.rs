@@ -375,9 +375,15 @@ impl<'s> Staging<'s> {
 
     /// Store content whose id the caller computed.
     pub fn put_hashed(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
-        if let Some(done) = self.put_cheap(id, content)? {
-            return Ok(done);
+        match self.put_cheap(id, content)? {
+            Some(done) => Ok(done),
+            None => self.put_costly(id, content),
         }
+    }
+
+    /// Store content for which [`Staging::put_cheap`] returned `None`: compress and write it
+    /// (an object file that appeared since is a dedup hit when the batch is flushed).
+    pub fn put_costly(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
         let size = content.len() as u64;
         if self.is_inline_size(size) {
             let obj = match self.compress(content, true)? {

@@ -46,9 +46,11 @@ impl SkeletonBuilder {
         self.raw.len()
     }
 
-    /// Encode and compress.
+    /// Encode and compress. Level 1: it runs when the layer's stream has ended, so the import
+    /// waits for it. On base-v1's 5.0 MB skeleton, level 6 gave 295 KB in 40 ms and level 1
+    /// 308 KB in 20 ms (`zstd` CLI).
     pub fn finish(self) -> io::Result<Vec<u8>> {
-        let mut enc = zstd::stream::Encoder::new(Vec::new(), 6)?;
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 1)?;
         enc.write_all(MAGIC)?;
         let mut buf = Vec::new();
         put_varint(&mut buf, self.splices.len() as u64);
