@@ -1,10 +1,12 @@
 //! Importing one layer blob: verify its digest while streaming, decompress (sniffed and checked
 //! against the media type), parse the tar, store contents as objects, verify the diff_id.
 //!
-//! Per layer, one thread reads, hashes and inflates the blob and sha256es the tar stream; one
-//! parses entries and blake3-hashes contents; [`WRITERS`] threads compress and write the contents
-//! that fit in memory, so parsing never waits on a write. They meet in bounded channels, so memory
-//! stays bounded whatever the layer size.
+//! Per layer, one thread reads, sha256es and inflates the blob into 256 KiB chunks; one
+//! sha256es the chunks (the diff_id), parses entries and blake3-hashes contents where the chunk
+//! holds them; [`WRITERS`] threads compress and write the contents that fit in memory, handed
+//! over in batches, so parsing never waits on a write. They meet in bounded channels, so memory
+//! stays bounded whatever the layer size. A content is copied out of its chunk only for a writer
+//! (or when it spans chunks), and parsed chunks go back to the reading thread for reuse.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

@@ -178,22 +178,33 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Bring the schema up to date.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found: version,
-            known: SCHEMA_VERSION,
-        });
-    }
-    if version == SCHEMA_VERSION {
+    let version = |c: &Connection| -> Result<u32> {
+        let v: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if v > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                found: v,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(v)
+    };
+    if version(conn)? == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = conn.transaction()?;
-    for m in &MIGRATIONS[version as usize..] {
+    // The version is read again under the write lock: two processes opening an old store at
+    // once migrate it once.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let from = version(&tx)?;
+    for m in &MIGRATIONS[from as usize..] {
         tx.execute_batch(m)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    // Migration 4 copies every inline content into a new table and frees the old one's pages:
+    // give them back to the file system once (a 100,000-object index holds ~150 MB of them).
+    if (1..4).contains(&from) {
+        conn.execute_batch("VACUUM")?;
+    }
     Ok(())
 }
 
@@ -256,5 +267,11 @@ mod tests {
             .query_row("SELECT count(*) FROM inline_contents", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
+        let free: i64 = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(free, 0, "the old objects table's pages are given back");
+        // A second opener finds nothing to do.
+        migrate(&mut conn).unwrap();
     }
 }

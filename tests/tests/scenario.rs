@@ -245,6 +245,73 @@ fn a_large_tree_checks_out_from_two_threads_as_tar_extracts_it() {
     assert_sound(&store);
 }
 
+/// The importer hashes contents where the reader's 256 KiB chunk holds them, gathers those that
+/// span chunks, streams those over 8 MiB, and hands new ones to its writers in batches: contents
+/// of sizes on both sides of each limit, some of them twice, and enough small files for several
+/// batches check out as written, and the layer exports byte for byte.
+#[test]
+fn contents_on_both_sides_of_the_chunk_and_memory_limits_round_trip() {
+    use layerstore_tests::rng::Rng;
+    use layerstore_tests::{Entry, LayerBuilder, TarFormat, sha256_digest};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(5);
+    let sizes = [
+        0,
+        1,
+        511,
+        512,
+        4096,
+        4097,
+        200_000,
+        256 << 10,
+        (256 << 10) + 1,
+        300_000,
+        3 << 20,
+        8 << 20,
+        (8 << 20) + 1,
+        9 << 20,
+    ];
+    let mut files: Vec<(String, Vec<u8>)> = sizes
+        .iter()
+        .map(|&n| (format!("big/{n}"), rng.bytes(n)))
+        .collect();
+    // Second copies: one kept in memory (queued for a writer once), one streamed (found stored).
+    files.push(("big/again-300000".into(), files[9].1.clone()));
+    files.push(("big/again-9437184".into(), files[13].1.clone()));
+    for i in 0..300 {
+        let n = rng.index(10_000);
+        files.push((format!("small/{i:03}"), rng.bytes(n)));
+    }
+    let entries = [Entry::dir("big"), Entry::dir("small")].into_iter().chain(
+        files
+            .iter()
+            .map(|(p, d)| Entry::file(p.as_str(), d.clone())),
+    );
+    let tar = LayerBuilder::new(TarFormat::Pax)
+        .with_entries(entries)
+        .tar_bytes();
+    let diff_id: Digest = sha256_digest(&tar).parse().unwrap();
+
+    let (store, tree) = one_layer_tree(tmp.path(), "sizes", tar.clone());
+    let co = tmp.path().join("co");
+    store
+        .checkout(&tree, &co, &CheckoutOptions::default())
+        .unwrap();
+    for (path, data) in &files {
+        let got = std::fs::read(co.join(path)).unwrap();
+        assert!(
+            got == *data,
+            "{path}: {} bytes, wrote {}",
+            got.len(),
+            data.len()
+        );
+    }
+    let mut exported = Vec::new();
+    store.export_layer_tar(&diff_id, &mut exported).unwrap();
+    assert!(exported == tar, "the layer exports byte for byte");
+    assert_sound(&store);
+}
+
 /// A fresh store in `dir` with one image `tag` of one gzip layer `tar` imported; the store and
 /// the image's merged tree.
 fn one_layer_tree(
