@@ -637,13 +637,12 @@ fn parse_entries(
                 let id = if te.size <= IN_MEMORY_MAX {
                     // Hashed in memory; copied out of the reader's buffer only for a writer, or
                     // when the content spans chunks.
-                    match p.buffered_content().map_err(tar_err)? {
-                        Some(data) => {
-                            let id = ObjectId::of(data);
-                            sink.in_memory(id, Cow::Borrowed(data))?;
-                            p.consume_buffered();
-                            id
-                        }
+                    let whole = p.buffered_content(|data| {
+                        let id = ObjectId::of(data);
+                        sink.in_memory(id, Cow::Borrowed(data)).map(|()| id)
+                    });
+                    match whole.map_err(tar_err)? {
+                        Some(id) => id?,
                         None => {
                             let mut data = Vec::with_capacity(te.size as usize);
                             p.each_content(|b| {

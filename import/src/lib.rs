@@ -11,7 +11,8 @@
 //!
 //! The import never holds the store lock for long: gc may sweep while it runs, and spares what
 //! its lease pins. If a sweep removed an object file the import had found but not yet pinned,
-//! the import starts over (at most three attempts).
+//! the import starts over; its third and last attempt pins each object file it finds at once,
+//! so it cannot be starved.
 //!
 //! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
 //! compression; only its blob digest mapping is recorded.
@@ -168,8 +169,11 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
             &image_ref,
             &limits,
             opts,
+            attempt == ATTEMPTS,
         ) {
-            Err(Error::Store(layerstore_store::Error::ObjectSwept { id })) if attempt < 3 => {
+            Err(Error::Store(layerstore_store::Error::ObjectSwept { id }))
+                if attempt < ATTEMPTS =>
+            {
                 log::info!("a concurrent gc removed object {id} this import relied on; retrying");
                 attempt += 1;
             }
@@ -177,6 +181,10 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
         }
     }
 }
+
+/// Attempts at an import that a concurrent gc keeps taking found objects from; the last one
+/// pins what it finds at once.
+const ATTEMPTS: u32 = 3;
 
 /// Wait until the layers `theirs` names (claimed by other imports) are stored; returns those
 /// this import must read itself after all: the claimer ended without publishing, or it waits
@@ -216,7 +224,9 @@ fn wait_for_layers(
 
 /// One attempt at importing a resolved image. It fails with [`layerstore_store::Error::ObjectSwept`]
 /// only if a gc removed an object file it had found before the import could pin it; by then
-/// its earlier pins are gone with its lease, and a new attempt writes what is missing.
+/// its earlier pins are gone with its lease, and a new attempt writes what is missing. With
+/// `last`, every object file found is pinned at once (slower, but it cannot fail that way): a
+/// store whose gc runs back to back cannot starve an import.
 #[allow(clippy::too_many_arguments)]
 fn import_resolved(
     store: &Store,
@@ -227,9 +237,13 @@ fn import_resolved(
     image_ref: &RefName,
     limits: &layerstore_store::Limits,
     opts: &ImportOptions<'_>,
+    last: bool,
 ) -> Result<ImportReport> {
     let limits = *limits;
     let lease = store.begin_lease(&format!("import {spec}"))?;
+    if last {
+        lease.staging().pin_found_at_once();
+    }
     // Stored layers this image builds on are pinned before they are relied on.
     let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
     let states = lease.pin_layers(&diff_ids)?;

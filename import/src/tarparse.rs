@@ -179,23 +179,24 @@ impl<R: BufRead> TarParser<R> {
         Ok(())
     }
 
-    /// The rest of the current regular entry's content, if the reader's buffer holds all of it
-    /// (no copy); `None` if it does not. Call [`TarParser::consume_buffered`] once done with it.
-    pub fn buffered_content(&mut self) -> TResult<Option<&[u8]>> {
+    /// If the reader's buffer holds the rest of the current regular entry's content, hand it to
+    /// `f` (no copy) and count it as read; `None` (nothing read) if it does not.
+    pub fn buffered_content<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> TResult<Option<T>> {
         let at = self.pos;
         let pending = self.pending;
-        if pending == 0 {
-            return Ok(Some(&[]));
+        let buf = if pending == 0 {
+            &[][..]
+        } else {
+            self.r.fill_buf().map_err(|e| read_failed(at, e))?
+        };
+        if (buf.len() as u64) < pending {
+            return Ok(None);
         }
-        let buf = self.r.fill_buf().map_err(|e| read_failed(at, e))?;
-        Ok((buf.len() as u64 >= pending).then(|| &buf[..pending as usize]))
-    }
-
-    /// The content [`TarParser::buffered_content`] returned has been used.
-    pub fn consume_buffered(&mut self) {
-        self.r.consume(self.pending as usize);
-        self.pos += self.pending;
+        let out = f(&buf[..pending as usize]);
+        self.r.consume(pending as usize);
+        self.pos += pending;
         self.pending = 0;
+        Ok(Some(out))
     }
 
     /// The content of the current entry was `size` bytes of `object`.

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rusqlite::OptionalExtension;
@@ -183,7 +183,10 @@ fn unzstd_inline(id: &ObjectId, blob: &[u8], size: u64) -> Result<Vec<u8>> {
 /// A file renamed after the pin is safe from every later sweep. A file found before the pin
 /// may have been swept in between: if the sweep generation moved since the batch opened, each
 /// one is looked at again, and one that is gone fails the import with [`Error::ObjectSwept`]
-/// (the import starts over with a new lease, and writes what is gone). A content written here
+/// (the import starts over with a new lease, and writes what is gone). Under
+/// [`Staging::pin_found_at_once`] (an import's last attempt), a file found present is pinned
+/// at once under the shared lock instead, so no sweep can come between, at the cost of a
+/// transaction per file found. A content written here
 /// counts as new even if, at the flush, a concurrent import's file of the same content won the
 /// name.
 pub struct Staging<'s> {
@@ -197,6 +200,8 @@ pub struct Staging<'s> {
     /// Loose objects whose file turned out to be stored differently than this import wrote or
     /// first found it (another writer's file won the name).
     corrections: Mutex<HashMap<ObjectId, LooseFile>>,
+    /// Pin each file found present at once, instead of in the next batch.
+    pin_at_once: AtomicBool,
 }
 
 /// Objects in a batch that flushes pin at once.
@@ -239,7 +244,25 @@ impl<'s> Staging<'s> {
             }),
             flushed: Mutex::new(generation),
             corrections: Mutex::new(HashMap::new()),
+            pin_at_once: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, pin every object file found present at once (see [`Staging`]): an import
+    /// that does so cannot fail with [`Error::ObjectSwept`].
+    pub fn pin_found_at_once(&self) {
+        self.pin_at_once.store(true, Ordering::Relaxed);
+    }
+
+    /// The state of the object file of `id`, pinned to this lease if it is present, with no
+    /// sweep in between.
+    fn find_and_pin(&self, id: ObjectId, size: u64) -> Result<Option<LooseFile>> {
+        let _shared = self.store.lock(LockMode::Shared)?;
+        let found = self.store.loose_state(&id, size)?;
+        if found.is_some() {
+            self.store.pin_objects(&self.name, &[id])?;
+        }
+        Ok(found)
     }
 
     /// Note an object file found present; flushes a full batch.
@@ -363,10 +386,17 @@ impl<'s> Staging<'s> {
                 (obj, PutOutcome::Inline)
             }));
         }
-        let Some(found) = self.store.loose_state(&id, size)? else {
+        let found = if self.pin_at_once.load(Ordering::Relaxed) {
+            self.find_and_pin(id, size)?
+        } else {
+            self.store.loose_state(&id, size)?
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
-        self.found(id, size, found)?;
+        if !self.pin_at_once.load(Ordering::Relaxed) {
+            self.found(id, size, found)?;
+        }
         Ok(Some((
             NewObject::loose(id, size, found),
             PutOutcome::Deduplicated,

@@ -437,6 +437,37 @@ fn an_object_swept_before_its_pin_fails_the_flush() {
     assert_sound(&store);
 }
 
+/// An import's last attempt pins each file it finds at once: the same sweep spares the file,
+/// and the flush has nothing to fail on (a gc running back to back cannot starve an import).
+#[test]
+fn a_last_attempt_pins_what_it_finds_before_a_sweep_can_take_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
+    let (_, found, content) = orphaned_object(&store, "base-v1");
+    let loose_before = store.loose_ids().unwrap().len() as u64;
+    let lease = store.begin_lease("import in flight").unwrap();
+    lease.staging().pin_found_at_once();
+    let (obj, hit) = lease.staging().put_bytes(&content).unwrap();
+    assert_eq!((obj.id, hit), (found, PutOutcome::Deduplicated));
+    let r = gc(&store);
+    assert_eq!(
+        r.removed.loose_files,
+        loose_before - 1,
+        "all but the found one"
+    );
+    assert!(
+        store
+            .loose_state(&found, content.len() as u64)
+            .unwrap()
+            .is_some()
+    );
+    lease.staging().flush().unwrap();
+    drop(lease);
+    assert_eq!(gc(&store).removed.loose_files, 1, "unpinned, it goes");
+    assert_sound(&store);
+}
+
 /// A layer another live import is reading is claimed: a second import waits for it instead of
 /// reading it too, and takes it over when the first ends without publishing.
 #[test]
