@@ -186,9 +186,8 @@ fn unzstd_inline(id: &ObjectId, blob: &[u8], size: u64) -> Result<Vec<u8>> {
 /// (the import starts over with a new lease, and writes what is gone). Under
 /// [`Staging::pin_found_at_once`] (an import's last attempt), a file found present is pinned
 /// at once under the shared lock instead, so no sweep can come between, at the cost of a
-/// transaction per file found. A content written here
-/// counts as new even if, at the flush, a concurrent import's file of the same content won the
-/// name.
+/// transaction per file found. A content written here counts as new even if, at the flush, a
+/// concurrent import's file of the same content won the name.
 pub struct Staging<'s> {
     store: &'s Store,
     name: String,
@@ -386,7 +385,8 @@ impl<'s> Staging<'s> {
                 (obj, PutOutcome::Inline)
             }));
         }
-        let found = if self.pin_at_once.load(Ordering::Relaxed) {
+        let at_once = self.pin_at_once.load(Ordering::Relaxed);
+        let found = if at_once {
             self.find_and_pin(id, size)?
         } else {
             self.store.loose_state(&id, size)?
@@ -394,7 +394,7 @@ impl<'s> Staging<'s> {
         let Some(found) = found else {
             return Ok(None);
         };
-        if !self.pin_at_once.load(Ordering::Relaxed) {
+        if !at_once {
             self.found(id, size, found)?;
         }
         Ok(Some((
