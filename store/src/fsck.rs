@@ -89,10 +89,10 @@ impl Store {
 
         let rows: HashMap<ObjectId, ObjRow> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT o.id, o.size, c.data, o.zstd
-                 FROM objects o LEFT JOIN inline_contents c ON c.id = o.content",
-            )?;
+            let mut stmt = conn.prepare(concat!(
+                "SELECT o.id, o.size, c.data, o.zstd FROM ",
+                crate::object::objects_with_contents!()
+            ))?;
             let mut out = HashMap::new();
             let mut q = stmt.query([])?;
             while let Some(r) = q.next()? {

@@ -605,18 +605,27 @@ pub struct ObjectReader<'s> {
 
 type ObjectRow = (i64, bool, Option<Vec<u8>>, bool);
 
-/// An object's row: size, loose, inline content, zstd.
-const OBJECT_ROW: &str = "SELECT o.size, o.loose, c.data, o.zstd
-     FROM objects o LEFT JOIN inline_contents c ON c.id = o.content WHERE o.id = ?1";
+/// Object rows `o` beside their inline contents `c` (`c.data` is NULL for a loose object), as a
+/// literal for `concat!`.
+macro_rules! objects_with_contents {
+    () => {
+        "objects o LEFT JOIN inline_contents c ON c.id = o.content"
+    };
+}
+pub(crate) use objects_with_contents;
 
 /// Look up an object's row.
 fn object_row(conn: &rusqlite::Connection, id: &ObjectId) -> Result<ObjectRow> {
-    conn.prepare_cached(OBJECT_ROW)?
-        .query_row([&id.as_bytes()[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?
-        .ok_or_else(|| Error::ObjectMissing { id: id.hex() })
+    conn.prepare_cached(concat!(
+        "SELECT o.size, o.loose, c.data, o.zstd FROM ",
+        objects_with_contents!(),
+        " WHERE o.id = ?1"
+    ))?
+    .query_row([&id.as_bytes()[..]], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .optional()?
+    .ok_or_else(|| Error::ObjectMissing { id: id.hex() })
 }
 
 impl ObjectReader<'_> {
