@@ -275,7 +275,8 @@ fn contents_on_both_sides_of_the_chunk_and_memory_limits_round_trip() {
         .iter()
         .map(|&n| (format!("big/{n}"), rng.bytes(n)))
         .collect();
-    // Second copies: one kept in memory (queued for a writer once), one streamed (found stored).
+    // Second copies: one kept in memory (queued for a writer once), one streamed again (its
+    // temp file loses the name to the first at the flush).
     files.push(("big/again-300000".into(), files[9].1.clone()));
     files.push(("big/again-9437184".into(), files[13].1.clone()));
     for i in 0..300 {
