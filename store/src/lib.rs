@@ -45,6 +45,7 @@
 //!   holder.
 
 pub mod checkout;
+pub mod collect;
 pub mod df;
 pub mod digest;
 pub mod disk;

@@ -76,7 +76,36 @@ pub enum PutOutcome {
     Deduplicated,
 }
 
+/// How many objects are stored in each form (from the index).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StorageCounts {
+    /// Loose files that are zstd frames, and that are the content itself.
+    pub zstd_loose: u64,
+    pub plain_loose: u64,
+    /// Inline blobs that are zstd frames, and that are the content itself.
+    pub zstd_inline: u64,
+    pub plain_inline: u64,
+}
+
 impl Store {
+    /// How many objects are stored in each form.
+    pub fn storage_counts(&self) -> Result<StorageCounts> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(loose AND zstd), 0), COALESCE(SUM(loose AND NOT zstd), 0),
+                    COALESCE(SUM(NOT loose AND zstd), 0), COALESCE(SUM(NOT loose AND NOT zstd), 0)
+             FROM objects",
+            [],
+            |r| {
+                Ok(StorageCounts {
+                    zstd_loose: r.get::<_, i64>(0)? as u64,
+                    plain_loose: r.get::<_, i64>(1)? as u64,
+                    zstd_inline: r.get::<_, i64>(2)? as u64,
+                    plain_inline: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )?)
+    }
+
     /// What the loose file for `id` holds, if it holds the whole content of `size` bytes: a file
     /// of exactly that length, or a shorter zstd frame that declares that content size and whose
     /// blocks and checksum end exactly at the end of the file. Anything else (no file, a

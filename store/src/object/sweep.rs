@@ -86,7 +86,7 @@ impl Store {
     /// Rename a loose object file to its doomed name in the same directory (gc, under the
     /// exclusive lock, with the sweep marker present); a missing one is fine. Returns the doomed
     /// name, `ab/.gc-cdef…`.
-    pub fn doom_loose(&self, id: &ObjectId) -> Result<String> {
+    pub(crate) fn doom_loose(&self, id: &ObjectId) -> Result<String> {
         let rel = id.rel_path();
         let (sub, rest) = rel.split_at(3);
         let doomed = format!("{sub}{DOOMED_PREFIX}{rest}");
@@ -96,18 +96,18 @@ impl Store {
         }
     }
 
-    /// Mark the start of a sweep (gc, under the exclusive lock): gc renames doomed files while
-    /// its transaction deletes their rows, so until it commits, a file may be doomed whose row
-    /// still stands. Opening a store whose marker is present (the sweep was killed) puts such
-    /// files back, see [`Store::recover_sweep`].
-    pub fn begin_sweep(&self) -> Result<()> {
+    /// Mark the start of a sweep (under the exclusive lock, see [`crate::collect::Sweep`]): gc
+    /// renames doomed files while its transaction deletes their rows, so until it commits, a
+    /// file may be doomed whose row still stands. Opening a store whose marker is present (the
+    /// sweep was killed) puts such files back, see [`Store::recover_sweep`].
+    pub(crate) fn set_sweep_marker(&self) -> Result<()> {
         self.root
             .write(SWEEP_MARKER, b"")
             .at(self.path.join(SWEEP_MARKER))
     }
 
     /// Remove the sweep marker: the sweep committed, or its doomed files were put back.
-    pub fn end_sweep(&self) -> Result<()> {
+    pub(crate) fn end_sweep(&self) -> Result<()> {
         match self.root.remove_file(SWEEP_MARKER) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(Error::io(self.path.join(SWEEP_MARKER), e))
@@ -118,7 +118,7 @@ impl Store {
 
     /// Put back every doomed file whose object still has a row and no file (a sweep that did
     /// not commit). Returns how many.
-    pub fn restore_doomed(&self) -> Result<usize> {
+    pub(crate) fn restore_doomed(&self) -> Result<usize> {
         let doomed = self.scan_objects()?.doomed;
         let conn = self.conn();
         let mut has_row = conn.prepare("SELECT EXISTS (SELECT 1 FROM objects WHERE id = ?1)")?;
@@ -148,9 +148,11 @@ impl Store {
         Ok(restored)
     }
 
-    /// Finish a sweep that was killed before it committed (see [`Store::begin_sweep`]); called
-    /// when the store is opened. Waits for the exclusive lock, so a sweep in progress ends first.
-    pub(crate) fn recover_sweep(&self) -> Result<()> {
+    /// Finish a sweep that was killed before it committed: put back every doomed file whose row
+    /// still stands. Opening a store does this, and so does [`Store::mark`] (the killed sweep
+    /// may have been another process's, killed while this handle was open). Waits for the
+    /// exclusive lock, so a sweep in progress ends first.
+    pub fn recover_sweep(&self) -> Result<()> {
         if !self.root.exists(SWEEP_MARKER) {
             return Ok(());
         }
@@ -164,7 +166,7 @@ impl Store {
     }
 
     /// Unlink a doomed file (`ab/.gc-cdef…`); a missing one is fine.
-    pub fn unlink_doomed(&self, doomed: &str) -> Result<()> {
+    pub(crate) fn unlink_doomed(&self, doomed: &str) -> Result<()> {
         match rustix::fs::unlinkat(&self.objects, doomed, rustix::fs::AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(self.path.join("objects").join(doomed), e)),
