@@ -127,9 +127,9 @@ impl RefName {
             return Err(bad("has an empty, '.' or '..' segment"));
         }
         if kind == RefKind::Bound
-            && !name
+            && name
                 .rsplit_once('/')
-                .is_some_and(|(_, d)| d.parse::<Digest>().is_ok())
+                .is_none_or(|(_, d)| d.parse::<Digest>().is_err())
         {
             return Err(bad("a bound ref is named ROOT/DIGEST"));
         }

@@ -194,12 +194,15 @@ impl<'s> Staging<'s> {
     }
 
     /// `content` as a zstd frame, when compression applies and is worthwhile.
-    fn compress(&self, content: &[u8], inline: bool) -> Result<Option<Vec<u8>>> {
+    fn compress(&self, id: &ObjectId, content: &[u8], inline: bool) -> Result<Option<Vec<u8>>> {
         let size = content.len() as u64;
         let Some(c) = self.compression(size) else {
             return Ok(None);
         };
-        let z = zstd_frame(content, c.level).map_err(|e| Error::io("(zstd)", e))?;
+        let z = zstd_frame(content, c.level).map_err(|source| Error::Compress {
+            id: id.hex(),
+            source,
+        })?;
         Ok(worthwhile(size, z.len() as u64, inline).then_some(z))
     }
 
@@ -255,13 +258,13 @@ impl<'s> Staging<'s> {
     pub fn put_costly(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
         let size = content.len() as u64;
         if self.is_inline_size(size) {
-            let obj = match self.compress(content, true)? {
+            let obj = match self.compress(&id, content, true)? {
                 Some(z) => NewObject::inline(id, size, z, true),
                 None => NewObject::inline(id, size, content.to_vec(), false),
             };
             return Ok((obj, PutOutcome::Inline));
         }
-        let z = self.compress(content, false)?;
+        let z = self.compress(&id, content, false)?;
         // A frame small enough to be inline goes in the index: no file, no inode, no block
         // rounding, and hardlink checkouts copy compressed objects anyway.
         if let Some(z) = z.as_ref().filter(|z| self.is_inline_size(z.len() as u64)) {
