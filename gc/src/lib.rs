@@ -1,8 +1,16 @@
-//! Mark-and-sweep garbage collection for a layerstore store.
+//! Mark-and-sweep garbage collection for a layerstore store: the policy. The store owns the
+//! tables and the files and does the marking and sweeping behind typed calls
+//! ([`layerstore_store::collect`]); this crate says what a root is ([`roots()`]), what a
+//! collection would remove ([`GcPlan`]), what it did ([`GcReport`]), and why something stays
+//! ([`why`]).
 //!
-//! Roots are the image, merged, bound and prepared refs, and the leases of operations in flight:
-//! an import pins the stored layers it builds on and every loose object it writes or finds
-//! present (see [`layerstore_store::object::Staging`]). Two phases:
+//! Roots are the image, root, merged, bound and prepared refs, and the leases of operations in
+//! flight: an import pins the stored layers it builds on and every loose object it writes or
+//! finds present (see [`layerstore_store::object::Staging`]). What a ref of each kind keeps is
+//! the store's data ([`layerstore_store::RefKind::keeps`]), shared with fsck: an image or root
+//! ref keeps its image whole, a prepared ref its manifest and config only, a merged ref its
+//! tree and image, and a bound ref keeps its image whole while its root ref lives (the gc after
+//! the root goes drops it). Two phases:
 //! 1. layer refs that no root lists are dropped (with image rows no ref names);
 //! 2. every object reachable from the remaining layers and merged trees is marked; unmarked rows
 //!    go in one transaction, then unmarked loose files (and files no row names, left by an
@@ -25,18 +33,16 @@
 //! without a crash does the same before it returns. Any other leftover is a file no row names,
 //! which the next gc removes. One gc runs at a time (`gc.lock`).
 
+pub mod roots;
 pub mod why;
 
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
-use layerstore_store::df::ObjectTotals;
-use layerstore_store::digest::IdMap;
-use layerstore_store::object::ObjectScan;
-use layerstore_store::{LockMode, ObjectId, Store};
-use rusqlite::Connection;
+use layerstore_store::collect::Dead;
+use layerstore_store::{LockMode, Store};
 use serde::Serialize;
+
+pub use roots::roots;
 
 /// The gc error type.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +50,9 @@ use serde::Serialize;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] layerstore_store::Error),
-    #[error("index database error during gc")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot remove {path}")]
-    Unlink {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `why` was asked about something the store does not have.
+    #[error("{subject} is not in the store")]
+    NotInStore { subject: String },
 }
 
 /// The gc result type.
@@ -62,6 +63,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct GcPlan {
     /// Layer refs no root lists (phase 1).
     pub layer_refs: Vec<String>,
+    /// Bound refs whose root ref is gone.
+    pub refs: Vec<String>,
     /// Image rows (manifest digests) no ref names.
     pub images: Vec<String>,
     /// Layers (and merged trees) no root needs.
@@ -80,10 +83,28 @@ pub struct GcPlan {
     pub stray_bytes: u64,
 }
 
+impl From<Dead> for GcPlan {
+    fn from(d: Dead) -> Self {
+        GcPlan {
+            layer_refs: d.layer_refs,
+            refs: d.refs,
+            images: d.images,
+            layers: d.layers,
+            objects: d.objects,
+            object_bytes: d.object_bytes,
+            stored_bytes: d.stored_bytes,
+            loose_files: d.loose_files,
+            stray_files: d.stray_files,
+            stray_bytes: d.stray_bytes,
+        }
+    }
+}
+
 impl GcPlan {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.layer_refs.is_empty()
+            && self.refs.is_empty()
             && self.images.is_empty()
             && self.layers.is_empty()
             && self.objects == 0
@@ -120,8 +141,7 @@ pub struct GcOptions {
 
 /// Compute what a collection would remove, without changing anything.
 pub fn plan(store: &Store) -> Result<GcPlan> {
-    let (p, _) = mark(store)?;
-    Ok(p)
+    Ok(store.mark(&roots)?.dead().clone().into())
 }
 
 /// Run a collection (or only plan it with `dry_run`). Returns the plan and, unless dry, the report.
@@ -130,48 +150,33 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         return Ok((plan(store)?, None));
     }
     let _collector = store.lock(LockMode::Collector)?;
-    // Files doomed by an earlier gc that was killed before its unlinks.
-    empty_trash(store)?;
     let leases_reclaimed = store.reclaim_dead_leases()?;
     let marked_at = Instant::now();
-    let (_, scan) = mark(store)?;
+    let mark = store.mark(&roots)?;
     log::debug!("gc: marked in {:?}, no lock held", marked_at.elapsed());
-    unlink_all(store, &scan.doomed)?;
+    // Files doomed by an earlier gc that was killed before its unlinks.
+    mark.leftovers().unlink(store)?;
 
     let wait_start = Instant::now();
-    let lock = store.lock(LockMode::Exclusive)?;
+    let sweep = store.begin_sweep()?;
     let held_start = Instant::now();
     let lock_wait = held_start - wait_start;
-    // The sweep's commit would checkpoint the WAL (copy every page it changed into the
-    // database file) under the lock; that waits until after it.
-    store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
-    store.begin_sweep()?;
-    let swept = sweep(store);
-    if swept.is_err() {
-        // The transaction rolled back: its rows stand, so their files go back.
-        store.restore_doomed()?;
-    }
-    store.end_sweep()?;
-    store
-        .conn()
-        .pragma_update(None, "wal_autocheckpoint", 1000)?;
-    let (removed, doomed) = swept?;
-    log::debug!(
-        "gc: rows deleted and {} files doomed at {:?}",
-        doomed.len(),
-        held_start.elapsed()
-    );
-    drop(lock);
+    let swept = sweep.apply(mark, &roots)?;
     let lock_held = held_start.elapsed();
+    log::debug!(
+        "gc: rows deleted and {} files doomed, lock held {lock_held:?}",
+        swept.doomed.len()
+    );
     let unlink_start = Instant::now();
     std::thread::scope(|s| -> Result<()> {
-        let checkpoint = s.spawn(|| store.conn().execute_batch("PRAGMA wal_checkpoint(PASSIVE)"));
-        unlink_all(store, &doomed)?;
+        let checkpoint = s.spawn(|| store.checkpoint());
+        swept.doomed.unlink(store)?;
         checkpoint
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         Ok(())
     })?;
+    let removed = GcPlan::from(swept.removed);
     let report = GcReport {
         bytes_freed: removed.bytes(),
         removed: removed.clone(),
@@ -181,297 +186,4 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         unlink: unlink_start.elapsed(),
     };
     Ok((removed, Some(report)))
-}
-
-/// Unlink doomed files (`ab/.gc-…`).
-fn unlink_all(store: &Store, doomed: &[String]) -> Result<()> {
-    doomed.par_iter().try_for_each(|d| store.unlink_doomed(d))?;
-    Ok(())
-}
-
-/// Remove `trash/`, where gc of an earlier version moved doomed files.
-fn empty_trash(store: &Store) -> Result<()> {
-    let trash = store.path().join("trash");
-    match std::fs::remove_dir_all(&trash) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Unlink {
-            path: trash.display().to_string(),
-            source: e,
-        }),
-    }
-}
-
-/// Which images and layers are live: named by a ref other than a layer ref, or (layers) by a
-/// merged ref or a lease's pin. `suffix` names the temp tables, so the mark's and the
-/// sweep's sets can be told apart.
-fn live_sets(suffix: &str) -> String {
-    format!(
-        "CREATE TEMP VIEW IF NOT EXISTS gc_pinned AS
-             SELECT id FROM lease_objects WHERE lease IN (SELECT id FROM leases);
-         DROP TABLE IF EXISTS temp.gc_live_images{suffix};
-         DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
-         CREATE TEMP TABLE gc_live_images{suffix} AS
-             SELECT id FROM images WHERE manifest_digest IN
-                 (SELECT target FROM refs WHERE name NOT LIKE 'layer/%' AND name NOT LIKE 'merged/%')
-             OR 'merged:' || manifest_digest IN
-                 (SELECT target FROM refs WHERE name LIKE 'merged/%');
-         CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
-         INSERT OR IGNORE INTO gc_live_layers{suffix}
-             SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
-             WHERE il.image IN (SELECT id FROM gc_live_images{suffix});
-         INSERT OR IGNORE INTO gc_live_layers{suffix}
-             SELECT l.id, l.diff_id FROM layers l
-             WHERE l.diff_id IN (SELECT target FROM refs WHERE name LIKE 'merged/%')
-                OR l.diff_id IN
-                    (SELECT diff_id FROM lease_layers WHERE lease IN (SELECT id FROM leases));"
-    )
-}
-
-/// The mark, in one read snapshot: what is dead (into temp tables the sweep re-checks) and the
-/// plan that describes it. Files no row names are found by a scan of `objects/` that runs
-/// meanwhile; the strays among them are the ones that have no row at the snapshot either.
-fn mark(store: &Store) -> Result<(GcPlan, ObjectScan)> {
-    let (p, scan) = std::thread::scope(|s| {
-        let scan = s.spawn(|| store.scan_objects());
-        let p = mark_rows(&store.conn());
-        (
-            p,
-            scan.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        )
-    });
-    let (mut p, scan) = (p?, scan?);
-    // Strays: files without a row, not pinned. Rows come after their files, so a file published
-    // between the scan and the snapshot has a row and is not taken for one.
-    let conn = store.conn();
-    let known: IdMap<()> = object_ids(
-        &conn,
-        "SELECT id FROM objects WHERE loose = 1 UNION ALL SELECT id FROM gc_pinned",
-    )?
-    .into_iter()
-    .map(|id| (id, ()))
-    .collect();
-    let strays: Vec<ObjectId> = scan
-        .ids
-        .iter()
-        .filter(|id| !known.contains_key(*id))
-        .copied()
-        .collect();
-    conn.execute_batch(
-        "DROP TABLE IF EXISTS temp.gc_strays;
-         CREATE TEMP TABLE gc_strays (id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID;",
-    )?;
-    {
-        let mut ins = conn.prepare("INSERT OR IGNORE INTO gc_strays (id, size) VALUES (?1, ?2)")?;
-        for id in &strays {
-            ins.execute(rusqlite::params![
-                &id.as_bytes()[..],
-                store.loose_size(id) as i64
-            ])?;
-        }
-    }
-    (p.stray_files, p.stray_bytes) = stray_totals(&conn)?;
-    Ok((p, scan))
-}
-
-/// The object ids a query returns (its first column).
-fn object_ids(conn: &Connection, sql: &str) -> Result<Vec<ObjectId>> {
-    let mut stmt = conn.prepare(sql)?;
-    let mut out = Vec::new();
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
-            out.extend(ObjectId::from_slice(b));
-        }
-    }
-    Ok(out)
-}
-
-/// How many strays `gc_strays` holds, and their bytes.
-fn stray_totals(conn: &Connection) -> Result<(u64, u64)> {
-    Ok(conn.query_row(
-        "SELECT count(*), COALESCE(sum(size), 0) FROM gc_strays",
-        [],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-    )?)
-}
-
-/// Phase 1 and the mark of phase 2, in SQL over one read transaction. Leaves the dead images,
-/// layers and objects in temp tables for [`sweep_rows`].
-fn mark_rows(conn: &Connection) -> Result<GcPlan> {
-    conn.execute_batch("BEGIN")?;
-    let res = (|| -> Result<GcPlan> {
-        conn.execute_batch(&live_sets(""))?;
-        conn.execute_batch(
-            "DROP TABLE IF EXISTS temp.gc_dead_images;
-             DROP TABLE IF EXISTS temp.gc_dead_layers;
-             DROP TABLE IF EXISTS temp.gc_dead;
-             CREATE TEMP TABLE gc_dead_images AS
-                 SELECT id FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
-             CREATE TEMP TABLE gc_dead_layers AS
-                 SELECT id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
-             CREATE TEMP TABLE gc_dead (id BLOB, size INTEGER, stored INTEGER,
-                                        loose INTEGER, content INTEGER);",
-        )?;
-        // The mark itself in a hash set: a probe per object into an SQL temp b-tree cost 2.4 µs.
-        // gc_dead has no key, so its rows are appended, not inserted in order.
-        let live: IdMap<()> = object_ids(
-            conn,
-            "SELECT object FROM entries
-             WHERE object IS NOT NULL AND layer IN (SELECT id FROM gc_live_layers)
-             UNION ALL SELECT id FROM gc_pinned",
-        )?
-        .into_iter()
-        .map(|id| (id, ()))
-        .collect();
-        let mut all =
-            conn.prepare("SELECT id, size, COALESCE(stored, size), loose, content FROM objects")?;
-        let mut dead = conn.prepare(
-            "INSERT INTO gc_dead (id, size, stored, loose, content) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut rows = all.query([])?;
-        while let Some(r) = rows.next()? {
-            let rusqlite::types::ValueRef::Blob(id) = r.get_ref(0)? else {
-                continue;
-            };
-            if ObjectId::from_slice(id).is_some_and(|id| live.contains_key(&id)) {
-                continue;
-            }
-            dead.execute(rusqlite::params![
-                id,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?
-            ])?;
-        }
-        describe(conn)
-    })();
-    conn.execute_batch("COMMIT")?;
-    res
-}
-
-/// The plan the temp tables describe.
-fn describe(conn: &Connection) -> Result<GcPlan> {
-    let strings = |sql: &str| -> Result<Vec<String>> {
-        let mut stmt = conn.prepare(sql)?;
-        let v = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
-    };
-    let mut p = GcPlan {
-        layer_refs: strings(
-            "SELECT name FROM refs WHERE name LIKE 'layer/%'
-             AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
-        )?,
-        images: strings(
-            "SELECT manifest_digest FROM images WHERE id IN (SELECT id FROM gc_dead_images)
-             ORDER BY manifest_digest",
-        )?,
-        layers: strings(
-            "SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers) ORDER BY diff_id",
-        )?,
-        ..GcPlan::default()
-    };
-    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
-        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
-         FROM gc_dead",
-        [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        },
-    )?;
-    p.objects = objects as u64;
-    p.object_bytes = object_bytes as u64;
-    p.stored_bytes = stored_bytes as u64;
-    p.loose_files = loose_files as u64;
-    Ok(p)
-}
-
-/// Re-check the dead sets against the index as it is now (inside the caller's transaction):
-/// what became live since the mark (or the last re-check) keeps what it names, and pinned
-/// objects stay.
-fn recheck(tx: &Connection) -> Result<()> {
-    tx.execute_batch(&live_sets("_now"))?;
-    tx.execute_batch(
-        "DELETE FROM gc_dead_images WHERE id IN (SELECT id FROM gc_live_images_now);
-         DELETE FROM gc_dead_layers WHERE id IN (SELECT id FROM gc_live_layers_now);
-         DELETE FROM gc_dead WHERE id IN
-             (SELECT object FROM entries WHERE object IS NOT NULL AND layer IN
-                 (SELECT id FROM gc_live_layers_now
-                  WHERE id NOT IN (SELECT id FROM gc_live_layers)));
-         DELETE FROM gc_dead WHERE id IN (SELECT id FROM gc_pinned);
-         DELETE FROM gc_strays WHERE EXISTS (SELECT 1 FROM objects o WHERE o.id = gc_strays.id)
-             OR id IN (SELECT id FROM gc_pinned);
-         DROP TABLE gc_live_layers;
-         ALTER TABLE gc_live_layers_now RENAME TO gc_live_layers;",
-    )?;
-    Ok(())
-}
-
-/// Delete the dead object rows and inline contents, and take them off the totals.
-fn delete_objects(tx: &Connection) -> Result<()> {
-    tx.execute_batch(
-        "DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);
-         DELETE FROM inline_contents WHERE id IN
-             (SELECT content FROM gc_dead WHERE content IS NOT NULL);",
-    )?;
-    let gone = ObjectTotals::sum_of(tx, "gc_dead", "stored")?;
-    gone.negated().add_to(tx)?;
-    Ok(())
-}
-
-/// The sweep (the caller holds the exclusive lock and has set the sweep marker): one durable
-/// transaction re-checks the mark, deletes the dead refs, images, layers and objects' rows and
-/// bumps the sweep generation, while other threads rename the doomed loose files (dead
-/// objects' and strays') to `.gc-` names. Returns what went and the doomed names.
-fn sweep(store: &Store) -> Result<(GcPlan, Vec<String>)> {
-    store.durable(true, |tx| -> Result<(GcPlan, Vec<String>)> {
-        let t = Instant::now();
-        recheck(tx)?;
-        log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
-        let doomed_ids = object_ids(
-            tx,
-            "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
-        )?;
-        std::thread::scope(|s| {
-            let renames = s.spawn(|| {
-                doomed_ids
-                    .par_iter()
-                    .map(|id| store.doom_loose(id))
-                    .collect::<layerstore_store::Result<Vec<String>>>()
-            });
-            let removed = delete_rows(tx);
-            log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
-            let doomed = renames
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            Ok((removed?, doomed?))
-        })
-    })
-}
-
-/// The sweep's deletions, in its transaction: what the re-checked mark found dead.
-fn delete_rows(tx: &Connection) -> Result<GcPlan> {
-    let mut removed = describe(tx)?;
-    (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
-    tx.execute_batch(
-        "DELETE FROM refs WHERE name LIKE 'layer/%'
-             AND target NOT IN (SELECT diff_id FROM gc_live_layers);
-         DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
-         DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
-         DELETE FROM layer_blobs WHERE diff_id IN
-             (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
-         DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
-         DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
-         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';",
-    )?;
-    delete_objects(tx)?;
-    Ok(removed)
 }

@@ -1,15 +1,19 @@
-//! `why`: which roots keep an image, layer, object or path alive, and through which refs.
+//! `why`: which roots keep an image, layer, object or path alive, and through which refs. It
+//! follows the same policy as the collection ([`crate::roots`]), so what it names as a reason is
+//! exactly what keeps the subject from the next gc.
 
+use layerstore_store::merged::merged_key;
 use layerstore_store::{Digest, ObjectId, Store};
 use serde::Serialize;
 
-use crate::Result;
+use crate::roots::{Kept, kept, names};
+use crate::{Error, Result};
 
 /// One chain from a root down to the thing asked about.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reason {
-    /// The root ref (`image/…`, `merged/…`, `bound/…`, `prepared/…`), or `lease/ID` for an
-    /// operation in flight that pinned the layer or object.
+    /// The root ref (`image/…`, `root/…`, `merged/…`, `bound/…`, `prepared/…`), or `lease/ID`
+    /// for an operation in flight that pinned the layer or object.
     pub root: String,
     /// The image (manifest digest) or merged tree the root names; for a lease, what it does.
     pub via: String,
@@ -25,61 +29,85 @@ pub enum Subject {
     Object(ObjectId),
 }
 
-/// The roots that keep `subject` alive; empty means the next gc removes it.
+/// The roots that keep `subject` alive; empty means the next gc removes it. Something the store
+/// does not have at all is [`Error::NotInStore`].
 pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
-    use rusqlite::types::Value;
-    // Each query yields (root ref, what it names, the layer holding the subject or NULL).
-    let (sql, param) = match subject {
-        Subject::Image(d) => (
-            "SELECT name, target, NULL FROM refs
-             WHERE (target = ?1 OR target = 'merged:' || ?1) AND name NOT LIKE 'layer/%'
-             ORDER BY name",
-            Value::Text(d.to_string()),
-        ),
-        Subject::Layer(d) => (
-            "SELECT r.name, r.target, il.diff_id FROM refs r
-             JOIN images i
-               ON i.manifest_digest = r.target OR 'merged:' || i.manifest_digest = r.target
-             JOIN image_layers il ON il.image = i.id
-             WHERE il.diff_id = ?1 AND r.name NOT LIKE 'layer/%'
-             UNION
-             SELECT 'lease/' || ll.lease, le.what, ll.diff_id FROM lease_layers ll
-             JOIN leases le ON le.id = ll.lease
-             WHERE ll.diff_id = ?1
-             ORDER BY 1",
-            Value::Text(d.to_string()),
-        ),
-        Subject::Object(id) => (
-            "SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
-             JOIN layers l ON l.id = e.layer
-             JOIN image_layers il ON il.diff_id = l.diff_id
-             JOIN images i ON i.id = il.image
-             JOIN refs r ON (r.target = i.manifest_digest OR r.target = 'merged:' || i.manifest_digest)
-               AND r.name NOT LIKE 'layer/%'
-             WHERE e.object = ?1
-             UNION
-             SELECT DISTINCT r.name, r.target, l.diff_id FROM entries e
-             JOIN layers l ON l.id = e.layer AND l.merged = 1
-             JOIN refs r ON r.target = l.diff_id AND r.name LIKE 'merged/%'
-             WHERE e.object = ?1
-             UNION
-             SELECT 'lease/' || lo.lease, le.what, NULL FROM lease_objects lo
-             JOIN leases le ON le.id = lo.lease
-             WHERE lo.id = ?1
-             ORDER BY 1, 3",
-            Value::Blob(id.as_bytes().to_vec()),
-        ),
+    let known = match subject {
+        Subject::Image(d) => store.image_by_digest(d)?.is_some(),
+        Subject::Layer(d) => store.has_layer(d)? || !store.lease_pins_of_layer(d)?.is_empty(),
+        Subject::Object(id) => store.has_object(id)?,
     };
-    let conn = store.conn();
-    let mut stmt = conn.prepare(sql)?;
-    let reasons = stmt
-        .query_map([param], |r| {
-            Ok(Reason {
-                root: r.get(0)?,
-                via: r.get(1)?,
-                layer: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !known {
+        return Err(Error::NotInStore {
+            subject: match subject {
+                Subject::Image(d) | Subject::Layer(d) => d.to_string(),
+                Subject::Object(id) => id.hex(),
+            },
+        });
+    }
+    let refs = store.refs(None)?;
+    let names = names(&refs);
+    // The layers the subject is in: for a layer itself, for an object every layers row (and
+    // merged tree) whose entries name it.
+    let holding: Vec<String> = match subject {
+        Subject::Image(_) => Vec::new(),
+        Subject::Layer(d) => vec![d.to_string()],
+        Subject::Object(id) => store.layers_holding(id)?,
+    };
+    let mut reasons = Vec::new();
+    for r in &refs {
+        let Some(k) = kept(r, &names) else {
+            continue;
+        };
+        let reason = |layer: Option<String>| Reason {
+            root: r.name.to_string(),
+            via: r.target.clone(),
+            layer,
+        };
+        if let Subject::Image(d) = subject {
+            if k.image() == *d {
+                reasons.push(reason(None));
+            }
+            continue;
+        }
+        if let Kept::Merged(d) = k {
+            let key = merged_key(&d);
+            if holding.contains(&key) {
+                reasons.push(reason(Some(key)));
+            }
+        }
+        if !k.layers() {
+            continue;
+        }
+        let Some(image) = store.image_by_digest(&k.image())? else {
+            continue;
+        };
+        for l in &image.layers {
+            let diff_id = l.diff_id.to_string();
+            if holding.contains(&diff_id) {
+                reasons.push(reason(Some(diff_id)));
+            }
+        }
+    }
+    let pins = match subject {
+        Subject::Image(_) => Vec::new(),
+        Subject::Layer(d) => store
+            .lease_pins_of_layer(d)?
+            .into_iter()
+            .map(|p| (p, Some(d.to_string())))
+            .collect(),
+        Subject::Object(id) => store
+            .lease_pins_of_object(id)?
+            .into_iter()
+            .map(|p| (p, None))
+            .collect(),
+    };
+    reasons.extend(pins.into_iter().map(|(p, layer)| Reason {
+        root: format!("lease/{}", p.lease),
+        via: p.what,
+        layer,
+    }));
+    reasons.sort();
+    reasons.dedup();
     Ok(reasons)
 }

@@ -64,7 +64,7 @@ impl ObjectTotals {
     }
 
     /// The totals as recorded.
-    pub fn recorded(conn: &rusqlite::Connection) -> Result<Self> {
+    pub(crate) fn recorded(conn: &rusqlite::Connection) -> Result<Self> {
         let mut t = [0i64; 4];
         let mut stmt = conn.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
         for (v, name) in t.iter_mut().zip(Self::NAMES) {
@@ -79,13 +79,18 @@ impl ObjectTotals {
     }
 
     /// The totals counted from the rows (fsck).
-    pub fn counted(conn: &rusqlite::Connection) -> Result<Self> {
+    pub(crate) fn counted(conn: &rusqlite::Connection) -> Result<Self> {
         Self::sum_of(conn, "objects", "COALESCE(stored, size)")
+    }
+
+    /// The totals over gc's dead objects (the temp table `gc_dead`, see `collect.rs`).
+    pub(crate) fn sum_of_dead(conn: &rusqlite::Connection) -> Result<Self> {
+        Self::sum_of(conn, "gc_dead", "stored")
     }
 
     /// The totals over `table`, any table with the columns `size` and `loose`, with `stored`
     /// the SQL for a row's stored bytes.
-    pub fn sum_of(conn: &rusqlite::Connection, table: &str, stored: &str) -> Result<Self> {
+    fn sum_of(conn: &rusqlite::Connection, table: &str, stored: &str) -> Result<Self> {
         Ok(conn.query_row(
             &format!(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(loose), 0),
@@ -115,7 +120,7 @@ impl ObjectTotals {
 
     /// Add `self` to the recorded totals (subtract with [`ObjectTotals::negated`]), inside the
     /// caller's transaction.
-    pub fn add_to(&self, conn: &rusqlite::Connection) -> Result<()> {
+    pub(crate) fn add_to(&self, conn: &rusqlite::Connection) -> Result<()> {
         let mut stmt =
             conn.prepare_cached("UPDATE counters SET value = value + ?2 WHERE name = ?1")?;
         for (name, v) in Self::NAMES.iter().zip(self.values()) {
@@ -127,7 +132,7 @@ impl ObjectTotals {
     }
 
     /// Replace the recorded totals (fsck --repair).
-    pub fn record(&self, conn: &rusqlite::Connection) -> Result<()> {
+    pub(crate) fn record(&self, conn: &rusqlite::Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached("UPDATE counters SET value = ?2 WHERE name = ?1")?;
         for (name, v) in Self::NAMES.iter().zip(self.values()) {
             stmt.execute(rusqlite::params![name, v])?;
@@ -135,6 +140,7 @@ impl ObjectTotals {
         Ok(())
     }
 
+    /// The totals with every sign flipped (a deletion's delta).
     pub fn negated(&self) -> Self {
         ObjectTotals {
             objects: -self.objects,

@@ -17,11 +17,6 @@ impl Digest {
         Digest(sha2::Sha256::digest(bytes).into())
     }
 
-    /// From a raw sha256 value.
-    pub fn from_sha256(raw: [u8; 32]) -> Self {
-        Digest(raw)
-    }
-
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

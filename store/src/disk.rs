@@ -139,9 +139,9 @@ impl Store {
             append_entry(&objects, &mut b, e)?;
         }
         b.into_inner()
-            .map_err(|e| Error::io("(tar stream)", e))?
+            .map_err(Error::Output)?
             .flush()
-            .map_err(|e| Error::io("(tar stream)", e))?;
+            .map_err(Error::Output)?;
         Ok(())
     }
 }

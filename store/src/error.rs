@@ -34,8 +34,6 @@ pub enum Error {
     InvalidObjectId { id: String },
     #[error("invalid ref name {name:?}: {reason}")]
     InvalidRefName { name: String, reason: &'static str },
-    #[error("invalid path {path:?} in image: {reason}")]
-    InvalidPath { path: String, reason: &'static str },
     #[error("no image named {name:?}")]
     ImageNotFound { name: String },
     #[error("no layer {diff_id}")]
@@ -48,8 +46,6 @@ pub enum Error {
     PathNotFound { image: String, path: String },
     #[error("{path:?} in image {image} is not a regular file")]
     NotAFile { image: String, path: String },
-    #[error("{path:?} in image {image} is not a directory")]
-    NotADirectory { image: String, path: String },
     #[error("layer {diff_id}: {reason} at {path:?}")]
     BadTree {
         diff_id: String,
@@ -65,12 +61,18 @@ pub enum Error {
     TargetNotEmpty { path: PathBuf },
     #[error("checkout target {path} is a symbolic link")]
     TargetIsSymlink { path: PathBuf },
-    #[error("ref {name} already exists")]
-    RefExists { name: String },
     #[error("no ref {name}")]
     RefNotFound { name: String },
     #[error("object {id} was removed by a concurrent gc before the import pinned it")]
     ObjectSwept { id: String },
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+    #[error("cannot compress object {id}")]
+    Compress {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("syncfs on the store failed; nothing was published")]
     Sync(#[source] std::io::Error),
 }

@@ -12,7 +12,7 @@ use rusqlite::OptionalExtension;
 use crate::df::ObjectTotals;
 use crate::digest::{Digest, ObjectId};
 use crate::error::{Error, IoContext, Result};
-use crate::refs::RefKind;
+use crate::refs::Keeps;
 use crate::store::Store;
 
 /// One problem `fsck` found. Serialized with a `kind` tag, stable for `--json`.
@@ -195,33 +195,38 @@ impl Store {
                 name: r.name.to_string(),
                 target: r.target.clone(),
             };
-            match r.kind {
-                RefKind::Layer | RefKind::Merged => {
+            // What the ref must resolve to follows from what it keeps (the one definition gc
+            // marks by): a layers row, or an image row with, when it keeps the image whole,
+            // every layer.
+            let whole = match r.kind.keeps() {
+                Keeps::Nothing | Keeps::MergedTree => {
                     if !layers.contains(&r.target) {
                         found.push(dangling());
                     }
+                    continue;
                 }
-                _ => match r
-                    .target
-                    .parse::<Digest>()
-                    .ok()
-                    .map(|d| self.image_by_digest(&d))
-                {
-                    // A prepared ref pins a cached update's manifest and config only.
-                    Some(Ok(Some(_))) if r.kind == RefKind::Prepared => {}
-                    Some(Ok(Some(img))) => {
-                        for l in &img.layers {
-                            if !layers.contains(&l.diff_id.to_string()) {
-                                found.push(Finding::MissingLayer {
-                                    image: r.name.to_string(),
-                                    diff_id: l.diff_id.to_string(),
-                                });
-                            }
+                Keeps::Image => true,
+                Keeps::Metadata => false,
+            };
+            match r
+                .target
+                .parse::<Digest>()
+                .ok()
+                .map(|d| self.image_by_digest(&d))
+            {
+                Some(Ok(Some(img))) if whole => {
+                    for l in &img.layers {
+                        if !layers.contains(&l.diff_id.to_string()) {
+                            found.push(Finding::MissingLayer {
+                                image: r.name.to_string(),
+                                diff_id: l.diff_id.to_string(),
+                            });
                         }
                     }
-                    Some(Err(e)) => return Err(e),
-                    _ => found.push(dangling()),
-                },
+                }
+                Some(Ok(Some(_))) => {}
+                Some(Err(e)) => return Err(e),
+                _ => found.push(dangling()),
             }
         }
 

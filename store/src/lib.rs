@@ -42,9 +42,15 @@
 //!   batch of objects (or the stored layers it builds on) and renames the batch's files into
 //!   place; between batches a gc may sweep, and spares what live leases pin.
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
-//!   holder.
+//!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
+//!   can doom object files.
+//! - The store owns every SQL statement and key format (ref names: [`RefName`]; merged trees'
+//!   layer keys: [`merged::merged_key`]). gc states its policy — which refs are roots, from what
+//!   each ref kind keeps ([`RefKind::keeps`], which fsck checks against too) — through the typed
+//!   calls of [`collect`].
 
 pub mod checkout;
+pub mod collect;
 pub mod df;
 pub mod digest;
 pub mod disk;

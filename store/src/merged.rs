@@ -2,15 +2,25 @@
 //! a `merged/NAME` ref while a disk image is generated from it. It is stored as a layers row keyed
 //! `merged:MANIFEST-DIGEST` (merged = 1), so it pins exactly the objects the flattened tree needs.
 
-use crate::error::{Error, Result};
+use crate::digest::Digest;
+use crate::error::Result;
 use crate::merge::MergedTree;
 use crate::query::ImageInfo;
 use crate::refs::{RefKind, RefName};
 use crate::store::Store;
 
-/// The layers-table key of an image's merged tree.
-pub fn merged_key(image: &ImageInfo) -> String {
-    format!("merged:{}", image.manifest_digest)
+/// The prefix of a merged tree's layers-table key.
+const MERGED_PREFIX: &str = "merged:";
+
+/// The layers-table key of the merged tree of the image with manifest digest `manifest`: the one
+/// place that spells the key.
+pub fn merged_key(manifest: &Digest) -> String {
+    format!("{MERGED_PREFIX}{manifest}")
+}
+
+/// The image a merged tree's key names (the inverse of [`merged_key`]); `None` for any other key.
+pub fn merged_key_image(key: &str) -> Option<Digest> {
+    key.strip_prefix(MERGED_PREFIX)?.parse().ok()
 }
 
 impl Store {
@@ -19,24 +29,24 @@ impl Store {
     pub fn create_merged(&self, name: &str, image: &ImageInfo) -> Result<(RefName, MergedTree)> {
         let r = RefName::new(RefKind::Merged, name)?;
         let tree = self.merged_tree(image)?;
-        let key = merged_key(image);
+        let key = merged_key(&image.manifest_digest);
         self.durable(false, |tx| -> Result<()> {
             crate::publish::insert_tree(tx, &key, true, 0, &[], tree.depth_first().into_iter())?;
             crate::refs::upsert_refs(tx, &[(r.clone(), key)])
         })?;
         Ok((r, tree))
     }
+}
 
-    /// The tree a `merged/NAME` ref pins.
-    pub fn merged_by_ref(&self, name: &str) -> Result<MergedTree> {
-        let r = RefName::new(RefKind::Merged, name)?;
-        let key = self.ref_target(&r)?.ok_or_else(|| Error::RefNotFound {
-            name: r.to_string(),
-        })?;
-        let mut tree = MergedTree::default();
-        for e in self.entries_by_key(&key)? {
-            tree.entries.insert(e.path.clone(), e);
-        }
-        Ok(tree)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merged_key_names_its_image_and_nothing_else_does() {
+        let d: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        assert_eq!(merged_key_image(&merged_key(&d)), Some(d));
+        assert_eq!(merged_key_image(&d.to_string()), None);
+        assert_eq!(merged_key_image("merged:nonsense"), None);
     }
 }

@@ -110,10 +110,12 @@ impl Store {
         }
         let mut names = Vec::new();
         let mut stmt = conn.prepare_cached(
-            "SELECT name FROM refs WHERE target = ?1 AND name LIKE 'image/%' ORDER BY name",
+            "SELECT name FROM refs WHERE target = ?1 AND name LIKE ?2 ORDER BY name",
         )?;
-        for n in stmt.query_map([digest.to_string()], |r| r.get::<_, String>(0))? {
-            names.push(n?["image/".len()..].to_string());
+        for n in stmt.query_map([digest.to_string(), RefKind::Image.like_pattern()], |r| {
+            r.get::<_, String>(0)
+        })? {
+            names.push(n?.parse::<RefName>()?.name().to_string());
         }
         Ok(Some(ImageInfo {
             names,
@@ -252,19 +254,42 @@ impl Store {
             count: &mut written,
         };
         let objects = self.object_reader()?;
-        sk.rebuild(&mut counting, |s, w| -> Result<()> {
+        sk.rebuild(&mut counting, |s, w| -> Result<(), Rebuild> {
             let data = objects.read(&s.object)?;
             if data.size() != s.size {
                 return Err(Error::BadSkeleton {
                     diff_id: diff_id.to_string(),
                     reason: "object size differs from the splice",
-                });
+                }
+                .into());
             }
             data.copy_to(w)
                 .map_err(|e| Error::io(self.object_path(&s.object), e))?;
             Ok(())
+        })
+        .map_err(|e| match e {
+            Rebuild::Store(e) => e,
+            Rebuild::Output(e) => Error::Output(e),
         })?;
         Ok(written)
+    }
+}
+
+/// Why rebuilding a layer tar stopped: the store (an object), or writing the tar's own bytes.
+enum Rebuild {
+    Store(Error),
+    Output(std::io::Error),
+}
+
+impl From<Error> for Rebuild {
+    fn from(e: Error) -> Self {
+        Rebuild::Store(e)
+    }
+}
+
+impl From<std::io::Error> for Rebuild {
+    fn from(e: std::io::Error) -> Self {
+        Rebuild::Output(e)
     }
 }
 
@@ -281,11 +306,5 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::io("(stream)", e)
     }
 }

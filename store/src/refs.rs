@@ -1,6 +1,9 @@
-//! Refs: named roots. `image/NAME` → manifest digest, `layer/DIFFID` → diff_id, and the kinds that
-//! later pin trees for disk generation (`merged/`), bound images (`bound/ROOT/NAME`) and cached
-//! updates (`prepared/`).
+//! Refs: named roots. `image/NAME` → manifest digest, `layer/DIFFID` → diff_id, `merged/NAME` →
+//! the merged tree a disk is generated from, `root/NAME` → a deployment's image by digest,
+//! `bound/ROOT/DIGEST` → an image bound to a root, `prepared/NAME` → a cached update.
+//!
+//! What each kind keeps alive is written once, here, as data ([`RefKind::keeps`],
+//! [`RefName::lives_by`]): gc marks by it and fsck checks against it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,6 +11,7 @@ use std::str::FromStr;
 use rusqlite::params;
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::{Store, now};
 
@@ -18,19 +22,53 @@ pub enum RefKind {
     Image,
     Layer,
     Merged,
+    Root,
     Bound,
     Prepared,
 }
 
+/// What a ref keeps alive, by its kind: the one definition gc's mark and fsck share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keeps {
+    /// Nothing by itself: a `layer/` ref names a stored layer, which lives only while a root
+    /// lists it (the next gc drops the ref otherwise).
+    Nothing,
+    /// An image by manifest digest, whole: its manifest, config and every layer.
+    Image,
+    /// An image's manifest and config only, never its layers (a cached update).
+    Metadata,
+    /// A merged tree (its target is a key `merged:DIGEST`, see [`crate::merged::merged_key`]),
+    /// and the image it flattens, whole.
+    MergedTree,
+}
+
 impl RefKind {
     /// All kinds.
-    pub const ALL: [RefKind; 5] = [
+    pub const ALL: [RefKind; 6] = [
         RefKind::Image,
         RefKind::Layer,
         RefKind::Merged,
+        RefKind::Root,
         RefKind::Bound,
         RefKind::Prepared,
     ];
+
+    /// What a ref of this kind keeps alive. A `bound/` ref keeps it only while its root lives
+    /// ([`RefName::lives_by`]).
+    pub fn keeps(self) -> Keeps {
+        match self {
+            RefKind::Layer => Keeps::Nothing,
+            RefKind::Image | RefKind::Root | RefKind::Bound => Keeps::Image,
+            RefKind::Prepared => Keeps::Metadata,
+            RefKind::Merged => Keeps::MergedTree,
+        }
+    }
+
+    /// A `LIKE` pattern matching the names of refs of this kind.
+    pub(crate) fn like_pattern(self) -> String {
+        format!("{}/%", self.as_str())
+    }
 
     /// The prefix in the ref name.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +76,7 @@ impl RefKind {
             RefKind::Image => "image",
             RefKind::Layer => "layer",
             RefKind::Merged => "merged",
+            RefKind::Root => "root",
             RefKind::Bound => "bound",
             RefKind::Prepared => "prepared",
         }
@@ -87,6 +126,13 @@ impl RefName {
         {
             return Err(bad("has an empty, '.' or '..' segment"));
         }
+        if kind == RefKind::Bound
+            && name
+                .rsplit_once('/')
+                .is_none_or(|(_, d)| d.parse::<Digest>().is_err())
+        {
+            return Err(bad("a bound ref is named ROOT/DIGEST"));
+        }
         let prefix = kind.as_str();
         Ok(RefName {
             full: format!("{prefix}/{name}"),
@@ -97,6 +143,31 @@ impl RefName {
     /// An image ref.
     pub fn image(name: &str) -> Result<Self> {
         RefName::new(RefKind::Image, name)
+    }
+
+    /// The layer ref of a stored layer, `layer/DIFFID`.
+    pub fn layer(diff_id: &Digest) -> Self {
+        RefName::new(RefKind::Layer, &diff_id.to_string()).expect("a digest is a valid ref name")
+    }
+
+    /// The ref `bound/ROOT/DIGEST` that binds `image` to the root ref `root`.
+    pub fn bound(root: &RefName, image: &Digest) -> Result<Self> {
+        if root.kind() != RefKind::Root {
+            return Err(Error::InvalidRefName {
+                name: root.to_string(),
+                reason: "an image can only be bound to a root/ ref",
+            });
+        }
+        RefName::new(RefKind::Bound, &format!("{}/{image}", root.name()))
+    }
+
+    /// The ref this one is a root only while it exists: for `bound/ROOT/DIGEST`, `root/ROOT`.
+    pub fn lives_by(&self) -> Option<RefName> {
+        if self.kind() != RefKind::Bound {
+            return None;
+        }
+        let (root, _) = self.name().rsplit_once('/')?;
+        RefName::new(RefKind::Root, root).ok()
     }
 
     /// The kind.
@@ -206,26 +277,33 @@ impl Store {
 
     /// All refs, or those of one kind, sorted by name.
     pub fn refs(&self, kind: Option<RefKind>) -> Result<Vec<RefInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, target, created FROM refs ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, target, created) = row?;
-            let name: RefName = name.parse()?;
-            if kind.is_none_or(|k| k == name.kind()) {
-                out.push(RefInfo {
-                    kind: name.kind(),
-                    name,
-                    target,
-                    created,
-                });
-            }
-        }
-        Ok(out)
+        read_refs(&self.conn(), kind)
     }
+}
+
+/// All refs, or those of one kind, sorted by name, as `conn` sees them.
+pub(crate) fn read_refs(
+    conn: &rusqlite::Connection,
+    kind: Option<RefKind>,
+) -> Result<Vec<RefInfo>> {
+    let mut stmt = conn.prepare_cached("SELECT name, target, created FROM refs ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, target, created) = row?;
+        let name: RefName = name.parse()?;
+        if kind.is_none_or(|k| k == name.kind()) {
+            out.push(RefInfo {
+                kind: name.kind(),
+                name,
+                target,
+                created,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

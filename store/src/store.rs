@@ -337,7 +337,7 @@ impl Store {
     }
 
     /// The index connection.
-    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -406,7 +406,7 @@ impl Store {
     /// Run `f` in one transaction committed with `synchronous=FULL` (refs and gc sweeps: a
     /// commit that returned survives a power cut). `immediate` takes the write lock at `BEGIN`,
     /// for transactions that read before they write.
-    pub fn durable<T, E: From<rusqlite::Error>>(
+    pub(crate) fn durable<T, E: From<rusqlite::Error>>(
         &self,
         immediate: bool,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,

@@ -27,16 +27,9 @@ fn compressed_store(dir: &Path) -> Store {
 }
 
 /// (zstd loose, raw loose, zstd inline) object counts, from the index.
-fn storage_counts(store: &Store) -> (i64, i64, i64) {
-    store
-        .conn()
-        .query_row(
-            "SELECT SUM(loose AND zstd), SUM(loose AND NOT zstd), SUM(NOT loose AND zstd)
-             FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap()
+fn storage_counts(store: &Store) -> (u64, u64, u64) {
+    let c = store.storage_counts().unwrap();
+    (c.zstd_loose, c.plain_loose, c.zstd_inline)
 }
 
 fn checkout(store: &Store, tag: &str, dest: &Path, mode: CheckoutMode) {

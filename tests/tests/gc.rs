@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::*;
+use layerstore_gc::why::{Subject, why};
 use layerstore_gc::{GcOptions, collect, plan};
 use layerstore_store::disk::{DiskFormat, DiskOptions};
 use layerstore_store::{LayerState, ObjectId, PutOutcome, RefKind, RefName, Store};
@@ -299,12 +300,7 @@ mod model {
                                 }
                             }
                         }
-                        let conn = store.conn();
-                        let mut stmt = conn.prepare("SELECT id FROM objects").unwrap();
-                        let have: BTreeSet<_> = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap()
-                            .map(|r| layerstore_store::ObjectId::from_slice(&r.unwrap()).unwrap()).collect();
-                        drop(stmt);
-                        drop(conn);
+                        let have: BTreeSet<_> = store.object_ids().unwrap().into_iter().collect();
                         prop_assert_eq!(have, want);
                     }
                 }
@@ -505,48 +501,6 @@ fn an_import_waits_for_a_layer_another_import_reads() {
     assert_sound(&store);
 }
 
-/// A gc killed during its sweep, after it renamed doomed files and before its transaction
-/// committed, leaves rows whose files carry doomed names. Opening the store puts those files
-/// back (the sweep marker says a sweep was interrupted); a doomed file without a row stays
-/// doomed, and the next gc removes it.
-#[test]
-fn a_sweep_killed_before_its_commit_is_undone_when_the_store_opens() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (store, oci) = sample_store(tmp.path());
-    import(&store, &format!("{oci}:app-v1")).unwrap();
-    let live = store.loose_ids().unwrap();
-    assert!(!live.is_empty());
-    let stray = ObjectId::of(&[7u8; 9000]);
-    std::fs::write(store.object_path(&stray), [7u8; 9000]).unwrap();
-    // What the killed sweep did before its commit.
-    store.begin_sweep().unwrap();
-    for id in live.iter().chain([&stray]) {
-        store.doom_loose(id).unwrap();
-    }
-    assert!(!store.object_path(&live[0]).exists());
-    let path = store.path().to_owned();
-    drop(store);
-
-    let store = Store::open(&path).unwrap();
-    assert!(!path.join(layerstore_store::object::SWEEP_MARKER).exists());
-    let mut back = store.loose_ids().unwrap();
-    back.sort();
-    let mut want = live.clone();
-    want.sort();
-    assert_eq!(
-        back, want,
-        "every file with a row is back, the stray is not"
-    );
-    assert_sound(&store);
-    let rep = gc(&store);
-    assert_eq!(rep.removed.objects, 0);
-    assert!(
-        store.scan_objects().unwrap().doomed.is_empty(),
-        "gc removed the stray's doomed file"
-    );
-    assert_sound(&store);
-}
-
 /// A long read pins the image's layers with a lease instead of holding the store lock: gc
 /// neither waits for it nor takes what it reads, even once the image's ref is gone. A read
 /// that starts after gc took the layers fails cleanly.
@@ -584,4 +538,106 @@ fn a_reader_pins_what_it_reads_and_gc_does_not_wait_for_it() {
         other => panic!("pinning a removed image: {other:?}"),
     }
     assert_sound(&store);
+}
+
+/// A prepared ref (a cached update) keeps its image's manifest and config, never its layers:
+/// gc and fsck agree on it (gc used to keep the layers as for an image ref).
+#[test]
+fn a_prepared_ref_keeps_manifest_and_config_but_not_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
+    let img = store.resolve_image("base-v1").unwrap();
+    let digest = img.manifest_digest;
+    store
+        .set_refs(&[(
+            RefName::new(RefKind::Prepared, "update").unwrap(),
+            digest.to_string(),
+        )])
+        .unwrap();
+    store
+        .remove_refs(&[RefName::image("base-v1").unwrap()])
+        .unwrap();
+    let r = gc(&store);
+    assert!(r.removed.images.is_empty(), "the image row stays");
+    assert_eq!(r.removed.layers.len(), img.layers.len(), "its layers go");
+    let kept = store.image_by_digest(&digest).unwrap().expect("kept");
+    let (manifest, config) = store.image_documents(&kept).unwrap();
+    assert_eq!(layerstore_store::Digest::of(&manifest), digest);
+    assert_eq!(layerstore_store::Digest::of(&config), kept.config_digest);
+    assert!(store.loose_files().unwrap().is_empty());
+    let reasons = why(&store, &Subject::Image(digest)).unwrap();
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].root, "prepared/update");
+    assert_sound(&store);
+}
+
+/// A bound image lives while the root it is bound to does; the gc after the root ref goes
+/// drops the bound ref and the image.
+#[test]
+fn a_bound_image_lives_while_its_root_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
+    import(&store, &format!("{oci}:app-v1")).unwrap();
+    let base = store.resolve_image("base-v1").unwrap().manifest_digest;
+    let app = store.resolve_image("app-v1").unwrap().manifest_digest;
+    let root = RefName::new(RefKind::Root, "deploy").unwrap();
+    let bound = RefName::bound(&root, &app).unwrap();
+    assert_eq!(bound.lives_by().as_ref(), Some(&root));
+    store
+        .set_refs(&[
+            (root.clone(), base.to_string()),
+            (bound.clone(), app.to_string()),
+        ])
+        .unwrap();
+    store
+        .remove_refs(&[
+            RefName::image("base-v1").unwrap(),
+            RefName::image("app-v1").unwrap(),
+        ])
+        .unwrap();
+    let r = gc(&store);
+    assert!(r.removed.images.is_empty() && r.removed.layers.is_empty());
+    let reasons = why(&store, &Subject::Image(app)).unwrap();
+    assert_eq!(reasons[0].root, bound.to_string());
+    assert_sound(&store);
+
+    store.remove_refs(&[root]).unwrap();
+    assert!(
+        why(&store, &Subject::Image(app)).unwrap().is_empty(),
+        "without its root the bound image is kept by nothing"
+    );
+    let r = gc(&store);
+    assert_eq!(r.removed.refs, [bound.to_string()]);
+    assert_eq!(r.removed.images.len(), 2);
+    assert!(store.refs(None).unwrap().is_empty());
+    assert_eq!(store.df().unwrap().objects, 0);
+    assert_sound(&store);
+}
+
+/// `why` about a digest or object the store does not have is an error, not "nothing keeps it
+/// alive".
+#[test]
+fn why_unknown_digest_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, oci) = sample_store(tmp.path());
+    import(&store, &format!("{oci}:base-v1")).unwrap();
+    let unknown = layerstore_store::Digest::of(b"not in the store");
+    for subject in [
+        Subject::Image(unknown),
+        Subject::Layer(unknown),
+        Subject::Object(ObjectId::of(b"not in the store either")),
+    ] {
+        match why(&store, &subject) {
+            Err(layerstore_gc::Error::NotInStore { .. }) => {}
+            other => panic!("{subject:?}: {other:?}"),
+        }
+    }
+    // What the store has but nothing keeps is not an error.
+    let layer = store.resolve_image("base-v1").unwrap().layers[0].diff_id;
+    store
+        .remove_refs(&[RefName::image("base-v1").unwrap()])
+        .unwrap();
+    assert!(why(&store, &Subject::Layer(layer)).unwrap().is_empty());
 }

@@ -1,0 +1,754 @@
+//! Collection: the rows and files a gc marks and sweeps, behind typed calls. The collector's
+//! policy (which refs are roots, and what each keeps: [`crate::refs::Keeps`]) comes in as a
+//! [`RootPolicy`], which the store calls with the refs as its snapshot sees them, once at the
+//! mark and once more when the sweep re-checks under the exclusive lock.
+//!
+//! Leases are always roots: the import and long-read protocols rest on them (see
+//! [`crate::object::Staging`]), so no policy can leave them out.
+//!
+//! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
+//! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock and sets
+//! the sweep marker; the [`Sweep`] it returns is the only way to doom files, and
+//! [`Sweep::apply`] re-checks the mark, deletes the rows in one durable transaction while other
+//! threads doom (rename) the files, and releases the lock. The [`Doomed`] files it returns are
+//! unlinked afterwards, without the lock.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::df::ObjectTotals;
+use crate::digest::{Digest, IdMap, ObjectId};
+use crate::error::{Error, Result};
+use crate::merged::merged_key;
+use crate::refs::{RefInfo, RefKind, RefName, read_refs};
+use crate::store::{LockMode, Store, StoreLock};
+
+/// What the roots of a collection keep alive, as the collector's policy states them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roots {
+    /// Images kept whole: manifest, config and every layer.
+    pub images: BTreeSet<Digest>,
+    /// Images of which only the manifest and config are kept, not the layers.
+    pub metadata: BTreeSet<Digest>,
+    /// Merged trees kept, by the image they flatten.
+    pub merged: BTreeSet<Digest>,
+    /// Refs that are not roots and go with this collection (e.g. a bound ref whose root is
+    /// gone). Layer refs no remaining layer needs go anyway.
+    pub drop_refs: BTreeSet<RefName>,
+}
+
+/// The collector's policy: the roots, given every ref as the store sees it at that moment.
+pub type RootPolicy<'a> = &'a (dyn Fn(&[RefInfo]) -> Roots + Sync);
+
+/// What a mark found dead, or what a sweep removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Dead {
+    /// Layer refs whose layer no root needs.
+    pub layer_refs: Vec<String>,
+    /// Other refs the policy drops.
+    pub refs: Vec<String>,
+    /// Image rows (manifest digests) no root keeps.
+    pub images: Vec<String>,
+    /// Layers (and merged trees) no root needs.
+    pub layers: Vec<String>,
+    /// Object rows no remaining layer needs, their content bytes and their stored bytes.
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub stored_bytes: u64,
+    /// Loose files among them.
+    pub loose_files: u64,
+    /// Loose files no row names (left by an interrupted import), and their bytes.
+    pub stray_files: u64,
+    pub stray_bytes: u64,
+}
+
+/// The result of [`Store::mark`]: what is dead, kept in the store's connection for the sweep.
+#[derive(Debug)]
+#[must_use]
+pub struct Mark {
+    dead: Dead,
+    leftovers: Doomed,
+}
+
+impl Mark {
+    /// What the mark found dead.
+    pub fn dead(&self) -> &Dead {
+        &self.dead
+    }
+
+    /// Files earlier sweeps doomed but did not unlink (they were killed): garbage, to unlink.
+    pub fn leftovers(&self) -> &Doomed {
+        &self.leftovers
+    }
+}
+
+/// Object files renamed to doomed names (`ab/.gc-cdef…`), to unlink. Only the store makes one:
+/// a sweep that committed, or a mark that found an earlier sweep's leftovers.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Doomed {
+    names: Vec<String>,
+    /// `trash/`, where gc of an earlier version moved doomed files, is there.
+    trash: bool,
+}
+
+impl Doomed {
+    /// How many files.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && !self.trash
+    }
+
+    /// Unlink the files, in parallel; a missing one is fine. Unlinks free blocks and can take
+    /// seconds on a `discard` mount, which is why they wait until the lock is released.
+    pub fn unlink(&self, store: &Store) -> Result<()> {
+        if self.trash {
+            store.remove_trash()?;
+        }
+        self.names
+            .par_iter()
+            .try_for_each(|d| store.unlink_doomed(d))
+    }
+}
+
+/// A sweep in progress: holds the exclusive store lock and the sweep marker. Dropped without
+/// [`Sweep::apply`], it puts doomed files back and removes the marker.
+#[must_use]
+pub struct Sweep<'s> {
+    store: &'s Store,
+    _lock: StoreLock,
+    ended: bool,
+}
+
+/// What [`Sweep::apply`] did.
+#[derive(Debug)]
+pub struct Swept {
+    /// What went (the mark re-checked under the lock).
+    pub removed: Dead,
+    /// The files it doomed, to unlink now that the lock is released.
+    pub doomed: Doomed,
+}
+
+/// Which images and layers are live, in temp tables named with `suffix` (so the mark's and the
+/// sweep's sets can be told apart), from the roots in `gc_root_*{suffix}` and the leases.
+fn live_sets(suffix: &str) -> String {
+    format!(
+        "CREATE TEMP VIEW IF NOT EXISTS gc_pinned AS
+             SELECT id FROM lease_objects WHERE lease IN (SELECT id FROM leases);
+         DROP TABLE IF EXISTS temp.gc_live_images{suffix};
+         DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
+         CREATE TEMP TABLE gc_live_images{suffix} AS
+             SELECT i.id, r.whole FROM images i
+             JOIN gc_root_images{suffix} r ON r.digest = i.manifest_digest;
+         CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
+         INSERT OR IGNORE INTO gc_live_layers{suffix}
+             SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
+             WHERE il.image IN (SELECT id FROM gc_live_images{suffix} WHERE whole);
+         INSERT OR IGNORE INTO gc_live_layers{suffix}
+             SELECT l.id, l.diff_id FROM layers l
+             WHERE l.diff_id IN (SELECT key FROM gc_root_trees{suffix})
+                OR l.diff_id IN
+                    (SELECT diff_id FROM lease_layers WHERE lease IN (SELECT id FROM leases));"
+    )
+}
+
+/// Ask the policy for the roots as `conn` sees the refs, and put them in temp tables.
+fn write_roots(conn: &Connection, policy: RootPolicy<'_>, suffix: &str) -> Result<()> {
+    let roots = policy(&read_refs(conn, None)?);
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp.gc_root_images{suffix};
+         DROP TABLE IF EXISTS temp.gc_root_trees{suffix};
+         DROP TABLE IF EXISTS temp.gc_drop_refs{suffix};
+         CREATE TEMP TABLE gc_root_images{suffix}
+             (digest TEXT PRIMARY KEY, whole INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TEMP TABLE gc_root_trees{suffix} (key TEXT PRIMARY KEY) WITHOUT ROWID;
+         CREATE TEMP TABLE gc_drop_refs{suffix} (name TEXT PRIMARY KEY) WITHOUT ROWID;"
+    ))?;
+    // Whole first: an image some root keeps whole and another only in part is kept whole.
+    let mut image = conn.prepare(&format!(
+        "INSERT OR IGNORE INTO gc_root_images{suffix} (digest, whole) VALUES (?1, ?2)"
+    ))?;
+    for d in &roots.images {
+        image.execute(rusqlite::params![d.to_string(), true])?;
+    }
+    for d in &roots.metadata {
+        image.execute(rusqlite::params![d.to_string(), false])?;
+    }
+    let mut tree = conn.prepare(&format!(
+        "INSERT OR IGNORE INTO gc_root_trees{suffix} (key) VALUES (?1)"
+    ))?;
+    for d in &roots.merged {
+        tree.execute([merged_key(d)])?;
+    }
+    let mut drop = conn.prepare(&format!(
+        "INSERT OR IGNORE INTO gc_drop_refs{suffix} (name) VALUES (?1)"
+    ))?;
+    for r in &roots.drop_refs {
+        drop.execute([r.as_str()])?;
+    }
+    Ok(())
+}
+
+/// The object ids a query returns (its first column).
+fn object_ids(conn: &Connection, sql: &str) -> Result<Vec<ObjectId>> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+            out.extend(ObjectId::from_slice(b));
+        }
+    }
+    Ok(out)
+}
+
+/// How many strays `gc_strays` holds, and their bytes.
+fn stray_totals(conn: &Connection) -> Result<(u64, u64)> {
+    Ok(conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0) FROM gc_strays",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )?)
+}
+
+/// Phase 1 and the mark of phase 2, in SQL over one read transaction. Leaves the dead images,
+/// layers and objects in temp tables for the sweep.
+fn mark_rows(conn: &Connection, policy: RootPolicy<'_>) -> Result<Dead> {
+    conn.execute_batch("BEGIN")?;
+    let res = (|| -> Result<Dead> {
+        write_roots(conn, policy, "")?;
+        conn.execute_batch(&live_sets(""))?;
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.gc_dead_images;
+             DROP TABLE IF EXISTS temp.gc_dead_layers;
+             DROP TABLE IF EXISTS temp.gc_dead;
+             CREATE TEMP TABLE gc_dead_images AS
+                 SELECT id FROM images WHERE id NOT IN (SELECT id FROM gc_live_images);
+             CREATE TEMP TABLE gc_dead_layers AS
+                 SELECT id FROM layers WHERE id NOT IN (SELECT id FROM gc_live_layers);
+             CREATE TEMP TABLE gc_dead (id BLOB, size INTEGER, stored INTEGER,
+                                        loose INTEGER, content INTEGER);",
+        )?;
+        // The mark itself in a hash set: a probe per object into an SQL temp b-tree cost 2.4 µs.
+        // gc_dead has no key, so its rows are appended, not inserted in order.
+        let live: IdMap<()> = object_ids(
+            conn,
+            "SELECT object FROM entries
+             WHERE object IS NOT NULL AND layer IN (SELECT id FROM gc_live_layers)
+             UNION ALL SELECT id FROM gc_pinned",
+        )?
+        .into_iter()
+        .map(|id| (id, ()))
+        .collect();
+        let mut all =
+            conn.prepare("SELECT id, size, COALESCE(stored, size), loose, content FROM objects")?;
+        let mut dead = conn.prepare(
+            "INSERT INTO gc_dead (id, size, stored, loose, content) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut rows = all.query([])?;
+        while let Some(r) = rows.next()? {
+            let rusqlite::types::ValueRef::Blob(id) = r.get_ref(0)? else {
+                continue;
+            };
+            if ObjectId::from_slice(id).is_some_and(|id| live.contains_key(&id)) {
+                continue;
+            }
+            dead.execute(rusqlite::params![
+                id,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?
+            ])?;
+        }
+        describe(conn)
+    })();
+    conn.execute_batch("COMMIT")?;
+    res
+}
+
+/// What the temp tables describe (without the strays).
+fn describe(conn: &Connection) -> Result<Dead> {
+    let strings = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let v = stmt
+            .query_map(params, |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    };
+    let mut p = Dead {
+        layer_refs: strings(
+            "SELECT name FROM refs WHERE name LIKE ?1
+             AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
+            &[&RefKind::Layer.like_pattern()],
+        )?,
+        refs: strings(
+            "SELECT name FROM refs WHERE name IN (SELECT name FROM gc_drop_refs) ORDER BY name",
+            &[],
+        )?,
+        images: strings(
+            "SELECT manifest_digest FROM images WHERE id IN (SELECT id FROM gc_dead_images)
+             ORDER BY manifest_digest",
+            &[],
+        )?,
+        layers: strings(
+            "SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers) ORDER BY diff_id",
+            &[],
+        )?,
+        ..Dead::default()
+    };
+    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
+         FROM gc_dead",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    p.objects = objects as u64;
+    p.object_bytes = object_bytes as u64;
+    p.stored_bytes = stored_bytes as u64;
+    p.loose_files = loose_files as u64;
+    Ok(p)
+}
+
+/// Re-check the dead sets against the index as it is now (inside the caller's transaction):
+/// what became live since the mark keeps what it names, and pinned objects stay.
+fn recheck(tx: &Connection, policy: RootPolicy<'_>) -> Result<()> {
+    write_roots(tx, policy, "_now")?;
+    tx.execute_batch(&live_sets("_now"))?;
+    tx.execute_batch(
+        "DELETE FROM gc_dead_images WHERE id IN (SELECT id FROM gc_live_images_now);
+         DELETE FROM gc_dead_layers WHERE id IN (SELECT id FROM gc_live_layers_now);
+         DELETE FROM gc_dead WHERE id IN
+             (SELECT object FROM entries WHERE object IS NOT NULL AND layer IN
+                 (SELECT id FROM gc_live_layers_now
+                  WHERE id NOT IN (SELECT id FROM gc_live_layers)));
+         DELETE FROM gc_dead WHERE id IN (SELECT id FROM gc_pinned);
+         DELETE FROM gc_strays WHERE EXISTS (SELECT 1 FROM objects o WHERE o.id = gc_strays.id)
+             OR id IN (SELECT id FROM gc_pinned);
+         DROP TABLE gc_live_layers;
+         ALTER TABLE gc_live_layers_now RENAME TO gc_live_layers;
+         DROP TABLE gc_drop_refs;
+         ALTER TABLE gc_drop_refs_now RENAME TO gc_drop_refs;",
+    )?;
+    Ok(())
+}
+
+/// The sweep's deletions, in its transaction: what the re-checked mark found dead.
+fn delete_rows(tx: &Connection) -> Result<Dead> {
+    let mut removed = describe(tx)?;
+    (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
+    tx.execute(
+        "DELETE FROM refs WHERE name LIKE ?1
+             AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
+        [RefKind::Layer.like_pattern()],
+    )?;
+    tx.execute_batch(
+        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
+         DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+         DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
+         DELETE FROM layer_blobs WHERE diff_id IN
+             (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
+         DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
+         DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
+         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';
+         DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);
+         DELETE FROM inline_contents WHERE id IN
+             (SELECT content FROM gc_dead WHERE content IS NOT NULL);",
+    )?;
+    ObjectTotals::sum_of_dead(tx)?.negated().add_to(tx)?;
+    Ok(removed)
+}
+
+impl Store {
+    /// Mark what a collection would remove, in one read snapshot, without any store lock:
+    /// imports, checkouts and disks go on meanwhile. `policy` is asked for the roots as the
+    /// snapshot sees the refs. Files no row names are found by a scan of `objects/` that runs
+    /// meanwhile; the strays among them are the ones that have no row at the snapshot either.
+    ///
+    /// A sweep that was killed while this handle was open is finished first (see
+    /// [`Store::recover_sweep`]), so its doomed files are not taken for leftovers.
+    pub fn mark(&self, policy: RootPolicy<'_>) -> Result<Mark> {
+        self.recover_sweep()?;
+        let (dead, scan) = std::thread::scope(|s| {
+            let scan = s.spawn(|| self.scan_objects());
+            let dead = mark_rows(&self.conn(), policy);
+            (
+                dead,
+                scan.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            )
+        });
+        let (mut dead, scan) = (dead?, scan?);
+        // Strays: files without a row, not pinned. Rows come after their files, so a file
+        // published between the scan and the snapshot has a row and is not taken for one.
+        let conn = self.conn();
+        let known: IdMap<()> = object_ids(
+            &conn,
+            "SELECT id FROM objects WHERE loose = 1 UNION ALL SELECT id FROM gc_pinned",
+        )?
+        .into_iter()
+        .map(|id| (id, ()))
+        .collect();
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.gc_strays;
+             CREATE TEMP TABLE gc_strays (id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID;",
+        )?;
+        {
+            let mut ins =
+                conn.prepare("INSERT OR IGNORE INTO gc_strays (id, size) VALUES (?1, ?2)")?;
+            for id in scan.ids.iter().filter(|id| !known.contains_key(*id)) {
+                ins.execute(rusqlite::params![
+                    &id.as_bytes()[..],
+                    self.loose_size(id) as i64
+                ])?;
+            }
+        }
+        (dead.stray_files, dead.stray_bytes) = stray_totals(&conn)?;
+        Ok(Mark {
+            dead,
+            leftovers: Doomed {
+                names: scan.doomed,
+                trash: self.root.exists("trash"),
+            },
+        })
+    }
+
+    /// Remove `trash/`, where gc of an earlier version moved doomed files.
+    fn remove_trash(&self) -> Result<()> {
+        match self.root.remove_dir_all("trash") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(self.path.join("trash"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Start a sweep: wait for the exclusive lock, then set the sweep marker. The sweep's commit
+    /// would checkpoint the WAL (copy every page it changed into the database file) under the
+    /// lock; that waits until after it ([`Store::checkpoint`]).
+    pub fn begin_sweep(&self) -> Result<Sweep<'_>> {
+        let lock = self.lock(LockMode::Exclusive)?;
+        self.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        let sweep = Sweep {
+            store: self,
+            _lock: lock,
+            ended: false,
+        };
+        self.set_sweep_marker()?;
+        Ok(sweep)
+    }
+
+    /// Copy what the WAL holds into the database file, as far as readers allow (a passive
+    /// checkpoint; gc runs it after its sweep, beside the unlinks).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn()
+            .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
+        Ok(())
+    }
+}
+
+impl Sweep<'_> {
+    /// The sweep: one durable transaction re-checks `mark` against the index as it is now (a
+    /// layer that became live since the mark — a new import, a new tag, a pin — keeps its
+    /// objects; only what was dead at the mark and is still dead goes), deletes the dead refs,
+    /// images, layers and objects' rows and bumps the sweep generation, while other threads
+    /// rename the doomed loose files (dead objects' and strays') to `.gc-` names. If it fails,
+    /// the files go back. Either way the marker is removed and the lock released on return.
+    pub fn apply(mut self, mark: Mark, policy: RootPolicy<'_>) -> Result<Swept> {
+        drop(mark);
+        let store = self.store;
+        let swept = store.durable(true, |tx| -> Result<Swept> {
+            let t = Instant::now();
+            recheck(tx, policy)?;
+            log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
+            let doomed_ids = object_ids(
+                tx,
+                "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
+            )?;
+            std::thread::scope(|s| {
+                let renames = s.spawn(|| {
+                    doomed_ids
+                        .par_iter()
+                        .map(|id| store.doom_loose(id))
+                        .collect::<Result<Vec<String>>>()
+                });
+                let removed = delete_rows(tx);
+                log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
+                let doomed = renames
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                Ok(Swept {
+                    removed: removed?,
+                    doomed: Doomed {
+                        names: doomed?,
+                        trash: false,
+                    },
+                })
+            })
+        });
+        self.ended = true;
+        self.end(swept.is_err())?;
+        swept
+    }
+
+    /// End the sweep: put doomed files back if its transaction did not commit, remove the
+    /// marker, let the WAL checkpoint again.
+    fn end(&self, restore: bool) -> Result<()> {
+        if restore {
+            // The transaction rolled back: its rows stand, so their files go back.
+            self.store.restore_doomed()?;
+        }
+        self.store.end_sweep()?;
+        self.store
+            .conn()
+            .pragma_update(None, "wal_autocheckpoint", 1000)?;
+        Ok(())
+    }
+}
+
+impl Drop for Sweep<'_> {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Err(e) = self.end(true)
+        {
+            log::warn!("ending an abandoned gc sweep: {e}; the next open puts its files back");
+        }
+    }
+}
+
+/// A lease's pin on a layer or an object: an operation in flight that keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeasePin {
+    /// The lease id.
+    pub lease: String,
+    /// What the operation does.
+    pub what: String,
+}
+
+/// Lookups `why` follows from a layer or an object up to what keeps it.
+impl Store {
+    /// The keys of the layers rows (diff_ids, and merged trees' keys) whose entries name the
+    /// object `id`, sorted.
+    pub fn layers_holding(&self, id: &ObjectId) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT l.diff_id FROM entries e JOIN layers l ON l.id = e.layer
+             WHERE e.object = ?1 ORDER BY l.diff_id",
+        )?;
+        let keys = stmt
+            .query_map([&id.as_bytes()[..]], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(keys)
+    }
+
+    /// The live leases' pins on the stored layer `diff_id`.
+    pub fn lease_pins_of_layer(&self, diff_id: &Digest) -> Result<Vec<LeasePin>> {
+        self.lease_pins(
+            "SELECT ll.lease, le.what FROM lease_layers ll JOIN leases le ON le.id = ll.lease
+             WHERE ll.diff_id = ?1 ORDER BY ll.lease",
+            rusqlite::types::Value::Text(diff_id.to_string()),
+        )
+    }
+
+    /// The live leases' pins on the object `id`.
+    pub fn lease_pins_of_object(&self, id: &ObjectId) -> Result<Vec<LeasePin>> {
+        self.lease_pins(
+            "SELECT lo.lease, le.what FROM lease_objects lo JOIN leases le ON le.id = lo.lease
+             WHERE lo.id = ?1 ORDER BY lo.lease",
+            rusqlite::types::Value::Blob(id.as_bytes().to_vec()),
+        )
+    }
+
+    fn lease_pins(&self, sql: &str, key: rusqlite::types::Value) -> Result<Vec<LeasePin>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let pins = stmt
+            .query_map([key], |r| {
+                Ok(LeasePin {
+                    lease: r.get(0)?,
+                    what: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(pins)
+    }
+
+    /// Whether the layer `diff_id` is stored.
+    pub fn has_layer(&self, diff_id: &Digest) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)",
+            [diff_id.to_string()],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Whether the store has the object `id` in any form: a row, a loose file (perhaps one no
+    /// row names yet), or a lease's pin.
+    pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
+        let known: bool = self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE id = ?1)
+                 OR EXISTS (SELECT 1 FROM lease_objects WHERE id = ?1)",
+            [&id.as_bytes()[..]],
+            |r| r.get(0),
+        )?;
+        Ok(known || self.objects.symlink_metadata(id.rel_path()).is_ok())
+    }
+
+    /// Every object id the index has a row for, sorted.
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>> {
+        let mut ids = object_ids(&self.conn(), "SELECT id FROM objects")?;
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A policy with no roots.
+    fn nothing(_: &[RefInfo]) -> Roots {
+        Roots::default()
+    }
+
+    /// A store with three loose objects that have rows (no layer names them) and one stray
+    /// file without a row. Returns the rows' ids and the stray's.
+    fn store_with_rows_and_a_stray(dir: &std::path::Path) -> (Store, Vec<ObjectId>, ObjectId) {
+        let s = Store::init(&dir.join("s"), &StoreOptions::default()).unwrap();
+        let st = s.staging("t").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..4u8 {
+            ids.push(st.put_bytes(&[i; 10_000]).unwrap().0.id);
+        }
+        st.flush().unwrap();
+        st.remove().unwrap();
+        let stray = ids.pop().unwrap();
+        {
+            let conn = s.conn();
+            conn.execute_batch("DELETE FROM lease_objects").unwrap();
+            for id in &ids {
+                conn.execute(
+                    "INSERT INTO objects (id, size, loose) VALUES (?1, 10000, 1)",
+                    [&id.as_bytes()[..]],
+                )
+                .unwrap();
+                ObjectTotals::row(10_000, true, 10_000)
+                    .add_to(&conn)
+                    .unwrap();
+            }
+        }
+        ids.sort();
+        (s, ids, stray)
+    }
+
+    /// What a sweep killed before its commit leaves: the marker, and every file doomed.
+    fn kill_a_sweep(s: &Store, ids: &[ObjectId]) {
+        s.set_sweep_marker().unwrap();
+        for id in ids {
+            s.doom_loose(id).unwrap();
+        }
+    }
+
+    /// A gc killed during its sweep, after it renamed doomed files and before its transaction
+    /// committed, leaves rows whose files carry doomed names. Opening the store puts those files
+    /// back (the sweep marker says a sweep was interrupted); a doomed file without a row stays
+    /// doomed, and the next gc removes it.
+    #[test]
+    fn a_sweep_killed_before_its_commit_is_undone_when_the_store_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, stray) = store_with_rows_and_a_stray(tmp.path());
+        kill_a_sweep(&s, &[&ids[..], &[stray]].concat());
+        assert!(s.loose_ids().unwrap().is_empty());
+        let path = s.path().to_owned();
+        drop(s);
+
+        let s = Store::open(&path).unwrap();
+        assert!(!path.join(crate::object::SWEEP_MARKER).exists());
+        let mut back = s.loose_ids().unwrap();
+        back.sort();
+        assert_eq!(back, ids, "every file with a row is back, the stray is not");
+        let mark = s.mark(&nothing).unwrap();
+        assert_eq!(mark.leftovers().len(), 1, "the stray's doomed file");
+        mark.leftovers().unlink(&s).unwrap();
+        assert!(s.scan_objects().unwrap().doomed.is_empty());
+        assert!(s.fsck(&Default::default()).unwrap().is_clean());
+    }
+
+    /// A sweep killed while another handle of the store was open (another gc waiting for
+    /// `gc.lock`): that handle's mark puts the files back before it lists leftovers, so it does
+    /// not unlink files whose rows stand.
+    #[test]
+    fn a_mark_undoes_a_sweep_killed_while_the_store_was_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, stray) = store_with_rows_and_a_stray(tmp.path());
+        let waiting = Store::open(s.path()).unwrap();
+        kill_a_sweep(&s, &[&ids[..], &[stray]].concat());
+        drop(s);
+
+        let mark = waiting.mark(&nothing).unwrap();
+        assert_eq!(
+            mark.leftovers().len(),
+            1,
+            "only the stray's file is a leftover"
+        );
+        mark.leftovers().unlink(&waiting).unwrap();
+        let mut back = waiting.loose_ids().unwrap();
+        back.sort();
+        assert_eq!(back, ids);
+        assert!(waiting.fsck(&Default::default()).unwrap().is_clean());
+    }
+
+    /// A sweep dropped without being applied (an error or a panic between) puts its doomed
+    /// files back and removes the marker, as a reopen would.
+    #[test]
+    fn a_sweep_dropped_unapplied_puts_its_files_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, stray) = store_with_rows_and_a_stray(tmp.path());
+        let sweep = s.begin_sweep().unwrap();
+        for id in ids.iter().chain([&stray]) {
+            s.doom_loose(id).unwrap();
+        }
+        drop(sweep);
+        assert!(!s.path().join(crate::object::SWEEP_MARKER).exists());
+        let mut back = s.loose_ids().unwrap();
+        back.sort();
+        assert_eq!(
+            back, ids,
+            "files with rows are back, the stray stays doomed"
+        );
+    }
+
+    /// The mark and the sweep agree, and the sweep removes what the mark found dead: here the
+    /// rows no layer names, and the stray.
+    #[test]
+    fn a_sweep_removes_what_the_mark_found_dead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let mark = s.mark(&nothing).unwrap();
+        let planned = mark.dead().clone();
+        assert_eq!((planned.objects, planned.loose_files), (3, 3));
+        assert_eq!((planned.stray_files, planned.stray_bytes), (1, 10_000));
+        let swept = s.begin_sweep().unwrap().apply(mark, &nothing).unwrap();
+        assert_eq!(swept.removed, planned);
+        assert_eq!(swept.doomed.len(), ids.len() + 1);
+        swept.doomed.unlink(&s).unwrap();
+        assert!(s.scan_objects().unwrap().ids.is_empty());
+        assert!(s.object_ids().unwrap().is_empty());
+        assert!(s.fsck(&Default::default()).unwrap().is_clean());
+    }
+}
