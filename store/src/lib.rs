@@ -62,6 +62,7 @@ mod schema;
 pub mod skeleton;
 pub mod store;
 pub mod tree;
+pub mod variant;
 
 pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 pub use digest::{Digest, DigestHasher, ObjectId};
