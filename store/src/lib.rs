@@ -51,6 +51,8 @@ pub mod disk;
 pub mod error;
 pub mod fsck;
 mod fsutil;
+pub mod heal;
+mod readonly;
 pub mod lease;
 pub mod merge;
 pub mod merged;
@@ -67,6 +69,7 @@ pub mod variant;
 pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
+pub use heal::DamagedLayer;
 pub use lease::{LayerState, Lease};
 pub use merge::MergedTree;
 pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
@@ -78,7 +81,10 @@ pub use tree::{EntryKind, TreeEntry};
 
 impl Store {
     /// The merged tree of an image.
+    /// Fails with [`Error::LayerDamaged`] if a layer lost content to `fsck --repair`.
     pub fn merged_tree(&self, image: &ImageInfo) -> Result<MergedTree> {
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
+        self.check_not_damaged(&diff_ids)?;
         let mut layers = Vec::with_capacity(image.layers.len());
         for l in &image.layers {
             layers.push((l.diff_id, self.layer_entries(&l.diff_id)?));
