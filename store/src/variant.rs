@@ -368,6 +368,16 @@ impl Store {
     /// Every file in `variants/`: (`ab/NAME`, what it is). Empty if there is no `variants/`.
     fn variant_files(&self) -> Result<Vec<(String, VariantName)>> {
         let path = self.path.join(VARIANTS);
+        // Another user's variants (0700) are not this reader's to check.
+        if rustix::fs::accessat(
+            &self.root,
+            VARIANTS,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
+            AtFlags::EACCESS,
+        ) == Err(rustix::io::Errno::ACCESS)
+        {
+            return Ok(Vec::new());
+        }
         let dir = match self.root.open_dir(VARIANTS) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -496,9 +506,11 @@ impl Store {
         let files = self.variant_files()?;
         let known = self.object_ids_present()?;
         let mut rep = VariantCheck::default();
+        if files.is_empty() {
+            return Ok(rep);
+        }
         let dir = match self.root.open_dir(VARIANTS) {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(rep),
             Err(e) => return Err(Error::io(self.path.join(VARIANTS), e)),
         };
         let mut variants = Vec::new();
