@@ -74,7 +74,9 @@ pub fn warn_fallbacks(stats: &CheckoutStats) {
 /// fsck's advice for a finding, if it has one.
 pub fn advice(f: &Finding) -> Option<String> {
     match f {
-        Finding::DamagedLayer { diff_id, images, .. } => Some(if images.is_empty() {
+        Finding::DamagedLayer {
+            diff_id, images, ..
+        } => Some(if images.is_empty() {
             format!("layer {diff_id} lost content; no stored image lists it")
         } else {
             format!(

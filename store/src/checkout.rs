@@ -117,7 +117,10 @@ impl Store {
         let res = self.checkout_into(tree, dest, &root, opts);
         if res.is_err() {
             if let Err(e) = clear_dir(&root, dest) {
-                log::warn!("could not remove the failed checkout in {}: {e}", dest.display());
+                log::warn!(
+                    "could not remove the failed checkout in {}: {e}",
+                    dest.display()
+                );
             }
             drop(root);
             let undo = match found {
@@ -381,7 +384,11 @@ impl CheckoutStats {
 impl Ctx<'_> {
     /// Create `entries` (no directories or hard links; in depth-first order, so siblings come
     /// together), opening each parent beneath `root`.
-    fn create_all(&mut self, root: std::os::fd::BorrowedFd<'_>, entries: &[&TreeEntry]) -> Result<()> {
+    fn create_all(
+        &mut self,
+        root: std::os::fd::BorrowedFd<'_>,
+        entries: &[&TreeEntry],
+    ) -> Result<()> {
         let mut cur: Option<(&[u8], OwnedFd)> = None;
         for e in entries {
             let p = parent(&e.path).expect("non-root");
@@ -567,7 +574,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn hardlink(&mut self, root: std::os::fd::BorrowedFd<'_>, tree: &MergedTree, e: &TreeEntry) -> Result<()> {
+    fn hardlink(
+        &mut self,
+        root: std::os::fd::BorrowedFd<'_>,
+        tree: &MergedTree,
+        e: &TreeEntry,
+    ) -> Result<()> {
         let target = e.link.as_deref().unwrap_or_default();
         let pfd = open_dir_path(root, parent(&e.path).expect("non-root")).at(self.path(e))?;
         // The group's first member may have been replaced or removed by an upper layer; then

@@ -353,7 +353,12 @@ impl Store {
     /// Damaged content and variants (heal.rs, variant.rs): with `repair`, remove corrupt
     /// objects and mark the layers that need them, and remove changed variants; report the
     /// damaged layers that remain.
-    fn fsck_heal(&self, repair: bool, found: &mut Vec<Finding>, rep: &mut FsckReport) -> Result<()> {
+    fn fsck_heal(
+        &self,
+        repair: bool,
+        found: &mut Vec<Finding>,
+        rep: &mut FsckReport,
+    ) -> Result<()> {
         if repair {
             let mut kept = Vec::new();
             for f in std::mem::take(found) {
@@ -379,10 +384,13 @@ impl Store {
         rep.objects_checked += variants.variants;
         rep.bytes_checked += variants.bytes;
         rep.unreferenced_files += variants.orphans + variants.leftovers;
-        let changed = variants.changed.into_iter().map(|p| Finding::ChangedVariant {
-            path: p.path,
-            reason: p.reason,
-        });
+        let changed = variants
+            .changed
+            .into_iter()
+            .map(|p| Finding::ChangedVariant {
+                path: p.path,
+                reason: p.reason,
+            });
         if repair {
             rep.repaired.extend(changed);
         } else {

@@ -56,7 +56,9 @@ pub(crate) fn open_index_read_only(store: &Path) -> Result<Connection> {
     let uri = format!("file:{}?{param}", uri_path(&db));
     let conn = Connection::open_with_flags(
         uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_handler(Some(crate::store::busy))?;
     let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -86,9 +88,7 @@ impl Error {
 impl Store {
     /// Whether the store was opened read-only (this process cannot write it).
     pub fn is_read_only(&self) -> bool {
-        self.conn()
-            .is_readonly(rusqlite::MAIN_DB)
-            .unwrap_or(false)
+        self.conn().is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
     }
 
     /// Fail with [`Error::ReadOnlyStore`] if the store is read-only; `what` names the operation.

@@ -393,8 +393,9 @@ impl Store {
         let file = match self.root.open_with(name, &opts) {
             // A reader that may not write the store flocks a read-only descriptor (flock needs
             // no write access); one that cannot create `turnstile` uses `lock` in its place.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
-                || e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) =>
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) =>
             {
                 match self.root.open(name) {
                     Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => self.root.open("lock"),

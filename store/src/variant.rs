@@ -229,18 +229,18 @@ impl Variants {
         );
         let tmp_path = self.path.join(&tmp);
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat(&self.dir, tmp.as_str(), flags, Mode::from_raw_mode(0o600))
-        {
-            Err(rustix::io::Errno::NOENT) => {
-                match rustix::fs::mkdirat(&self.dir, sub, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(Error::io(self.path.join(sub), e)),
+        let fd =
+            match rustix::fs::openat(&self.dir, tmp.as_str(), flags, Mode::from_raw_mode(0o600)) {
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&self.dir, sub, Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(Error::io(self.path.join(sub), e)),
+                    }
+                    rustix::fs::openat(&self.dir, tmp.as_str(), flags, Mode::from_raw_mode(0o600))
                 }
-                rustix::fs::openat(&self.dir, tmp.as_str(), flags, Mode::from_raw_mode(0o600))
+                r => r,
             }
-            r => r,
-        }
-        .at(&tmp_path)?;
+            .at(&tmp_path)?;
         let res = (|| -> Result<Linked> {
             let mut file = std::fs::File::from(fd);
             let mut out = Linked::default();
@@ -267,7 +267,8 @@ impl Variants {
             Ok(out)
         })();
         let res = res.and_then(|out| {
-            rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, rel).at(self.path.join(rel))?;
+            rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, rel)
+                .at(self.path.join(rel))?;
             Ok(out)
         });
         if res.is_err() {
@@ -352,9 +353,7 @@ fn parse_name(sub: &str, name: &str) -> VariantName {
         return VariantName::Temp(rest.split('-').next().and_then(|p| p.parse().ok()));
     }
     match name.split_once('.') {
-        Some((obj, key))
-            if key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
+        Some((obj, key)) if key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()) => {
             match format!("{sub}{obj}").parse::<ObjectId>() {
                 Ok(id) => VariantName::Variant(id),
                 Err(_) => VariantName::Stray,
@@ -594,7 +593,10 @@ mod tests {
         e.mode = mode;
         e.uid = uid;
         e.gid = uid;
-        e.xattrs = xattrs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        e.xattrs = xattrs
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
         e
     }
 
