@@ -20,7 +20,7 @@ use crate::merge::MergedTree;
 use crate::object::{ObjectData, ObjectReader};
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};
-use crate::variant::{VariantMeta, Variants};
+use crate::variant::{LinkTarget, VariantMeta, Variants};
 
 /// How file contents reach the checkout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -148,7 +148,7 @@ impl Store {
         };
         let no_link = AtomicBool::new(variants.is_none());
         let no_clone = AtomicBool::new(false);
-        let setgid = rustix::fs::fstat(&root).at(dest)?.st_mode & 0o2000 != 0;
+        let setgid = rustix::fs::fstat(root).at(dest)?.st_mode & 0o2000 != 0;
         let owner = (!setgid).then(|| {
             (
                 rustix::process::geteuid().as_raw(),
@@ -539,15 +539,12 @@ impl Ctx<'_> {
         let (meta, skipped) = VariantMeta::of(e, self.opts.privileged);
         let objects = &self.objects;
         let path = self.path(e);
-        match variants.link(
-            &id,
-            e.size,
-            &meta,
-            || objects.read(&id),
-            pfd,
-            file_name(&e.path),
-            &path,
-        ) {
+        let target = LinkTarget {
+            dir: pfd,
+            name: file_name(&e.path),
+            path: &path,
+        };
+        match variants.link((&id, e.size), &meta, || objects.read(&id), target) {
             Ok(l) => {
                 self.stats.files += 1;
                 self.stats.linked += 1;

@@ -141,6 +141,13 @@ pub(crate) struct Linked {
     pub skipped_xattrs: u64,
 }
 
+/// Where [`Variants::link`] links: `name` in the directory `dir`, `path` for messages.
+pub(crate) struct LinkTarget<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a [u8],
+    pub path: &'a std::path::Path,
+}
+
 /// The open `variants/` directory of a store.
 pub(crate) struct Variants {
     dir: Dir,
@@ -183,19 +190,20 @@ impl Variants {
         }))
     }
 
-    /// Link the variant of object `id` with `meta` as `name` in `pfd`, making (or remaking) the
-    /// variant first if needed; `read` opens the object's content. `dest` names the checkout
-    /// path in errors.
+    /// Link the variant of object `id` (`size` bytes) with `meta` as `target`, making (or
+    /// remaking) the variant first if needed; `read` opens the object's content.
     pub(crate) fn link(
         &self,
-        id: &ObjectId,
-        size: u64,
+        (id, size): (&ObjectId, u64),
         meta: &VariantMeta<'_>,
         read: impl FnOnce() -> Result<ObjectData>,
-        pfd: BorrowedFd<'_>,
-        name: &[u8],
-        dest: &std::path::Path,
+        target: LinkTarget<'_>,
     ) -> Result<Linked> {
+        let LinkTarget {
+            dir: pfd,
+            name,
+            path: dest,
+        } = target;
         let rel = format!("{}.{}", id.rel_path(), meta.key());
         let mut out = Linked::default();
         match rustix::fs::statat(&self.dir, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
