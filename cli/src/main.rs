@@ -6,6 +6,7 @@
 mod chart;
 mod dedup;
 mod fmt;
+mod integrity;
 mod lifecycle;
 mod progress;
 
@@ -266,6 +267,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("layerstore: error: {e:#}");
+            if let Some(hint) = integrity::read_only_hint(&e) {
+                eprintln!("layerstore: {hint}");
+            }
             ExitCode::from(2)
         }
     }
@@ -547,7 +551,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Checkout { image, dest, mode } => {
             let store = open(&store_path)?;
             let info = store.resolve_image(image)?;
-            let _pin = store.pin_image(&info)?;
+            let _pin = store.pin_image_if_writable(&info)?;
             let tree = store.merged_tree(&info)?;
             let opts = CheckoutOptions {
                 mode: match mode {
@@ -563,30 +567,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             if g.json {
                 print_json(&stats)?;
             } else if !g.quiet {
-                writeln!(
-                    out,
-                    "checked out {image} into {}: {} directories, {} files ({}), {} symlinks, {} hard links, {} special files",
-                    dest.display(),
-                    stats.directories,
-                    stats.files,
-                    fmt::bytes(stats.bytes),
-                    stats.symlinks,
-                    stats.hardlinks,
-                    stats.specials
-                )?;
-                if stats.skipped_devices > 0 || stats.skipped_xattrs > 0 {
-                    log::warn!(
-                        "not restored: {} device nodes, {} xattrs (unprivileged checkout or overlay markers)",
-                        stats.skipped_devices,
-                        stats.skipped_xattrs
-                    );
-                }
+                integrity::print_checkout(&mut out, image, dest, opts.mode, &stats)?;
+            } else {
+                integrity::warn_fallbacks(&stats);
             }
         }
         Command::ExportLayer { diff_id, output } => {
             let store = open(&store_path)?;
             let d: Digest = diff_id.parse()?;
-            let _pin = store.pin_for_read(&format!("export {d}"), &[d])?;
+            let _pin = store.pin_for_read_if_writable(&format!("export {d}"), &[d])?;
             match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
@@ -664,6 +653,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }
                 for f in &rep.findings {
                     writeln!(out, "problem: {}", serde_json::to_string(f)?)?;
+                    if let Some(a) = integrity::advice(f) {
+                        writeln!(out, "  {a}")?;
+                    }
                 }
                 if !g.quiet {
                     writeln!(

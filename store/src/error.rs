@@ -75,6 +75,10 @@ pub enum Error {
     },
     #[error("syncfs on the store failed; nothing was published")]
     Sync(#[source] std::io::Error),
+    #[error("layer {diff_id} is damaged: fsck --repair removed corrupt content it needs; {advice}")]
+    LayerDamaged { diff_id: String, advice: String },
+    #[error("store {path} is read-only for this user; {what} needs write access to it")]
+    ReadOnlyStore { path: PathBuf, what: &'static str },
 }
 
 /// The store's result type.
