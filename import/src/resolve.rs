@@ -628,3 +628,37 @@ pub fn resolve_docker(
         default_name: name,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_names_are_compared_in_full_as_skopeo_does() {
+        for (short, full) in [
+            ("debian", "docker.io/library/debian:latest"),
+            ("debian:base-v2", "docker.io/library/debian:base-v2"),
+            ("library/debian:12", "docker.io/library/debian:12"),
+            ("team/app", "docker.io/team/app:latest"),
+            ("index.docker.io/team/app:1", "docker.io/team/app:1"),
+            ("quay.io/team/tool:1", "quay.io/team/tool:1"),
+            ("localhost/app", "localhost/app:latest"),
+            ("host:5000/app", "host:5000/app:latest"),
+            ("host:5000/app:2", "host:5000/app:2"),
+            ("app@sha256:ab", "docker.io/library/app@sha256:ab"),
+        ] {
+            assert_eq!(full_docker_name(short), full, "{short}");
+            assert_eq!(full_docker_name(full), full, "{full} is already full");
+        }
+    }
+
+    #[test]
+    fn a_platform_admits_images_without_a_variant() {
+        let p = |s| Platform::parse(s).unwrap();
+        assert!(p("linux/arm64").admits(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").admits(&p("linux/arm64")));
+        assert!(!p("linux/arm/v7").admits(&p("linux/arm/v6")));
+        assert!(!p("linux/arm64").admits(&p("linux/amd64")));
+        assert_eq!(p("linux/arm/v7").to_string(), "linux/arm/v7");
+    }
+}

@@ -466,6 +466,22 @@ mod tests {
         assert!(SourceSpec::parse("ftp:x").is_err());
         assert!(SourceSpec::parse("oci:").is_err());
     }
+
+    #[test]
+    fn the_crate_description_promises_no_registries_while_docker_is_refused() {
+        let refused = SourceSpec::parse("docker://debian:12")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("registries are not supported yet"),
+            "{refused}"
+        );
+        let description = env!("CARGO_PKG_DESCRIPTION");
+        assert!(
+            !description.contains("registr") || description.contains("registries come later"),
+            "the description promises registries: {description}"
+        );
+    }
 }
 
 /// Files held in memory (for tests and fuzzing: no filesystem involved).
