@@ -60,8 +60,7 @@ fn platform_that_does_not_match_a_single_manifest_is_an_error() {
         ..ImportOptions::default()
     };
     let e = layerstore_import::import(&store, &spec, &with("linux/arm64"))
-        .err()
-        .expect("an amd64 image is not imported for linux/arm64");
+        .expect_err("an amd64 image is not imported for linux/arm64");
     assert!(matches!(e, Error::PlatformMismatch { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
@@ -93,7 +92,7 @@ fn a_file_that_is_not_an_archive_is_named_never_echoed() {
         std::fs::write(&file, &text).unwrap();
         for transport in ["docker-archive", "oci-archive"] {
             let spec = format!("{transport}:{}", file.display());
-            let e = import(&store, &spec).err().expect("not an archive");
+            let e = import(&store, &spec).expect_err("not an archive");
             let msg = chain(&e);
             assert!(!msg.contains("SECRET"), "{spec}: echoes the file: {msg}");
             assert!(!msg.contains("root:x"), "{spec}: echoes the file: {msg}");
@@ -173,8 +172,7 @@ fn docker_archive_miss_lists_the_names_it_holds() {
     let store = new_store(tmp.path());
     for name in ["debian:base-v3", "team/tool:1"] {
         let e = import(&store, &format!("docker-archive:{}:{name}", file.display()))
-            .err()
-            .expect("no such image");
+            .expect_err("no such image");
         let msg = e.to_string();
         for held in [
             "docker.io/library/debian:base-v2",
