@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layer::media_type_compression;
-use crate::source::{Container, blob_path};
+use crate::source::{Container, DOCKER_ARCHIVE_MANIFEST, OCI_LAYOUT, blob_path};
 
 /// A platform to select from an image index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,9 +171,9 @@ pub fn resolve_oci(
         reason,
     };
     let layout = c
-        .read_optional("oci-layout", 4096)?
+        .read_optional(OCI_LAYOUT, 4096)?
         .ok_or_else(|| no_match("not an OCI layout (no oci-layout file)".into()))?;
-    let layout: serde_json::Value = parse_json(&layout, "oci-layout")?;
+    let layout: serde_json::Value = parse_json(&layout, OCI_LAYOUT)?;
     if layout
         .get("imageLayoutVersion")
         .and_then(|v| v.as_str())
@@ -487,7 +487,7 @@ pub fn resolve_docker(
         reason,
     };
     let data = c
-        .read_optional("manifest.json", limits.max_json_bytes)?
+        .read_optional(DOCKER_ARCHIVE_MANIFEST, limits.max_json_bytes)?
         .ok_or_else(|| no_match("not a docker archive (no manifest.json)".into()))?;
     let entries: Vec<DockerManifestEntry> = parse_json(&data, "manifest.json")?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
@@ -558,7 +558,12 @@ pub fn resolve_docker(
             digest: path.clone(),
         })?;
         let mut head = [0u8; 4];
-        let n = std::io::Read::read(&mut r, &mut head).map_err(|e| Error::io(path, e))?;
+        let read_err = |source| Error::ReadMember {
+            container: c.describe(),
+            member: path.clone(),
+            source,
+        };
+        let n = std::io::Read::read(&mut r, &mut head).map_err(read_err)?;
         let head = &head[..n];
         let (media_type, compressed) = if head.starts_with(&[0x1f, 0x8b]) {
             ("application/vnd.docker.image.rootfs.diff.tar.gzip", true)
@@ -579,8 +584,7 @@ pub fn resolve_docker(
                 let mut h = layerstore_store::DigestHasher::default();
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n =
-                        std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::io(path, e))?;
+                    let n = std::io::Read::read(&mut r, &mut buf).map_err(read_err)?;
                     if n == 0 {
                         break;
                     }

@@ -135,7 +135,7 @@ impl Source {
             SourceSpec::DockerArchive { path, .. } => {
                 let c = TarContainer::open(path)
                     .map_err(|e| expecting(e, "docker-archive reads the tar docker save writes"))?;
-                if c.open_optional(DOCKER_MANIFEST)?.is_none() {
+                if c.open_optional(DOCKER_ARCHIVE_MANIFEST)?.is_none() {
                     return Err(not_a(path, "a docker archive (no manifest.json)"));
                 }
                 Box::new(c)
@@ -202,7 +202,7 @@ impl Source {
 /// The file that marks an OCI layout.
 pub(crate) const OCI_LAYOUT: &str = "oci-layout";
 /// The file that lists a docker archive's images.
-pub(crate) const DOCKER_MANIFEST: &str = "manifest.json";
+pub(crate) const DOCKER_ARCHIVE_MANIFEST: &str = "manifest.json";
 
 /// A read-only tree of files an image lives in.
 pub trait Container: Send + Sync {
