@@ -63,7 +63,7 @@ struct Plan {
 }
 
 /// The layers an attempt read, by index in the image.
-type Read = Vec<Option<(LayerRecord, LayerStats)>>;
+type LayersRead = Vec<Option<(LayerRecord, LayerStats)>>;
 
 impl<'a> Attempt<'a> {
     /// Take a lease; with `last`, it pins each object file it finds at once.
@@ -111,7 +111,7 @@ impl<'a> Attempt<'a> {
 
     /// Read the layers the plan gives this import, then those other imports were reading and
     /// did not publish.
-    fn read(&self, plan: &Plan) -> Result<Read> {
+    fn read(&self, plan: &Plan) -> Result<LayersRead> {
         let results = Mutex::new((0..self.image.layers.len()).map(|_| None).collect());
         self.read_layers(&plan.mine, &results)?;
         if !plan.theirs.is_empty() {
@@ -121,7 +121,7 @@ impl<'a> Attempt<'a> {
     }
 
     /// Read the layers `todo` names, `opts.jobs` at a time; stop at the first error.
-    fn read_layers(&self, todo: &[usize], results: &Mutex<Read>) -> Result<()> {
+    fn read_layers(&self, todo: &[usize], results: &Mutex<LayersRead>) -> Result<()> {
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         let next = AtomicUsize::new(0);
         let progress = ProgressAdapter(self.job.opts.progress);
@@ -210,7 +210,7 @@ impl<'a> Attempt<'a> {
 
     /// The image must flatten: a symlink loop or a path through a file would make it unusable.
     /// Layers read now are checked from memory, the others from the store.
-    fn check_flattens(&self, read: &Read) -> Result<()> {
+    fn check_flattens(&self, read: &LayersRead) -> Result<()> {
         let fresh: HashMap<Digest, &[TreeEntry]> = read
             .iter()
             .flatten()
@@ -234,7 +234,7 @@ impl<'a> Attempt<'a> {
 
     /// Write the rows of the layers read and of the image, and its refs (`image/NAME`,
     /// `layer/DIFFID`), in one durable transaction that also ends the lease.
-    fn publish(self, read: Read) -> Result<ImportReport> {
+    fn publish(self, read: LayersRead) -> Result<ImportReport> {
         let image = self.image;
         let mut records = Vec::new();
         let mut report = ImportReport {
