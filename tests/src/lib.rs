@@ -45,6 +45,7 @@ pub mod oci;
 pub mod rng;
 pub mod sample;
 pub mod tarbuild;
+pub mod go_tar;
 
 #[cfg(all(test, unix))]
 mod external_tools;
@@ -56,6 +57,7 @@ pub use oci::{
     oci_architecture, write_oci_archive,
 };
 pub use sample::{SAMPLE_TAGS, sample_series};
+pub use go_tar::{GoEntry, GoListing, GoTar};
 pub use tarbuild::{Entry, EntryKind, Field, LayerBuilder, RawHeader, RawTar, TarFormat};
 
 use sha2::{Digest, Sha256};
