@@ -10,7 +10,7 @@
 //!
 //! | Corner | Go's `archive/tar` | layerstore |
 //! |---|---|---|
-//! | numeric fields, octal | leading/trailing NULs and spaces trimmed, cut at a NUL, base 8 | same |
+//! | numeric fields, octal | leading/trailing NULs and spaces trimmed, cut at a NUL, base 8 | same, but a NUL before the digits is refused (GNU tar reads 0) |
 //! | numeric fields, base-256 (first byte ≥ 0x80) | two's complement; over 63 bits is an error | same; negative uid/gid/size/mode/device refused |
 //! | mtime before 1970 (negative base-256 or PAX `-S.F`) | accepted | same |
 //! | uid/gid over 32 bits (base-256 or PAX) | accepted, truncated by runtimes | refused (`import` checks) |
@@ -26,7 +26,8 @@
 //! | PAX `path` + GNU `L`, PAX `linkpath` + GNU `K`, two `L`, two `K` | GNU record wins / last wins | refused |
 //! | two PAX `x` headers for one entry | the last one alone applies | refused |
 //! | PAX `size` | applies to the next real entry only | same |
-//! | PAX record with an empty value | keeps the header's value | same |
+//! | PAX `path`/`linkpath`/`size`/`uid`/`gid`/`*time` with an empty value | keeps the header's value (GNU tar: malformed) | refused |
+//! | other PAX records with an empty value (`uname`, `comment`, …) | ignored | ignored |
 //! | PAX `SCHILY.xattr.*` with an empty value | dropped from `Xattrs`, kept in `PAXRecords` (containerd applies it) | refused |
 //! | malformed PAX record, NUL in a key or in a path/linkpath/uname/gname value | error | refused |
 //! | PAX `uid`/`gid`/`size`/`mtime` syntax | `strconv.ParseInt`, `S[.F]` with F truncated to 9 digits | same |
@@ -274,11 +275,14 @@ fn parse_octal(b: &[u8]) -> Option<i64> {
     let is_pad = |c: &u8| *c == 0 || *c == b' ';
     let start = b.iter().position(|c| !is_pad(c)).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !is_pad(c)).map_or(start, |i| i + 1);
-    let digits = cstr(&b[start..end]);
-    if digits.is_empty() {
-        // All padding is 0; padding around a NUL-cut empty string is not.
-        return (start == end).then_some(0);
+    if start == end {
+        return Some(0);
     }
+    // Go skips leading NULs, GNU tar reads a leading NUL as an empty field: refuse the difference.
+    if b[..start].contains(&0) {
+        return None;
+    }
+    let digits = cstr(&b[start..end]);
     let mut x: u64 = 0;
     for &c in digits {
         if !(b'0'..=b'7').contains(&c) {
@@ -486,6 +490,14 @@ fn merge_pax(records: &[(Vec<u8>, Vec<u8>)]) -> Result<Pax, String> {
             continue;
         }
         if v.is_empty() {
+            if matches!(
+                &k[..],
+                b"path" | b"linkpath" | b"size" | b"uid" | b"gid" | b"mtime" | b"atime" | b"ctime"
+            ) {
+                // Go keeps the header's value; GNU tar calls the header malformed (and reads an
+                // empty path as `.`).
+                return Err(format!("PAX {key} has an empty value"));
+            }
             continue;
         }
         let int = || {
@@ -851,8 +863,7 @@ impl<R: BufRead> TarParser<R> {
             .map_err(|_| fail(TarRule::BadNumber, "mode out of range".into()))?
             & 0o7777;
         let (mtime, mtime_nsec) = pax.mtime.unwrap_or((h.mtime, 0));
-        let (dev_major, dev_minor) = if matches!(kind, TarKind::CharDevice | TarKind::BlockDevice)
-        {
+        let (dev_major, dev_minor) = if matches!(kind, TarKind::CharDevice | TarKind::BlockDevice) {
             let dev = |v: i64| {
                 u32::try_from(v)
                     .map_err(|_| fail(TarRule::BadNumber, "device number out of range".into()))
@@ -1041,7 +1052,8 @@ mod tests {
     #[test]
     fn numeric_fields_decode_as_go_does() {
         assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
-        assert_eq!(parse_numeric(b"\0\0 644 \0"), Some(0o644));
+        assert_eq!(parse_numeric(b"  644 \0\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"\0\0 644 \0"), None, "GNU tar reads 0");
         assert_eq!(parse_numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
         assert_eq!(parse_numeric(b"        "), Some(0));
         assert_eq!(parse_numeric(b"64\x004"), Some(0o64));
@@ -1138,9 +1150,8 @@ mod tests {
 
     #[test]
     fn pax_records_apply_as_go_merges_them() {
-        // An empty value keeps the header's; a PAX size applies to the real entry only, not to
-        // a GNU long name between them.
-        let mut t = pax(b'x', &[("path", ""), ("size", "3"), ("mtime", "-1.5")]);
+        // A PAX size applies to the real entry only, not to a GNU long name between them.
+        let mut t = pax(b'x', &[("uname", ""), ("size", "3"), ("mtime", "-1.5")]);
         t.extend(header(b"././@LongLink", b'K', 7));
         t.extend(data(b"target\0"));
         t.extend(header(b"f", b'0', 0));
@@ -1150,9 +1161,11 @@ mod tests {
         assert_eq!(e[0].path, b"f");
         assert_eq!(e[0].size, 3);
         assert_eq!((e[0].mtime, e[0].mtime_nsec), (-2, 500_000_000));
-        let mut t = pax(b'x', &[("SCHILY.xattr.user.a", "")]);
-        t.extend(header(b"f", b'0', 0));
-        assert_eq!(parse(&t).unwrap_err().rule, TarRule::BadPax);
+        for empty in ["SCHILY.xattr.user.a", "path", "uid"] {
+            let mut t = pax(b'x', &[(empty, "")]);
+            t.extend(header(b"f", b'0', 0));
+            assert_eq!(parse(&t).unwrap_err().rule, TarRule::BadPax, "{empty}");
+        }
     }
 
     #[test]
