@@ -44,6 +44,7 @@ pub mod docker;
 pub mod oci;
 pub mod rng;
 pub mod sample;
+pub mod tar_refs;
 pub mod tarbuild;
 
 #[cfg(all(test, unix))]
@@ -56,6 +57,10 @@ pub use oci::{
     oci_architecture, write_oci_archive,
 };
 pub use sample::{SAMPLE_TAGS, sample_series};
+pub use tar_refs::{
+    GoEntry, GoListing, GoTar, RefRow, bsdtar_rows, explain_disagreement, gnu_tar_rows, go_rows,
+    reference_readings,
+};
 pub use tarbuild::{Entry, EntryKind, Field, LayerBuilder, RawHeader, RawTar, TarFormat};
 
 use sha2::{Digest, Sha256};
