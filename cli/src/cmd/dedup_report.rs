@@ -120,11 +120,29 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         )),
         None => None,
     };
-    let report = if !a.sources.is_empty() {
+    let report = analyse(ctx, &a);
+    if report.is_err()
+        && let Some((_, path)) = &svg
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let report = Report(report?);
+    ctx.emit(&report)?;
+    if let Some((mut f, path)) = svg {
+        let doc = chart::render_svg(&report.0)?;
+        f.write_all(doc.as_bytes())
+            .and_then(|()| f.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn analyse(ctx: &Context, a: &Args) -> Result<DedupReport> {
+    Ok(if !a.sources.is_empty() {
         if !a.images.is_empty() {
             bail!("give stored images or --source, not both");
         }
-        let platform = a.platform.unwrap_or_else(Platform::host);
+        let platform = a.platform.clone().unwrap_or_else(Platform::host);
         let limits = match Store::open(ctx.store_path()) {
             Ok(s) => s.limits(),
             Err(_) => layerstore_store::Limits::default(),
@@ -159,14 +177,5 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         }
         let _pin = store.pin_for_read("dedup-report", &layers)?;
         layerstore_import::dedup::analyze_stored(&store, &names)?
-    };
-    let report = Report(report);
-    ctx.emit(&report)?;
-    if let Some((mut f, path)) = svg {
-        let doc = chart::render_svg(&report.0)?;
-        f.write_all(doc.as_bytes())
-            .and_then(|()| f.flush())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
