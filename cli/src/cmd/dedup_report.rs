@@ -15,8 +15,10 @@ use crate::context::{Context, View};
 use crate::fmt::{self, Align, plural, table};
 use crate::parse;
 
-/// Dedup figures for stored images (in the order given; default all, oldest first) or for
-/// sources analysed without importing them (--source, repeatable).
+/// Dedup figures for stored images or for sources analysed without importing them
+///
+/// Stored images are analysed in the order given (default: all, oldest first); --source
+/// (repeatable) analyses images without importing them.
 #[derive(clap::Args)]
 pub struct Args {
     /// Stored images to analyse, in this order (names, digests or IDs; default: all).

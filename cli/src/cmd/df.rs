@@ -57,11 +57,11 @@ impl View for Df {
         if !ctx.quiet {
             writeln!(
                 w,
-                "LOGICAL: the image's file contents, a file counted each time it occurs.\n\
-                 EXCLUSIVE: distinct content only this image holds (what removing it alone frees).\n\
-                 SHARED: distinct content it holds with other images.\n\
-                 Content is counted once per image in EXCLUSIVE and SHARED, so they add up to the\n\
-                 image's distinct content, not to LOGICAL."
+                "LOGICAL: the image's file contents, a content counted each time a file holds it.\n\
+                 EXCLUSIVE: distinct content no other image holds (what removing it alone frees).\n\
+                 SHARED: distinct content other images hold too.\n\
+                 EXCLUSIVE + SHARED is the image's distinct content: less than LOGICAL where its \
+                 files repeat a content."
             )?;
         }
         writeln!(w)?;

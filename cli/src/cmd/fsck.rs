@@ -87,22 +87,24 @@ impl View for Fsck {
             writeln!(w, "problem: {}", sentence(f))?;
         }
         if !ctx.quiet {
-            writeln!(
-                w,
-                "checked {} ({}), {}; {}; {}",
+            let mut summary = format!(
+                "checked {} ({}), {}; ",
                 plural(rep.objects_checked, "object", "objects"),
                 fmt::bytes(rep.bytes_checked),
                 plural(rep.refs_checked, "ref", "refs"),
-                plural(
+            );
+            if rep.unreferenced_files > 0 || ctx.verbose > 0 {
+                summary.push_str(&plural(
                     rep.unreferenced_files,
-                    "unreferenced object file (gc removes it)",
-                    "unreferenced object files (gc removes them)"
-                ),
-                match rep.findings.len() {
-                    0 => "no problems".to_string(),
-                    n => plural(n as u64, "problem", "problems"),
-                }
-            )?;
+                    "unreferenced object file (harmless; gc removes it); ",
+                    "unreferenced object files (harmless; gc removes them); ",
+                ));
+            }
+            summary.push_str(&match rep.findings.len() {
+                0 => "no problems".to_string(),
+                n => plural(n as u64, "problem", "problems"),
+            });
+            writeln!(w, "{summary}")?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::fmt::{self, plural};
 use crate::parse::{self, LimitSetting};
 use crate::progress;
 
-/// Import an image from a local source.
+/// Import an image from a local source
 ///
 /// Sources (the forms skopeo names them by):
 ///   oci:DIR[:REF]                 an OCI image layout directory; REF is a tag

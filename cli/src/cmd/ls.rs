@@ -11,8 +11,10 @@ use serde::Serialize;
 use crate::context::{Context, View};
 use crate::fmt::{self, Align, columns};
 
-/// List a directory of an image's merged tree (from the index, no checkout). A symlink is shown
-/// itself, as `ls -l` does; end the path with `/` to list what it points at.
+/// List a directory of an image's merged tree (from the index, no checkout)
+///
+/// A symlink is shown itself, as `ls -l` does; end the path with `/` to list what it points at.
+/// Symlinks on the way resolve inside the image root.
 #[derive(clap::Args)]
 pub struct Args {
     /// The image: a name, or a manifest digest or ID (a unique prefix is enough).
@@ -61,10 +63,11 @@ impl Entry {
             size: e.size,
             mtime: fmt::rfc3339(e.mtime),
             object: e.object,
-            link: e
-                .link
-                .as_ref()
-                .map(|l| String::from_utf8_lossy(l).into_owned()),
+            // A symlink's target as written; a hard link's is a path in the tree.
+            link: e.link.as_ref().map(|l| match e.kind {
+                EntryKind::Symlink => String::from_utf8_lossy(l).into_owned(),
+                _ => display_path(l),
+            }),
             xattrs: e
                 .xattrs
                 .iter()

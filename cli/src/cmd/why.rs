@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use crate::context::{Context, View};
 
-/// Which roots keep something alive: IMAGE, sha256:DIGEST (image or layer), OBJECT-ID, or
-/// IMAGE:/PATH.
+/// Which roots keep something alive: an image, a layer, an object or a file
 #[derive(clap::Args)]
 pub struct Args {
     /// IMAGE (name, digest or ID), sha256:DIGEST of a layer, an OBJECT-ID, or IMAGE:/PATH.

@@ -475,3 +475,17 @@ fn text_output_fits_long_names_and_counts_in_the_singular() {
     assert!(text.contains(": 1 layer ("), "{text}");
     assert!(text.contains(", 1 file, "), "{text}");
 }
+
+#[test]
+fn import_help_shows_every_source_form() {
+    let r: crate::Run = bin().args(["import", "--help"]).output().unwrap().into();
+    assert_eq!(r.code, 0);
+    for form in [
+        "oci:DIR[:REF]",
+        "@sha256:DIGEST",
+        "oci-archive:FILE[:REF]",
+        "docker-archive:FILE[:N|NAME]",
+    ] {
+        assert!(r.text().contains(form), "{form}: {}", r.text());
+    }
+}
