@@ -2,52 +2,7 @@
 //! warnings, fsck's advice for damaged layers, and a clear message where a read-only store is
 //! asked to write.
 
-use std::io::Write;
-use std::path::Path;
-
-use anyhow::Result;
-use layerstore_store::{CheckoutMode, CheckoutStats, fsck::Finding};
-
-use crate::fmt;
-
-/// The summary line of a checkout and, on stderr, what it could not do as asked (once each).
-pub fn print_checkout(
-    out: &mut impl Write,
-    image: &str,
-    dest: &Path,
-    mode: CheckoutMode,
-    stats: &CheckoutStats,
-) -> Result<()> {
-    let files = match mode {
-        CheckoutMode::Hardlink => format!(
-            "{} files ({}; {} linked, {} new variants of {})",
-            stats.files,
-            fmt::bytes(stats.bytes),
-            stats.linked,
-            stats.variants_made,
-            fmt::bytes(stats.variant_bytes)
-        ),
-        _ => format!("{} files ({})", stats.files, fmt::bytes(stats.bytes)),
-    };
-    writeln!(
-        out,
-        "checked out {image} into {}: {} directories, {files}, {} symlinks, {} hard links, {} special files",
-        dest.display(),
-        stats.directories,
-        stats.symlinks,
-        stats.hardlinks,
-        stats.specials
-    )?;
-    if stats.skipped_devices > 0 || stats.skipped_xattrs > 0 {
-        log::warn!(
-            "not restored: {} device nodes, {} xattrs (unprivileged checkout or overlay markers)",
-            stats.skipped_devices,
-            stats.skipped_xattrs
-        );
-    }
-    warn_fallbacks(stats);
-    Ok(())
-}
+use layerstore_store::{CheckoutStats, fsck::Finding};
 
 /// Say once what a checkout copied instead of linking or cloning.
 pub fn warn_fallbacks(stats: &CheckoutStats) {

@@ -36,6 +36,11 @@ pub enum Error {
     InvalidRefName { name: String, reason: &'static str },
     #[error("no image named {name:?}")]
     ImageNotFound { name: String },
+    #[error("{prefix:?} names more than one image: {}", candidates.join("; "))]
+    AmbiguousImage {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("no layer {diff_id}")]
     LayerNotFound { diff_id: String },
     #[error("object {id} is missing from the store")]
