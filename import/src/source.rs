@@ -1,8 +1,9 @@
 //! Image sources, named with skopeo's syntax: `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`,
-//! `docker-archive:FILE[:N or NAME]`. A source resolves to one image (manifest, config, layer
-//! descriptors) and opens blobs by digest. Files are read through a [`Container`]: a directory
-//! handle (no symlink leaves it) or an indexed tar archive (members read in place, never
-//! extracted).
+//! `docker-archive:FILE[:N or NAME]`; `docker://` (registries) is refused for now. A [`Source`]
+//! is opened first (the file or directory exists and is of its transport's kind), then resolves
+//! to one image (manifest, config, layer descriptors) and opens blobs by digest. Files are read
+//! through a [`Container`]: a directory handle (no symlink leaves it) or an indexed tar archive
+//! (members read in place, never extracted).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -43,8 +44,11 @@ impl SourceSpec {
         let (transport, rest) = spec.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE")
         })?;
-        match transport {
-            "oci" | "oci-archive" | "docker-archive" => {}
+        // The transport is checked before the rest, so `docker:` says what is missing.
+        let make: fn(PathBuf, Option<String>) -> SourceSpec = match transport {
+            "oci" => |path, reference| SourceSpec::OciDir { path, reference },
+            "oci-archive" => |path, reference| SourceSpec::OciArchive { path, reference },
+            "docker-archive" => |path, reference| SourceSpec::DockerArchive { path, reference },
             "docker" => {
                 return Err(bad(
                     "registries are not supported yet; copy the image into an archive first \
@@ -56,7 +60,7 @@ impl SourceSpec {
                     "unknown transport; supported: oci:DIR, oci-archive:FILE, docker-archive:FILE",
                 ));
             }
-        }
+        };
         if rest.is_empty() {
             return Err(bad("empty path"));
         }
@@ -73,12 +77,7 @@ impl SourceSpec {
             (_, None) => (rest.to_string(), None),
         };
         let reference = reference.filter(|r| !r.is_empty());
-        let path = PathBuf::from(path);
-        Ok(match transport {
-            "oci" => SourceSpec::OciDir { path, reference },
-            "oci-archive" => SourceSpec::OciArchive { path, reference },
-            _ => SourceSpec::DockerArchive { path, reference },
-        })
+        Ok(make(PathBuf::from(path), reference))
     }
 
     /// The reference part, if any.
