@@ -102,10 +102,11 @@ impl View for Report {
             for s in &report.largest_shared {
                 writeln!(
                     w,
-                    "  {:>10}  in {}  {}",
+                    "  {:>10}  in {}  {}  ({})",
                     fmt::bytes(s.size),
                     plural(s.images as u64, "image", "images"),
-                    s.path
+                    s.path,
+                    s.short_object()
                 )?;
             }
         }
@@ -153,9 +154,7 @@ fn analyse(ctx: &Context, a: &Args) -> Result<DedupReport> {
     } else {
         let store = ctx.open()?;
         let names: Vec<String> = if a.images.is_empty() {
-            let mut all = store.images()?;
-            all.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.0.cmp(&b.0)));
-            all.into_iter().map(|(n, _)| n).collect()
+            layerstore_import::dedup::stored_series(&store)?
         } else {
             // Digests and IDs become the image's name (or full digest) the analysis resolves.
             let mut names = Vec::new();

@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
-use layerstore_import::{ImportOptions, ImportReport, Platform, SourceSpec};
+use anyhow::{Context as _, Result};
+use layerstore_import::{ImportOptions, ImportReport, Platform};
 use serde::Serialize;
 
 use crate::context::{Context, View};
@@ -96,19 +96,9 @@ impl View for Imported<'_> {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
-    // A source that is not there fails before a store is created for it.
-    let path = match SourceSpec::parse(&a.source)? {
-        SourceSpec::OciDir { path, .. }
-        | SourceSpec::OciArchive { path, .. }
-        | SourceSpec::DockerArchive { path, .. } => path,
-    };
-    if !path.exists() {
-        bail!(
-            "cannot import {}: {} does not exist",
-            a.source,
-            path.display()
-        );
-    }
+    // A source that cannot be read fails before a store is created for it.
+    let source = layerstore_import::Source::open(&a.source)
+        .with_context(|| format!("cannot import {}", a.source))?;
     let store = ctx.open_or_init()?;
     let bars = progress::Bars::new(!ctx.json && !ctx.quiet && std::io::stderr().is_terminal());
     let mut opts = ImportOptions {
@@ -124,7 +114,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         opts.limits = Some(parse::apply_limits(store.limits(), &a.limits));
     }
     let started = std::time::Instant::now();
-    let report = layerstore_import::import(&store, &a.source, &opts)
+    let report = layerstore_import::import_source(&store, &source, &opts)
         .with_context(|| format!("cannot import {}", a.source))?;
     drop(bars);
     ctx.emit(&Imported {
