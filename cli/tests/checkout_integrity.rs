@@ -310,9 +310,15 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
     assert_eq!(ok(&store, &["cat", "app-v1", path]).raw, before);
     assert_eq!(ok(&store, &["cat", "app-v2", path]).raw, before);
     // fsck sees the changed variant; the next checkout makes it again.
-    let r = run(&store, &["fsck"]);
+    let r = run(&store, &["fsck", "--json"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("changed-variant"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(r#""kind": "changed-variant""#),
+        "{}",
+        r.stdout
+    );
+    let r = run(&store, &["fsck"]);
+    assert!(r.stdout.contains("was changed through it"), "{}", r.stdout);
     let hl2 = tmp.path().join("hl2");
     let r = ok(
         &store,
@@ -357,11 +363,17 @@ fn fsck_repair_marks_layers_and_a_reimport_heals_them() {
 
     let r = run(&store, &["fsck"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("corrupt-object"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("problem: object {id} is corrupt")),
+        "{}",
+        r.stdout
+    );
     let r = run(&store, &["fsck", "--repair"]);
     assert_eq!(r.code, 1, "damaged layers remain until a re-import");
     assert!(
-        r.stdout.contains("repaired: {\"kind\":\"corrupt-object\""),
+        r.stdout
+            .contains(&format!("repaired: object {id} is corrupt")),
         "{}",
         r.stdout
     );
