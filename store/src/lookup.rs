@@ -22,17 +22,26 @@ pub enum Follow {
 
 impl MergedTree {
     /// The entry at `path`. Intermediate symlinks resolve inside the image root; `follow` says
-    /// what happens to a final one. `image` names the image in the error.
+    /// what happens to a final one. `image` names the image in the error: [`Error::PathNotFound`],
+    /// or [`Error::NotADirectory`] for a path ending in `/` that names something else.
     pub fn find(&self, image: &str, path: &[u8], follow: Follow) -> Result<&TreeEntry> {
         let found = if follow == Follow::NotLast && !path.ends_with(b"/") {
             self.lookup_nofollow(path)
         } else {
             self.lookup(path)
         };
-        found.ok_or_else(|| Error::PathNotFound {
+        let e = found.ok_or_else(|| Error::PathNotFound {
             image: image.into(),
             path: String::from_utf8_lossy(path).into_owned(),
-        })
+        })?;
+        // `dir/` names a directory (or a symlink to one), as in every POSIX path lookup.
+        if path.ends_with(b"/") && e.kind != EntryKind::Directory {
+            return Err(Error::NotADirectory {
+                image: image.into(),
+                path: String::from_utf8_lossy(path).into_owned(),
+            });
+        }
+        Ok(e)
     }
 
     /// The regular file (or hard link) at `path`, symlinks followed, with its content's object.
@@ -187,6 +196,10 @@ mod tests {
         assert!(matches!(
             t.find_file("img", b"/usr/lib"),
             Err(Error::NotAFile { .. })
+        ));
+        assert!(matches!(
+            t.find("img", b"/etc/os-release/", Follow::NotLast),
+            Err(Error::NotADirectory { .. })
         ));
         let (e, id) = t.find_file("img", b"/etc/os-release").unwrap();
         assert_eq!(
