@@ -111,7 +111,8 @@ mod tests {
         let bound_b = format!("bound/deploy/{b}");
         let merged_a = layerstore_store::merged::merged_key(&a);
         let none: &[Digest] = &[];
-        let cases: [(Vec<RefInfo>, &[Digest], &[Digest], &[Digest]); 8] = [
+        type Case<'a> = (Vec<RefInfo>, &'a [Digest], &'a [Digest], &'a [Digest]);
+        let cases: [Case; 8] = [
             (vec![r("image/x", a.to_string())], &[a], none, none),
             (vec![r("root/x", a.to_string())], &[a], none, none),
             (vec![r("prepared/x", a.to_string())], none, &[a], none),
