@@ -1,8 +1,6 @@
 //! The dedup-report chart: per image, stacked bars of content already stored by earlier images
 //! and new content; for the series, the strategies side by side, raw and with zstd.
 
-use std::path::Path;
-
 use anyhow::Result;
 use layerstore_import::dedup::DedupReport;
 use plotters::prelude::*;
@@ -19,15 +17,19 @@ fn label(names: &[String], x: f64) -> String {
     }
 }
 
-pub fn write_svg(report: &DedupReport, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
-    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let (left, right) = root.split_horizontally(600);
-    images_panel(report, &left).map_err(|e| fail(&e))?;
-    strategies_panel(report, &right).map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))?;
-    Ok(())
+/// The chart as an SVG document.
+pub fn render_svg(report: &DedupReport) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, 520)).into_drawing_area();
+        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw the chart: {e}");
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let (left, right) = root.split_horizontally(600);
+        images_panel(report, &left).map_err(|e| fail(&e))?;
+        strategies_panel(report, &right).map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;

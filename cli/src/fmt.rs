@@ -1,5 +1,7 @@
 //! Human formatting helpers.
 
+use std::io::{self, Write};
+
 /// `1.5 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -42,8 +44,112 @@ pub fn mode(kind: char, mode: u32) -> String {
     s
 }
 
+/// `1 layer`, `2 layers`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day number.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// How a column lines up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Write a table whose columns are as wide as their longest cell (header included), two
+/// spaces apart; the last column is not padded.
+pub fn table(w: &mut dyn Write, header: &[(&str, Align)], rows: &[Vec<String>]) -> io::Result<()> {
+    let aligns: Vec<Align> = header.iter().map(|(_, a)| *a).collect();
+    let mut all = Vec::with_capacity(rows.len() + 1);
+    all.push(header.iter().map(|(h, _)| h.to_string()).collect());
+    all.extend_from_slice(rows);
+    columns(w, &aligns, &all)
+}
+
+/// Write rows in columns as wide as their longest cell, two spaces apart; the last column is
+/// not padded.
+pub fn columns(w: &mut dyn Write, aligns: &[Align], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut width = vec![0; aligns.len()];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if aligns[i] == Align::Right {
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            line.push_str(c);
+            if aligns[i] == Align::Left && i + 1 < r.len() {
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(w, "{line}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn columns_fit_the_longest_cell() {
+        use super::Align::{Left, Right};
+        let mut v = Vec::new();
+        let rows = vec![
+            vec!["a-very-long-image-name".to_string(), "1".to_string()],
+            vec!["b".to_string(), "22".to_string()],
+        ];
+        super::table(&mut v, &[("NAME", Left), ("N", Right)], &rows).unwrap();
+        let want = format!(
+            "NAME{}N\na-very-long-image-name{}1\nb{}22\n",
+            " ".repeat(21),
+            " ".repeat(3),
+            " ".repeat(23)
+        );
+        assert_eq!(String::from_utf8(v).unwrap(), want);
+    }
+
+    #[test]
+    fn counts_take_the_singular_for_one() {
+        assert_eq!(super::plural(1, "layer", "layers"), "1 layer");
+        assert_eq!(super::plural(0, "layer", "layers"), "0 layers");
+    }
+
     #[test]
     fn formats() {
         assert_eq!(super::bytes(512), "512 B");

@@ -15,11 +15,12 @@ use std::io::Read;
 use layerstore_store::{Digest, EntryKind, Limits, ObjectId, Store};
 use serde::Serialize;
 
+use crate::NoProgress;
 use crate::error::{Error, Result};
-use crate::layer::{self, LayerInput, LayerProgress};
+use crate::layer::{self, LayerInput, tar_error, tar_limits};
 use crate::resolve::Platform;
-use crate::source::SourceSpec;
-use crate::tarparse::{TarKind, TarLimits, TarParser};
+use crate::source::Source;
+use crate::tarparse::{TarKind, TarParser};
 
 const ZSTD_LEVEL: i32 = 3;
 
@@ -33,7 +34,10 @@ pub struct Stored {
 /// The figures for one image, or for the series.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DedupFigures {
+    /// The image's names, joined with ", " (or "total").
     pub name: String,
+    /// Every name the image was given (one image however many names point at its manifest).
+    pub names: Vec<String>,
     /// Regular-file content of all layers, duplicates counted.
     pub logical_bytes: u64,
     pub files: u64,
@@ -57,10 +61,19 @@ pub struct DedupFigures {
 /// A large content that several images share.
 #[derive(Clone, Debug, Serialize)]
 pub struct SharedFile {
+    /// Where the content was first seen; two rows may share a path (the file changed between
+    /// images), their objects tell them apart.
     pub path: String,
     pub size: u64,
     pub images: usize,
     pub object: ObjectId,
+}
+
+impl SharedFile {
+    /// The object id's first 12 hex digits, to tell apart rows with one path.
+    pub fn short_object(&self) -> String {
+        self.object.hex()[..12].to_string()
+    }
 }
 
 /// The whole report.
@@ -96,7 +109,14 @@ pub struct DedupAnalyzer {
     objects: HashMap<ObjectId, ObjInfo>,
     chunks: HashMap<ChunkId, (u64, u64)>,
     layers: HashMap<Digest, LayerAcc>,
-    images: Vec<(String, Vec<Digest>)>,
+    images: Vec<ImageAcc>,
+}
+
+/// An image of the series: one per manifest, whatever the number of its names.
+struct ImageAcc {
+    manifest: Digest,
+    names: Vec<String>,
+    layers: Vec<Digest>,
 }
 
 impl DedupAnalyzer {
@@ -137,8 +157,8 @@ impl DedupAnalyzer {
         path: &[u8],
         id: ObjectId,
         size: u64,
-        content: impl FnOnce() -> std::io::Result<Vec<u8>>,
-    ) -> std::io::Result<()> {
+        content: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<()> {
         if !self.objects.contains_key(&id) {
             let data = content()?;
             self.add_content(id, path, &data)?;
@@ -150,8 +170,9 @@ impl DedupAnalyzer {
         Ok(())
     }
 
-    fn add_content(&mut self, id: ObjectId, path: &[u8], data: &[u8]) -> std::io::Result<()> {
-        let zstd = compressed_len(data)?;
+    fn add_content(&mut self, id: ObjectId, path: &[u8], data: &[u8]) -> Result<()> {
+        let estimate = |source| Error::Estimate { object: id, source };
+        let zstd = compressed_len(data).map_err(estimate)?;
         let mut chunk = |avg: usize| -> std::io::Result<Vec<ChunkId>> {
             let mut ids = Vec::new();
             for c in fastcdc::v2020::FastCDC::new(data, avg / 4, avg, avg * 4) {
@@ -164,8 +185,8 @@ impl DedupAnalyzer {
             }
             Ok(ids)
         };
-        let chunks16 = chunk(16 * 1024)?;
-        let chunks64 = chunk(64 * 1024)?;
+        let chunks16 = chunk(16 * 1024).map_err(estimate)?;
+        let chunks64 = chunk(64 * 1024).map_err(estimate)?;
         self.objects.insert(
             id,
             ObjInfo {
@@ -179,9 +200,21 @@ impl DedupAnalyzer {
         Ok(())
     }
 
-    /// An image made of these layers (all analysed), in series order.
-    pub fn image(&mut self, name: &str, layers: Vec<Digest>) {
-        self.images.push((name.to_string(), layers));
+    /// An image made of these layers (all analysed), in series order. Another name for a
+    /// manifest already added joins that image's names.
+    pub fn image(&mut self, manifest: Digest, name: &str, layers: Vec<Digest>) {
+        match self.images.iter_mut().find(|i| i.manifest == manifest) {
+            Some(i) => {
+                if !i.names.iter().any(|n| n == name) {
+                    i.names.push(name.to_string());
+                }
+            }
+            None => self.images.push(ImageAcc {
+                manifest,
+                names: vec![name.to_string()],
+                layers,
+            }),
+        }
     }
 
     /// Compute the report.
@@ -189,8 +222,8 @@ impl DedupAnalyzer {
         let sets: Vec<HashSet<ObjectId>> = self
             .images
             .iter()
-            .map(|(_, layers)| {
-                layers
+            .map(|i| {
+                i.layers
                     .iter()
                     .flat_map(|d| self.layers[d].objects.iter().copied())
                     .collect()
@@ -205,8 +238,10 @@ impl DedupAnalyzer {
         let mut seen_objects: HashSet<ObjectId> = HashSet::new();
         let mut seen_layers: HashSet<Digest> = HashSet::new();
         let mut images = Vec::new();
-        for ((name, layers), set) in self.images.iter().zip(&sets) {
-            let mut f = self.figures(name, layers.iter(), set);
+        for (image, set) in self.images.iter().zip(&sets) {
+            let layers = &image.layers;
+            let mut f = self.figures(&image.names.join(", "), layers.iter(), set);
+            f.names = image.names.clone();
             f.shared_bytes = set
                 .iter()
                 .filter(|id| users[id] > 1)
@@ -232,7 +267,7 @@ impl DedupAnalyzer {
         let all_layers: Vec<Digest> = self
             .images
             .iter()
-            .flat_map(|(_, l)| l.iter().copied())
+            .flat_map(|i| i.layers.iter().copied())
             .collect();
         let mut total = self.figures("total", all_layers.iter(), &all);
         // The series' logical bytes count every image, not every distinct layer.
@@ -328,23 +363,31 @@ pub fn analyze_stored(store: &Store, names: &[String]) -> Result<DedupReport> {
                 a.file(&l.diff_id, &e.path, id, e.size, || {
                     let mut v = Vec::new();
                     store
-                        .read_object(&id)
-                        .map_err(std::io::Error::other)?
-                        .into_reader()?
-                        .read_to_end(&mut v)?;
+                        .read_object(&id)?
+                        .into_reader()
+                        .and_then(|mut r| r.read_to_end(&mut v))
+                        .map_err(|e| Error::io(store.object_path(&id), e))?;
                     Ok(v)
-                })
-                .map_err(|e| Error::io(store.object_path(&id), e))?;
+                })?;
             }
         }
-        a.image(name, img.layers.iter().map(|l| l.diff_id).collect());
+        a.image(
+            img.manifest_digest,
+            name,
+            img.layers.iter().map(|l| l.diff_id).collect(),
+        );
     }
     Ok(a.report())
 }
 
-struct NoProgress;
-impl LayerProgress for NoProgress {
-    fn read(&self, _: usize, _: u64) {}
+/// Every stored image's names in series order, for [`analyze_stored`]: by creation time, and
+/// images created in the same second (a series built in one go) in the order they were
+/// imported; the names of one image by name.
+pub fn stored_series(store: &Store) -> Result<Vec<String>> {
+    let mut all = store.images()?;
+    // The image row id grows with each image stored: the import order.
+    all.sort_by(|a, b| (&a.1.created, a.1.id, &a.0).cmp(&(&b.1.created, b.1.id, &b.0)));
+    Ok(all.into_iter().map(|(name, _)| name).collect())
 }
 
 /// Analyse images straight from their sources, without importing them. Each layer is verified
@@ -356,8 +399,9 @@ pub fn analyze_sources(
 ) -> Result<DedupReport> {
     let mut a = DedupAnalyzer::default();
     for spec in specs {
-        let parsed = SourceSpec::parse(spec)?;
-        let (container, image) = crate::resolve_source(&parsed, platform, limits)?;
+        let source = Source::open(spec)?;
+        let container = source.container();
+        let image = source.resolve_from_index(platform, limits)?;
         let name = image.default_name.clone().unwrap_or_else(|| spec.clone());
         for (i, l) in image.layers.iter().enumerate() {
             if a.has_layer(&l.diff_id) {
@@ -369,42 +413,32 @@ pub fn analyze_sources(
                     .ok_or_else(|| Error::BlobMissing {
                         digest: l.digest.to_string(),
                     })?;
-            let input = LayerInput {
-                index: i,
-                blob_digest: l.digest,
-                blob_size: l.size,
-                media_type: l.media_type.clone(),
-                expected_diff_id: l.diff_id,
-            };
+            let input = LayerInput::of(i, l);
             a.begin_layer(l.diff_id, 0, l.size);
             let ((), tar_size) = layer::stream_layer(&input, blob, limits, &NoProgress, |r| {
-                scan(&mut a, &l.diff_id, r, limits)
+                scan(&mut a, &input, r, limits)
             })?;
             a.set_tar_size(&l.diff_id, tar_size);
         }
-        a.image(&name, image.layers.iter().map(|l| l.diff_id).collect());
+        a.image(
+            image.manifest_digest,
+            &name,
+            image.layers.iter().map(|l| l.diff_id).collect(),
+        );
     }
     Ok(a.report())
 }
 
+/// Record the regular files of a layer's tar stream.
 fn scan(
     a: &mut DedupAnalyzer,
-    diff_id: &Digest,
+    input: &LayerInput,
     r: &mut layer::ChannelReader,
     limits: &Limits,
 ) -> Result<()> {
-    let digest = diff_id.to_string();
-    let tar_limits = TarLimits {
-        max_record: limits.max_pax_record,
-        max_raw_data: 1 << 20,
-        max_trailer: 16 << 20,
-    };
-    let mut p = TarParser::new(r, tar_limits);
-    let tar_err = |e: crate::tarparse::TarError| Error::Tar {
-        digest: digest.clone(),
-        offset: e.offset,
-        reason: e.reason,
-    };
+    let diff_id = &input.expected_diff_id;
+    let mut p = TarParser::new(r, tar_limits(limits));
+    let tar_err = |e| tar_error(&input.blob_digest, e);
     let mut buf = vec![0u8; 256 * 1024];
     while let Some(e) = p.next_entry().map_err(tar_err)? {
         if e.kind != TarKind::Regular {
@@ -426,8 +460,7 @@ fn scan(
         p.content_done(e.size, id);
         a.file(diff_id, &e.path, id, e.size, || {
             Ok(std::mem::take(&mut data))
-        })
-        .map_err(|err| Error::io("(analysis)", err))?;
+        })?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub enum Error {
     Store(#[from] layerstore_store::Error),
     #[error("invalid image source {spec:?}: {reason}")]
     InvalidSource { spec: String, reason: String },
+    /// An I/O error on a file of the host (a source directory or archive, a store object).
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
@@ -68,8 +69,43 @@ pub enum Error {
         path: String,
         reason: String,
     },
-    #[error("import was cancelled")]
-    Cancelled,
+    #[error("cannot read blob {digest} from the source")]
+    ReadBlob {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {member} in {container}")]
+    ReadMember {
+        container: String,
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a tar archive. The message names the file and what the transport
+    /// expects, never the file's bytes (a mistyped path may name a secret).
+    #[error("{path} is not a tar archive ({expected})")]
+    NotAnArchive { path: PathBuf, expected: String },
+    #[error("{source_spec} holds an image for {actual}, not {requested}")]
+    PlatformMismatch {
+        source_spec: String,
+        requested: String,
+        actual: String,
+    },
+    #[error("the object writers stopped before the layer was read")]
+    WritersStopped,
+    #[error("layer {digest}: cannot encode the tar skeleton")]
+    Skeleton {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot compress content {object} to estimate its stored size")]
+    Estimate {
+        object: layerstore_store::ObjectId,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The import result type.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layer::media_type_compression;
-use crate::source::{Container, blob_path};
+use crate::source::{Container, DOCKER_ARCHIVE_MANIFEST, OCI_LAYOUT, blob_path};
 
 /// A platform to select from an image index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +53,29 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether an image built for `image` is one for this platform. A variant counts only when
+    /// both name one: most configs leave it out.
+    pub fn admits(&self, image: &Platform) -> bool {
+        self.os == image.os
+            && self.architecture == image.architecture
+            && match (&self.variant, &image.variant) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A layer as the manifest lists it.
 #[derive(Clone, Debug)]
 pub struct LayerDescriptor {
@@ -75,6 +98,8 @@ pub struct ResolvedImage {
     pub layers: Vec<LayerDescriptor>,
     pub created: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The platform the config names (`os`, `architecture`, `variant`), if it names one.
+    pub platform: Option<Platform>,
     /// The name the source gives the image (ref annotation, repo tag).
     pub default_name: Option<String>,
 }
@@ -146,9 +171,9 @@ pub fn resolve_oci(
         reason,
     };
     let layout = c
-        .read_optional("oci-layout", 4096)?
+        .read_optional(OCI_LAYOUT, 4096)?
         .ok_or_else(|| no_match("not an OCI layout (no oci-layout file)".into()))?;
-    let layout: serde_json::Value = parse_json(&layout, "oci-layout")?;
+    let layout: serde_json::Value = parse_json(&layout, OCI_LAYOUT)?;
     if layout
         .get("imageLayoutVersion")
         .and_then(|v| v.as_str())
@@ -301,7 +326,8 @@ fn finish_manifest(
     let m: ImageManifest = parse_json(&manifest, &what)?;
     let config_digest = digest(m.config().digest().as_ref(), &what)?;
     let config = read_blob(c, &config_digest, Some(m.config().size()), limits)?;
-    let (diff_ids, created, labels) = parse_config(&config, &config_digest)?;
+    let facts = parse_config(&config, &config_digest)?;
+    let diff_ids = facts.diff_ids;
     if diff_ids.len() != m.layers().len() {
         return Err(Error::BadDocument {
             what: format!("config {config_digest}"),
@@ -337,13 +363,29 @@ fn finish_manifest(
         config,
         config_digest,
         layers,
-        created,
-        labels,
+        created: facts.created,
+        labels: facts.labels,
+        platform: facts.platform,
         default_name,
     })
 }
 
-type ConfigFacts = (Vec<Digest>, Option<String>, BTreeMap<String, String>);
+/// What an import takes from an image config.
+struct ConfigFacts {
+    diff_ids: Vec<Digest>,
+    created: Option<String>,
+    labels: BTreeMap<String, String>,
+    platform: Option<Platform>,
+}
+
+/// The platform fields of a config, read apart from the typed config so that an unusual
+/// spelling leaves the platform unknown rather than failing the import.
+#[derive(Deserialize)]
+struct ConfigPlatform {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+}
 
 fn parse_config(config: &[u8], d: &Digest) -> Result<ConfigFacts> {
     let what = format!("config {d}");
@@ -358,7 +400,53 @@ fn parse_config(config: &[u8], d: &Digest) -> Result<ConfigFacts> {
         .and_then(|c| c.labels().clone())
         .map(|l| l.into_iter().collect())
         .unwrap_or_default();
-    Ok((diff_ids, cfg.created().clone(), labels))
+    let platform = match serde_json::from_slice::<ConfigPlatform>(config) {
+        Ok(ConfigPlatform {
+            os: Some(os),
+            architecture: Some(architecture),
+            variant,
+        }) if !os.is_empty() && !architecture.is_empty() => Some(Platform {
+            os,
+            architecture,
+            variant: variant.filter(|v| !v.is_empty()),
+        }),
+        _ => None,
+    };
+    Ok(ConfigFacts {
+        diff_ids,
+        created: cfg.created().clone(),
+        labels,
+        platform,
+    })
+}
+
+/// A docker image name in full, as docker and skopeo normalize it: the registry `docker.io`
+/// unless the first component looks like a host, `library/` for a one-component name on
+/// docker.io, and the tag `latest` unless a tag or digest is given.
+pub fn full_docker_name(name: &str) -> String {
+    let (repo, suffix) = match name.split_once('@') {
+        Some((repo, digest)) => (repo, format!("@{digest}")),
+        None => match name.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, format!(":{tag}")),
+            _ => (name, ":latest".to_string()),
+        },
+    };
+    let (host, path) = match repo.split_once('/') {
+        Some((host, path)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            (host, path)
+        }
+        _ => ("docker.io", repo),
+    };
+    let host = if host == "index.docker.io" {
+        "docker.io"
+    } else {
+        host
+    };
+    if host == "docker.io" && !path.contains('/') {
+        format!("{host}/library/{path}{suffix}")
+    } else {
+        format!("{host}/{path}{suffix}")
+    }
 }
 
 #[derive(Deserialize)]
@@ -399,18 +487,31 @@ pub fn resolve_docker(
         reason,
     };
     let data = c
-        .read_optional("manifest.json", limits.max_json_bytes)?
+        .read_optional(DOCKER_ARCHIVE_MANIFEST, limits.max_json_bytes)?
         .ok_or_else(|| no_match("not a docker archive (no manifest.json)".into()))?;
     let entries: Vec<DockerManifestEntry> = parse_json(&data, "manifest.json")?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
+    // What the archive holds, for a message that helps pick one.
+    let held = || {
+        let all: Vec<String> = entries.iter().flat_map(tags).collect();
+        if all.is_empty() {
+            format!(
+                "its {} images have no names; pick one by number",
+                entries.len()
+            )
+        } else {
+            format!("it holds {}", all.join(", "))
+        }
+    };
     let (entry, name) = match reference {
         None => match &entries[..] {
             [e] => (e, tags(e).first().cloned()),
             [] => return Err(no_match("the archive holds no image".into())),
             _ => {
                 return Err(no_match(format!(
-                    "the archive holds {} images; name one",
-                    entries.len()
+                    "the archive holds {} images; name one ({})",
+                    entries.len(),
+                    held()
                 )));
             }
         },
@@ -418,15 +519,17 @@ pub fn resolve_docker(
             Ok(n) => {
                 let e = entries
                     .get(n)
-                    .ok_or_else(|| no_match(format!("no image number {n}")))?;
+                    .ok_or_else(|| no_match(format!("no image number {n}; {}", held())))?;
                 (e, tags(e).first().cloned())
             }
             Err(_) => {
-                let with_latest = format!("{r}:latest");
+                // As skopeo does, names compare in full: `debian:12` is
+                // `docker.io/library/debian:12`, and a name without a tag is `:latest`.
+                let wanted = full_docker_name(r);
                 let e = entries
                     .iter()
-                    .find(|e| tags(e).iter().any(|t| t == r || *t == with_latest))
-                    .ok_or_else(|| no_match(format!("no image tagged {r:?}")))?;
+                    .find(|e| tags(e).iter().any(|t| full_docker_name(t) == wanted))
+                    .ok_or_else(|| no_match(format!("no image named {r:?}; {}", held())))?;
                 (e, Some(r.to_string()))
             }
         },
@@ -437,7 +540,8 @@ pub fn resolve_docker(
             digest: entry.config.clone(),
         })?;
     let config_digest = Digest::of(&config);
-    let (diff_ids, created, labels) = parse_config(&config, &config_digest)?;
+    let facts = parse_config(&config, &config_digest)?;
+    let diff_ids = facts.diff_ids;
     if diff_ids.len() != entry.layers.len() {
         return Err(Error::BadDocument {
             what: "manifest.json".into(),
@@ -454,7 +558,12 @@ pub fn resolve_docker(
             digest: path.clone(),
         })?;
         let mut head = [0u8; 4];
-        let n = std::io::Read::read(&mut r, &mut head).map_err(|e| Error::io(path, e))?;
+        let read_err = |source| Error::ReadMember {
+            container: c.describe(),
+            member: path.clone(),
+            source,
+        };
+        let n = std::io::Read::read(&mut r, &mut head).map_err(read_err)?;
         let head = &head[..n];
         let (media_type, compressed) = if head.starts_with(&[0x1f, 0x8b]) {
             ("application/vnd.docker.image.rootfs.diff.tar.gzip", true)
@@ -475,8 +584,7 @@ pub fn resolve_docker(
                 let mut h = layerstore_store::DigestHasher::default();
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n =
-                        std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::io(path, e))?;
+                    let n = std::io::Read::read(&mut r, &mut buf).map_err(read_err)?;
                     if n == 0 {
                         break;
                     }
@@ -518,8 +626,43 @@ pub fn resolve_docker(
         config,
         config_digest,
         layers,
-        created,
-        labels,
+        created: facts.created,
+        labels: facts.labels,
+        platform: facts.platform,
         default_name: name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_names_are_compared_in_full_as_skopeo_does() {
+        for (short, full) in [
+            ("debian", "docker.io/library/debian:latest"),
+            ("debian:base-v2", "docker.io/library/debian:base-v2"),
+            ("library/debian:12", "docker.io/library/debian:12"),
+            ("team/app", "docker.io/team/app:latest"),
+            ("index.docker.io/team/app:1", "docker.io/team/app:1"),
+            ("quay.io/team/tool:1", "quay.io/team/tool:1"),
+            ("localhost/app", "localhost/app:latest"),
+            ("host:5000/app", "host:5000/app:latest"),
+            ("host:5000/app:2", "host:5000/app:2"),
+            ("app@sha256:ab", "docker.io/library/app@sha256:ab"),
+        ] {
+            assert_eq!(full_docker_name(short), full, "{short}");
+            assert_eq!(full_docker_name(full), full, "{full} is already full");
+        }
+    }
+
+    #[test]
+    fn a_platform_admits_images_without_a_variant() {
+        let p = |s| Platform::parse(s).unwrap();
+        assert!(p("linux/arm64").admits(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").admits(&p("linux/arm64")));
+        assert!(!p("linux/arm/v7").admits(&p("linux/arm/v6")));
+        assert!(!p("linux/arm64").admits(&p("linux/amd64")));
+        assert_eq!(p("linux/arm/v7").to_string(), "linux/arm/v7");
+    }
 }

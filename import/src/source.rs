@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use layerstore_store::Digest;
+use layerstore_store::{Digest, Limits};
 
 use crate::error::{Error, Result};
+use crate::resolve::{self, Platform, ResolvedImage};
 
 /// A parsed source spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,20 @@ impl SourceSpec {
         let (transport, rest) = spec.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE")
         })?;
+        match transport {
+            "oci" | "oci-archive" | "docker-archive" => {}
+            "docker" => {
+                return Err(bad(
+                    "registries are not supported yet; copy the image into an archive first \
+                     (skopeo copy docker://IMAGE oci-archive:FILE) and import that",
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "unknown transport; supported: oci:DIR, oci-archive:FILE, docker-archive:FILE",
+                ));
+            }
+        }
         if rest.is_empty() {
             return Err(bad("empty path"));
         }
@@ -62,9 +77,7 @@ impl SourceSpec {
         Ok(match transport {
             "oci" => SourceSpec::OciDir { path, reference },
             "oci-archive" => SourceSpec::OciArchive { path, reference },
-            "docker-archive" => SourceSpec::DockerArchive { path, reference },
-            "docker" => return Err(bad("registry sources are not supported yet")),
-            _ => return Err(bad("unknown transport (oci, oci-archive, docker-archive)")),
+            _ => SourceSpec::DockerArchive { path, reference },
         })
     }
 
@@ -77,6 +90,119 @@ impl SourceSpec {
         }
     }
 }
+
+/// An image source, open: the first step of an import. [`Source::open`] checks that the
+/// directory or archive exists and is of the kind its transport reads, so a source that cannot
+/// be read fails before anything (a store) is created for it.
+pub struct Source {
+    spec: String,
+    parsed: SourceSpec,
+    container: Box<dyn Container>,
+}
+
+impl Source {
+    /// Parse `spec` (`oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, `docker-archive:FILE[:N|NAME]`)
+    /// and open what it names.
+    pub fn open(spec: &str) -> Result<Self> {
+        let parsed = SourceSpec::parse(spec)?;
+        let not_a = |path: &Path, what: &str| Error::NoMatchingImage {
+            source_spec: path.display().to_string(),
+            reason: format!("not {what}"),
+        };
+        let expecting = |e: Error, expected: &str| match e {
+            Error::NotAnArchive { path, .. } => Error::NotAnArchive {
+                path,
+                expected: expected.into(),
+            },
+            e => e,
+        };
+        let container: Box<dyn Container> = match &parsed {
+            SourceSpec::OciDir { path, .. } => {
+                let c = DirContainer::open(path)?;
+                if c.open_optional(OCI_LAYOUT)?.is_none() {
+                    return Err(not_a(path, "an OCI layout (no oci-layout file)"));
+                }
+                Box::new(c)
+            }
+            SourceSpec::OciArchive { path, .. } => {
+                let c = TarContainer::open(path)
+                    .map_err(|e| expecting(e, "oci-archive reads an OCI layout in a tar"))?;
+                if c.open_optional(OCI_LAYOUT)?.is_none() {
+                    return Err(not_a(path, "an OCI layout archive (no oci-layout file)"));
+                }
+                Box::new(c)
+            }
+            SourceSpec::DockerArchive { path, .. } => {
+                let c = TarContainer::open(path)
+                    .map_err(|e| expecting(e, "docker-archive reads the tar docker save writes"))?;
+                if c.open_optional(DOCKER_ARCHIVE_MANIFEST)?.is_none() {
+                    return Err(not_a(path, "a docker archive (no manifest.json)"));
+                }
+                Box::new(c)
+            }
+        };
+        Ok(Source {
+            spec: spec.into(),
+            parsed,
+            container,
+        })
+    }
+
+    /// The spec as given.
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// The reference part of the spec, if any.
+    pub fn reference(&self) -> Option<&str> {
+        self.parsed.reference()
+    }
+
+    /// The files of the source.
+    pub fn container(&self) -> &dyn Container {
+        &*self.container
+    }
+
+    /// Resolve the source to one image. `platform` picks a manifest from an image index (the
+    /// host's if `None`); when given, an image built for another platform is an error, so an
+    /// explicit choice is never ignored.
+    pub fn resolve(&self, platform: Option<&Platform>, limits: &Limits) -> Result<ResolvedImage> {
+        let image = self.resolve_from_index(platform.unwrap_or(&Platform::host()), limits)?;
+        if let Some(wanted) = platform
+            && let Some(actual) = &image.platform
+            && !wanted.admits(actual)
+        {
+            return Err(Error::PlatformMismatch {
+                source_spec: self.spec.clone(),
+                requested: wanted.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(image)
+    }
+
+    /// Resolve the source to one image, using `platform` only to pick from an image index.
+    pub(crate) fn resolve_from_index(
+        &self,
+        platform: &Platform,
+        limits: &Limits,
+    ) -> Result<ResolvedImage> {
+        let c = &*self.container;
+        match &self.parsed {
+            SourceSpec::OciDir { reference, .. } | SourceSpec::OciArchive { reference, .. } => {
+                resolve::resolve_oci(c, reference.as_deref(), platform, limits)
+            }
+            SourceSpec::DockerArchive { reference, .. } => {
+                resolve::resolve_docker(c, reference.as_deref(), limits)
+            }
+        }
+    }
+}
+
+/// The file that marks an OCI layout.
+pub(crate) const OCI_LAYOUT: &str = "oci-layout";
+/// The file that lists a docker archive's images.
+pub(crate) const DOCKER_ARCHIVE_MANIFEST: &str = "manifest.json";
 
 /// A read-only tree of files an image lives in.
 pub trait Container: Send + Sync {
@@ -112,17 +238,35 @@ impl DirContainer {
     }
 }
 
-fn read_bounded(mut r: impl Read, max: u64, what: &str) -> Result<Vec<u8>> {
+/// A failed read of `member` in an archive or in memory, named as such.
+fn member_error(c: &dyn Container, member: &str, e: ReadError) -> Error {
+    match e {
+        ReadError::Io(source) => Error::ReadMember {
+            container: c.describe(),
+            member: member.into(),
+            source,
+        },
+        ReadError::TooLarge(limit) => Error::TooLarge {
+            what: format!("{member} in {}", c.describe()),
+            limit,
+        },
+    }
+}
+
+/// Why [`read_bounded`] failed; the container names the file.
+enum ReadError {
+    Io(std::io::Error),
+    TooLarge(u64),
+}
+
+fn read_bounded(mut r: impl Read, max: u64) -> Result<Vec<u8>, ReadError> {
     let mut v = Vec::new();
     r.by_ref()
         .take(max + 1)
         .read_to_end(&mut v)
-        .map_err(|e| Error::io(what, e))?;
+        .map_err(ReadError::Io)?;
     if v.len() as u64 > max {
-        return Err(Error::TooLarge {
-            what: what.into(),
-            limit: max,
-        });
+        return Err(ReadError::TooLarge(max));
     }
     Ok(v)
 }
@@ -130,11 +274,13 @@ fn read_bounded(mut r: impl Read, max: u64, what: &str) -> Result<Vec<u8>> {
 impl Container for DirContainer {
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self.open_optional(path)? {
-            Some((r, _)) => Ok(Some(read_bounded(
-                r,
-                max,
-                &self.path.join(path).to_string_lossy(),
-            )?)),
+            Some((r, _)) => Ok(Some(read_bounded(r, max).map_err(|e| match e {
+                ReadError::Io(e) => Error::io(self.path.join(path), e),
+                ReadError::TooLarge(limit) => Error::TooLarge {
+                    what: self.path.join(path).display().to_string(),
+                    limit,
+                },
+            })?)),
             None => Ok(None),
         }
     }
@@ -176,9 +322,14 @@ impl TarContainer {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut members = HashMap::new();
         let mut archive = tar::Archive::new(std::io::BufReader::new(&file));
-        let bad = |e: std::io::Error| Error::InvalidSource {
-            spec: path.display().to_string(),
-            reason: format!("not a readable tar archive: {e}"),
+        // The tar crate's messages quote header fields, which for a file that is not a tar are
+        // the file's first bytes: an error from the system is kept, any other is "not a tar".
+        let bad = |e: std::io::Error| match e.raw_os_error() {
+            Some(_) => Error::io(path, e),
+            None => Error::NotAnArchive {
+                path: path.into(),
+                expected: "an image archive is a tar file".into(),
+            },
         };
         for entry in archive.entries_with_seek().map_err(bad)? {
             let entry = entry.map_err(bad)?;
@@ -236,11 +387,9 @@ impl Read for MemberReader<'_> {
 impl Container for TarContainer {
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self.open_optional(path)? {
-            Some((r, _)) => Ok(Some(read_bounded(
-                r,
-                max,
-                &format!("{}:{path}", self.path.display()),
-            )?)),
+            Some((r, _)) => Ok(Some(
+                read_bounded(r, max).map_err(|e| member_error(self, path, e))?,
+            )),
             None => Ok(None),
         }
     }
@@ -317,6 +466,22 @@ mod tests {
         assert!(SourceSpec::parse("ftp:x").is_err());
         assert!(SourceSpec::parse("oci:").is_err());
     }
+
+    #[test]
+    fn the_crate_description_promises_no_registries_while_docker_is_refused() {
+        let refused = SourceSpec::parse("docker://debian:12")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("registries are not supported yet"),
+            "{refused}"
+        );
+        let description = env!("CARGO_PKG_DESCRIPTION");
+        assert!(
+            !description.contains("registr") || description.contains("registries come later"),
+            "the description promises registries: {description}"
+        );
+    }
 }
 
 /// Files held in memory (for tests and fuzzing: no filesystem involved).
@@ -337,7 +502,9 @@ impl MemContainer {
 impl Container for MemContainer {
     fn read_optional(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self.files.get(path) {
-            Some(d) => Ok(Some(read_bounded(&d[..], max, path)?)),
+            Some(d) => Ok(Some(
+                read_bounded(&d[..], max).map_err(|e| member_error(self, path, e))?,
+            )),
             None => Ok(None),
         }
     }

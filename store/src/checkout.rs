@@ -1,10 +1,16 @@
 //! Writing a merged tree to a directory. Every call is relative to a directory handle opened
 //! with `O_NOFOLLOW`, names are created with `O_EXCL`, so nothing is ever written through a
-//! symlink or outside the target.
+//! symlink or outside the target. A checkout that fails removes what it wrote (the target it
+//! created, or the contents of the empty one it found).
+//!
+//! Hardlink checkouts link per-metadata variants of the objects (see [`crate::variant`]), never
+//! the canonical objects: each file has the image's mode, owner and xattrs, and a write through
+//! the checkout cannot change what other images read.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use serde::Serialize;
@@ -14,6 +20,7 @@ use crate::merge::MergedTree;
 use crate::object::{ObjectData, ObjectReader};
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};
+use crate::variant::{LinkTarget, VariantMeta, Variants};
 
 /// How file contents reach the checkout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -22,10 +29,13 @@ pub enum CheckoutMode {
     /// Copy contents (`copy_file_range`, so filesystems that can share extents do).
     #[default]
     Copy,
-    /// Clone extents (`FICLONE`); fails where the filesystem cannot.
+    /// Clone extents (`FICLONE`) where the filesystem can, copy where it cannot (like
+    /// `cp --reflink=auto`; [`CheckoutStats::copied_not_cloned`] says how many).
     Reflink,
-    /// Hard-link the store's object files. The checkout's regular files then *are* the store's
-    /// objects: read-only (0444, owned by the store's owner), and they must never be modified.
+    /// Hard-link variants of the objects that carry the image's mode, owner and xattrs, made on
+    /// first use in `STORE/variants/` (see [`crate::variant`]); mtimes are normalised to 0.
+    /// Where the store cannot be written or is on another filesystem, files are copied
+    /// ([`CheckoutStats::copied_not_linked`]).
     Hardlink,
 }
 
@@ -54,7 +64,21 @@ pub struct CheckoutStats {
     pub symlinks: u64,
     pub hardlinks: u64,
     pub specials: u64,
+    /// Content bytes of the regular files (linked ones too).
     pub bytes: u64,
+    /// Regular files linked to a variant (hardlink mode).
+    pub linked: u64,
+    /// Variants made by this checkout, and their content bytes.
+    pub variants_made: u64,
+    pub variant_bytes: u64,
+    /// Variants found changed since they were made (a write through an earlier checkout), made
+    /// again (counted in `variants_made` too).
+    pub variants_remade: u64,
+    /// Files copied in hardlink mode because the store could not be written or linked into
+    /// the target's filesystem.
+    pub copied_not_linked: u64,
+    /// Files copied in reflink mode because the filesystem cannot clone.
+    pub copied_not_cloned: u64,
     /// Device nodes skipped because the checkout is unprivileged.
     pub skipped_devices: u64,
     /// xattrs not restored (overlay markers, or privileged ones when unprivileged).
@@ -62,11 +86,16 @@ pub struct CheckoutStats {
 }
 
 struct Ctx<'a> {
-    store: &'a Store,
     objects: ObjectReader<'a>,
     dest: PathBuf,
     opts: &'a CheckoutOptions,
     stats: CheckoutStats,
+    /// The store's variants, for a hardlink checkout that may write them.
+    variants: Option<&'a Variants>,
+    /// Set once linking or cloning failed because the filesystem cannot: later files are
+    /// copied without trying (shared by the checkout's threads).
+    no_link: &'a AtomicBool,
+    no_clone: &'a AtomicBool,
     /// What a file this process creates gets without a chown or chmod: its owner (unless the
     /// target directory is setgid, when every new file and directory inherits its group) and
     /// the creation mode less the umask.
@@ -75,15 +104,51 @@ struct Ctx<'a> {
 }
 
 impl Store {
-    /// Write the merged tree into `dest`, which must not exist or be an empty directory.
+    /// Write the merged tree into `dest`, which must not exist or be an empty directory. If the
+    /// checkout fails, what it wrote is removed: `dest` is removed if it made it, emptied (and
+    /// given its mode back) if it found it empty.
     pub fn checkout(
         &self,
         tree: &MergedTree,
         dest: &Path,
         opts: &CheckoutOptions,
     ) -> Result<CheckoutStats> {
-        let root = prepare_target(dest)?;
-        let setgid = rustix::fs::fstat(&root).at(dest)?.st_mode & 0o2000 != 0;
+        let (root, found) = prepare_target(dest)?;
+        let res = self.checkout_into(tree, dest, &root, opts);
+        if res.is_err() {
+            if let Err(e) = clear_dir(&root, dest) {
+                log::warn!(
+                    "could not remove the failed checkout in {}: {e}",
+                    dest.display()
+                );
+            }
+            drop(root);
+            let undo = match found {
+                Target::Created => rustix::fs::rmdir(dest),
+                Target::FoundEmpty { mode } => rustix::fs::chmod(dest, Mode::from_raw_mode(mode)),
+            };
+            if let Err(e) = undo {
+                log::warn!("could not restore {}: {e}", dest.display());
+            }
+        }
+        res
+    }
+
+    fn checkout_into(
+        &self,
+        tree: &MergedTree,
+        dest: &Path,
+        root: &OwnedFd,
+        opts: &CheckoutOptions,
+    ) -> Result<CheckoutStats> {
+        let root = root.as_fd();
+        let variants = match opts.mode {
+            CheckoutMode::Hardlink => Variants::open(self, opts.privileged)?,
+            _ => None,
+        };
+        let no_link = AtomicBool::new(variants.is_none());
+        let no_clone = AtomicBool::new(false);
+        let setgid = rustix::fs::fstat(root).at(dest)?.st_mode & 0o2000 != 0;
         let owner = (!setgid).then(|| {
             (
                 rustix::process::geteuid().as_raw(),
@@ -93,11 +158,13 @@ impl Store {
         let umask = process_umask();
         let new_ctx = || -> Result<Ctx<'_>> {
             Ok(Ctx {
-                store: self,
                 objects: self.object_reader()?,
                 dest: dest.into(),
                 opts,
                 stats: CheckoutStats::default(),
+                variants: variants.as_ref(),
+                no_link: &no_link,
+                no_clone: &no_clone,
                 owner,
                 umask,
             })
@@ -118,7 +185,7 @@ impl Store {
             }
             let pfd = match stack.last() {
                 Some((_, fd)) => fd.as_fd(),
-                None => root.as_fd(),
+                None => root,
             };
             let fd = ctx.mkdir(pfd, e)?;
             dirs.push(*e);
@@ -143,11 +210,11 @@ impl Store {
             let other = (!theirs.is_empty()).then(|| {
                 s.spawn(|| -> Result<CheckoutStats> {
                     let mut c = new_ctx()?;
-                    c.create_all(&root, theirs)?;
+                    c.create_all(root, theirs)?;
                     Ok(c.stats)
                 })
             });
-            let res = ctx.create_all(&root, mine);
+            let res = ctx.create_all(root, mine);
             let theirs = match other {
                 Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
                 None => CheckoutStats::default(),
@@ -157,20 +224,27 @@ impl Store {
         ctx.stats.add(&theirs_stats);
         // Phase 3: hard links, now that every target exists.
         for e in order.iter().filter(|e| e.kind == EntryKind::Hardlink) {
-            ctx.hardlink(&root, tree, e)?;
+            ctx.hardlink(root, tree, e)?;
         }
         // Phase 4: directory metadata deepest first, so mtimes stay and 0555 dirs were writable.
         for d in dirs.iter().rev() {
-            let fd = open_dir_path(&root, &d.path).at(ctx.path(d))?;
+            let fd = open_dir_path(root, &d.path).at(ctx.path(d))?;
             ctx.set_meta_fd(&fd, d)?;
         }
         Ok(ctx.stats)
     }
 }
 
+/// How the checkout found its target: what to restore if it fails.
+enum Target {
+    Created,
+    FoundEmpty { mode: u32 },
+}
+
 /// Create or accept the target directory and open it without following symlinks.
-fn prepare_target(dest: &Path) -> Result<OwnedFd> {
-    match std::fs::symlink_metadata(dest) {
+fn prepare_target(dest: &Path) -> Result<(OwnedFd, Target)> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = match std::fs::symlink_metadata(dest) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::TargetIsSymlink { path: dest.into() });
         }
@@ -178,19 +252,76 @@ fn prepare_target(dest: &Path) -> Result<OwnedFd> {
             if std::fs::read_dir(dest).at(dest)?.next().is_some() {
                 return Err(Error::TargetNotEmpty { path: dest.into() });
             }
+            Target::FoundEmpty {
+                mode: m.permissions().mode() & 0o7777,
+            }
         }
         Ok(_) => return Err(Error::TargetNotEmpty { path: dest.into() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             rustix::fs::mkdir(dest, Mode::from_raw_mode(0o700)).at(dest)?;
+            Target::Created
         }
         Err(e) => return Err(Error::io(dest, e)),
-    }
-    rustix::fs::open(
+    };
+    let fd = rustix::fs::open(
         dest,
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .at(dest)
+    );
+    match fd {
+        Ok(fd) => Ok((fd, found)),
+        Err(e) => {
+            if matches!(found, Target::Created) {
+                let _ = rustix::fs::rmdir(dest);
+            }
+            Err(Error::io(dest, e))
+        }
+    }
+}
+
+/// Remove everything below the directory `dir` (a failed checkout's), through handles: each
+/// subdirectory is made writable first (the checkout may have given it 0555).
+fn clear_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(0o700)).at(path)?;
+    let mut names = Vec::new();
+    {
+        let mut rd = rustix::fs::Dir::read_from(dir).at(path)?;
+        while let Some(ent) = rd.read() {
+            let ent = ent.at(path)?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push((name.to_vec(), ent.file_type()));
+            }
+        }
+    }
+    for (name, ft) in names {
+        let p = path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name));
+        let is_dir = match ft {
+            rustix::fs::FileType::Directory => true,
+            rustix::fs::FileType::Unknown => {
+                rustix::fs::FileType::from_raw_mode(
+                    rustix::fs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                        .at(&p)?
+                        .st_mode,
+                ) == rustix::fs::FileType::Directory
+            }
+            _ => false,
+        };
+        if is_dir {
+            let sub = rustix::fs::openat(
+                dir,
+                name.as_slice(),
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .at(&p)?;
+            clear_dir(&sub, &p)?;
+            rustix::fs::unlinkat(dir, name.as_slice(), AtFlags::REMOVEDIR).at(&p)?;
+        } else {
+            rustix::fs::unlinkat(dir, name.as_slice(), AtFlags::empty()).at(&p)?;
+        }
+    }
+    Ok(())
 }
 
 /// This process's umask, read without changing it (0o777, "always chmod", if unknown).
@@ -207,7 +338,7 @@ fn process_umask() -> u32 {
 
 /// Open a directory below `root` without following a symlink: in one `openat2` confined
 /// beneath `root` where the kernel has it, else one component at a time.
-fn open_dir_path(root: &OwnedFd, path: &[u8]) -> rustix::io::Result<OwnedFd> {
+fn open_dir_path(root: std::os::fd::BorrowedFd<'_>, path: &[u8]) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
     let resolve = rustix::fs::ResolveFlags::BENEATH
         | rustix::fs::ResolveFlags::NO_SYMLINKS
@@ -224,7 +355,7 @@ fn open_dir_path(root: &OwnedFd, path: &[u8]) -> rustix::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn is_overlay_xattr(name: &[u8]) -> bool {
+pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
@@ -239,6 +370,12 @@ impl CheckoutStats {
         self.hardlinks += o.hardlinks;
         self.specials += o.specials;
         self.bytes += o.bytes;
+        self.linked += o.linked;
+        self.variants_made += o.variants_made;
+        self.variant_bytes += o.variant_bytes;
+        self.variants_remade += o.variants_remade;
+        self.copied_not_linked += o.copied_not_linked;
+        self.copied_not_cloned += o.copied_not_cloned;
         self.skipped_devices += o.skipped_devices;
         self.skipped_xattrs += o.skipped_xattrs;
     }
@@ -247,7 +384,11 @@ impl CheckoutStats {
 impl Ctx<'_> {
     /// Create `entries` (no directories or hard links; in depth-first order, so siblings come
     /// together), opening each parent beneath `root`.
-    fn create_all(&mut self, root: &OwnedFd, entries: &[&TreeEntry]) -> Result<()> {
+    fn create_all(
+        &mut self,
+        root: std::os::fd::BorrowedFd<'_>,
+        entries: &[&TreeEntry],
+    ) -> Result<()> {
         let mut cur: Option<(&[u8], OwnedFd)> = None;
         for e in entries {
             let p = parent(&e.path).expect("non-root");
@@ -289,17 +430,11 @@ impl Ctx<'_> {
                     path: display_path(&e.path),
                     reason: "regular file without an object",
                 })?;
-                if self.opts.mode == CheckoutMode::Hardlink && self.objects.is_plain_loose(&id)? {
-                    rustix::fs::linkat(
-                        self.store.objects_dir(),
-                        id.rel_path().as_str(),
-                        pfd,
-                        name,
-                        AtFlags::empty(),
-                    )
-                    .at(self.path(e))?;
-                    self.stats.files += 1;
-                    return Ok(());
+                if self.opts.mode == CheckoutMode::Hardlink {
+                    if self.link_variant(pfd, e, id)? {
+                        return Ok(());
+                    }
+                    self.stats.copied_not_linked += 1;
                 }
                 let fd = rustix::fs::openat(
                     pfd,
@@ -322,9 +457,25 @@ impl Ctx<'_> {
                             zstd: false,
                         },
                         CheckoutMode::Reflink,
-                    ) => {
-                        rustix::fs::ioctl_ficlone(&file, &src).at(self.path(e))?;
-                        size
+                    ) if !self.no_clone.load(Ordering::Relaxed) => {
+                        match rustix::fs::ioctl_ficlone(&file, &src) {
+                            Ok(()) => size,
+                            Err(err) if cannot_clone(err) => {
+                                self.no_clone.store(true, Ordering::Relaxed);
+                                self.stats.copied_not_cloned += 1;
+                                let data = ObjectData::Loose {
+                                    file: src,
+                                    size,
+                                    zstd: false,
+                                };
+                                data.copy_to(&mut file).at(self.path(e))?
+                            }
+                            Err(err) => return Err(Error::io(self.path(e), err)),
+                        }
+                    }
+                    (data @ ObjectData::Loose { zstd: false, .. }, CheckoutMode::Reflink) => {
+                        self.stats.copied_not_cloned += 1;
+                        data.copy_to(&mut file).at(self.path(e))?
                     }
                     (data, _) => data.copy_to(&mut file).at(self.path(e))?,
                 };
@@ -371,7 +522,61 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn hardlink(&mut self, root: &OwnedFd, tree: &MergedTree, e: &TreeEntry) -> Result<()> {
+    /// Link the variant of `id` with `e`'s metadata as `e` in `pfd`. `false` if that cannot be
+    /// done here (no writable store, or the target is on another filesystem): copy instead.
+    fn link_variant(
+        &mut self,
+        pfd: std::os::fd::BorrowedFd<'_>,
+        e: &TreeEntry,
+        id: crate::ObjectId,
+    ) -> Result<bool> {
+        let Some(variants) = self.variants else {
+            return Ok(false);
+        };
+        if self.no_link.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let (meta, skipped) = VariantMeta::of(e, self.opts.privileged);
+        let objects = &self.objects;
+        let path = self.path(e);
+        let target = LinkTarget {
+            dir: pfd,
+            name: file_name(&e.path),
+            path: &path,
+        };
+        match variants.link((&id, e.size), &meta, || objects.read(&id), target) {
+            Ok(l) => {
+                self.stats.files += 1;
+                self.stats.linked += 1;
+                self.stats.bytes += e.size;
+                self.stats.skipped_xattrs += skipped + l.skipped_xattrs;
+                if let Some(n) = l.made {
+                    self.stats.variants_made += 1;
+                    self.stats.variant_bytes += n;
+                }
+                self.stats.variants_remade += u64::from(l.remade);
+                Ok(true)
+            }
+            Err(Error::Io { source, .. })
+                if matches!(
+                    rustix::io::Errno::from_io_error(&source),
+                    Some(rustix::io::Errno::XDEV | rustix::io::Errno::PERM)
+                ) =>
+            {
+                // Another filesystem, or protected_hardlinks: copy this file and the rest.
+                self.no_link.store(true, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn hardlink(
+        &mut self,
+        root: std::os::fd::BorrowedFd<'_>,
+        tree: &MergedTree,
+        e: &TreeEntry,
+    ) -> Result<()> {
         let target = e.link.as_deref().unwrap_or_default();
         let pfd = open_dir_path(root, parent(&e.path).expect("non-root")).at(self.path(e))?;
         // The group's first member may have been replaced or removed by an upper layer; then
@@ -501,4 +706,14 @@ fn times(e: &TreeEntry) -> Timestamps {
         last_access: t,
         last_modification: t,
     }
+}
+
+/// Whether a `FICLONE` error means the filesystem (or this pair of files) cannot clone, so a
+/// copy is the answer, as `cp --reflink=auto` does.
+fn cannot_clone(err: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        err,
+        Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::NOSYS | Errno::PERM
+    )
 }

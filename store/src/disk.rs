@@ -59,7 +59,39 @@ impl Store {
         out: &Path,
         opts: &DiskOptions,
     ) -> Result<DiskReport> {
-        // A merged ref kept by an earlier generation stays; one made here goes afterwards.
+        self.with_merged(image, opts, out, |tree| {
+            let res = self.generate_from(tree, out, opts);
+            if res.is_err() {
+                let _ = std::fs::remove_file(out);
+            }
+            res
+        })
+    }
+
+    /// Stream a rootfs tar of `image` into `w` (standard output, a pipe), through a merged ref
+    /// as [`Store::generate_disk`] does; `opts.format` must be [`DiskFormat::Tar`].
+    pub fn generate_tar_to<W: Write>(
+        &self,
+        image: &ImageInfo,
+        w: W,
+        opts: &DiskOptions,
+    ) -> Result<DiskReport> {
+        let mut counting = CountingWriter { inner: w, count: 0 };
+        self.with_merged(image, opts, Path::new("-"), |tree| {
+            self.write_tar(tree, &mut counting)?;
+            Ok(counting.count)
+        })
+    }
+
+    /// Run `generate` on the flattened tree while a `merged/NAME` ref pins it. A merged ref
+    /// kept by an earlier generation stays; one made here goes afterwards unless kept.
+    fn with_merged(
+        &self,
+        image: &ImageInfo,
+        opts: &DiskOptions,
+        out: &Path,
+        generate: impl FnOnce(&MergedTree) -> Result<u64>,
+    ) -> Result<DiskReport> {
         let existed = self
             .ref_target(&crate::refs::RefName::new(
                 crate::refs::RefKind::Merged,
@@ -67,16 +99,13 @@ impl Store {
             )?)?
             .is_some();
         let (r, tree) = self.create_merged(&opts.merged_name, image)?;
-        let res = self.generate_from(&tree, out, opts);
+        let res = generate(&tree);
         let keep = opts.keep_merged || existed;
         if !keep {
             let dropped = self.remove_refs(std::slice::from_ref(&r));
             if res.is_ok() {
                 dropped?;
             }
-        }
-        if res.is_err() {
-            let _ = std::fs::remove_file(out);
         }
         let bytes = res?;
         Ok(DiskReport {
@@ -218,6 +247,23 @@ fn append_entry<W: Write>(
         EntryKind::Whiteout | EntryKind::Opaque => {}
     }
     Ok(())
+}
+
+/// Counts the bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -36,6 +36,11 @@ pub enum Error {
     InvalidRefName { name: String, reason: &'static str },
     #[error("no image named {name:?}")]
     ImageNotFound { name: String },
+    #[error("{prefix:?} names more than one image: {}", candidates.join("; "))]
+    AmbiguousImage {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("no layer {diff_id}")]
     LayerNotFound { diff_id: String },
     #[error("object {id} is missing from the store")]
@@ -75,6 +80,10 @@ pub enum Error {
     },
     #[error("syncfs on the store failed; nothing was published")]
     Sync(#[source] std::io::Error),
+    #[error("layer {diff_id} is damaged: fsck --repair removed corrupt content it needs; {advice}")]
+    LayerDamaged { diff_id: String, advice: String },
+    #[error("store {path} is read-only for this user; {what} needs write access to it")]
+    ReadOnlyStore { path: PathBuf, what: &'static str },
 }
 
 /// The store's result type.

@@ -46,6 +46,15 @@ pub enum Finding {
         recorded: ObjectTotals,
         counted: ObjectTotals,
     },
+    /// A layer lost content to `--repair` (heal.rs): import one of `images` again.
+    DamagedLayer {
+        diff_id: String,
+        objects: Vec<String>,
+        images: Vec<String>,
+    },
+    /// A hardlink checkout's variant changed since it was made (a write through a checkout);
+    /// `--repair` removes it and the next checkout makes it again.
+    ChangedVariant { path: String, reason: String },
 }
 
 /// Options for [`Store::fsck`].
@@ -341,8 +350,74 @@ impl Store {
                 .into_iter()
                 .map(|id| Finding::MissingObjectFile { id: id.hex() }),
         );
+        self.fsck_heal(opts.repair, &mut found, &mut rep)?;
         rep.findings = found;
         Ok(rep)
+    }
+
+    /// Damaged content and variants (heal.rs, variant.rs): with `repair`, remove corrupt
+    /// objects and mark the layers that need them, and remove changed variants; report the
+    /// damaged layers that remain.
+    fn fsck_heal(
+        &self,
+        repair: bool,
+        found: &mut Vec<Finding>,
+        rep: &mut FsckReport,
+    ) -> Result<()> {
+        if repair {
+            let mut kept = Vec::new();
+            for f in std::mem::take(found) {
+                let id = match &f {
+                    Finding::CorruptObject { id, .. }
+                    | Finding::CorruptInlineObject { id }
+                    | Finding::ObjectSizeMismatch { id, .. }
+                    | Finding::BadObjectMode { id, .. }
+                    | Finding::MissingObjectFile { id } => id.parse::<ObjectId>().ok(),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => {
+                        self.remove_damaged_object(&id)?;
+                        rep.repaired.push(f);
+                    }
+                    None => kept.push(f),
+                }
+            }
+            *found = kept;
+        }
+        let variants = self.check_variants(repair)?;
+        rep.objects_checked += variants.variants;
+        rep.bytes_checked += variants.bytes;
+        rep.unreferenced_files += variants.orphans + variants.leftovers;
+        let changed = variants
+            .changed
+            .into_iter()
+            .map(|p| Finding::ChangedVariant {
+                path: p.path,
+                reason: p.reason,
+            });
+        if repair {
+            rep.repaired.extend(changed);
+        } else {
+            found.extend(changed);
+        }
+        found.extend(
+            variants
+                .stray
+                .into_iter()
+                .map(|path| Finding::StrayFile { path }),
+        );
+        let damaged = self.damaged_layers()?;
+        // Entries of damaged layers name objects without rows until the layer is imported
+        // again; the damaged layer is the finding.
+        let lost: HashSet<String> = damaged.iter().flat_map(|d| d.objects.clone()).collect();
+        found.retain(|f| !matches!(f, Finding::MissingObjectRow { id } if lost.contains(id)));
+        found.extend(damaged.into_iter().map(|d| Finding::DamagedLayer {
+            diff_id: d.diff_id,
+            objects: d.objects,
+            images: d.images,
+        }));
+        Ok(())
     }
 
     /// Re-hash a loose file. `zstd` is what its row says; a file without a row counts as whole

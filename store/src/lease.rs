@@ -105,6 +105,7 @@ impl Store {
 
     /// Take a lease for `what` and create its staging directory.
     pub fn begin_lease(&self, what: &str) -> Result<Lease<'_>> {
+        self.require_writable("an import or a pinned read")?;
         let pid = std::process::id();
         let (boot, start) = process_identity(pid).unwrap_or_else(|| (boot_id(), 0));
         let nanos = std::time::SystemTime::now()
@@ -234,6 +235,7 @@ impl<'s> Lease<'s> {
     pub fn pin_stored(&self, diff_ids: &[Digest]) -> Result<()> {
         for (d, state) in diff_ids.iter().zip(self.pin(diff_ids, false)?) {
             if state != Some(LayerState::Stored) {
+                self.store.check_not_damaged(&[*d])?;
                 return Err(Error::LayerNotFound {
                     diff_id: d.to_string(),
                 });
@@ -253,8 +255,11 @@ impl<'s> Lease<'s> {
             let mut pin = tx.prepare_cached(
                 "INSERT INTO lease_layers (diff_id, lease) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )?;
-            let mut has =
-                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)")?;
+            // A layer fsck marked damaged counts as not stored (heal.rs).
+            let mut has = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM damaged_layers WHERE diff_id = ?1)",
+            )?;
             let mut owner = tx.prepare_cached(
                 "SELECT c.lease, l.pid, l.boot_id, l.start_time FROM layer_claims c
                  LEFT JOIN leases l ON l.id = c.lease WHERE c.diff_id = ?1",

@@ -57,22 +57,28 @@ pub mod disk;
 pub mod error;
 pub mod fsck;
 mod fsutil;
+pub mod heal;
 pub mod lease;
+pub mod lookup;
 pub mod merge;
 pub mod merged;
 pub mod object;
 pub mod publish;
 pub mod query;
+mod readonly;
 pub mod refs;
 mod schema;
 pub mod skeleton;
 pub mod store;
 pub mod tree;
+pub mod variant;
 
 pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
+pub use heal::DamagedLayer;
 pub use lease::{LayerState, Lease};
+pub use lookup::Follow;
 pub use merge::MergedTree;
 pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
@@ -83,7 +89,10 @@ pub use tree::{EntryKind, TreeEntry};
 
 impl Store {
     /// The merged tree of an image.
+    /// Fails with [`Error::LayerDamaged`] if a layer lost content to `fsck --repair`.
     pub fn merged_tree(&self, image: &ImageInfo) -> Result<MergedTree> {
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
+        self.check_not_damaged(&diff_ids)?;
         let mut layers = Vec::with_capacity(image.layers.len());
         for l in &image.layers {
             layers.push((l.diff_id, self.layer_entries(&l.diff_id)?));

@@ -102,6 +102,8 @@ impl Store {
                 insert_layer(tx, layer, &corrections)?;
             }
             insert_image(tx, image)?;
+            // Layers fsck marked damaged are whole again once their objects have rows.
+            crate::heal::clear_healed(tx)?;
             crate::refs::upsert_refs(tx, refs)?;
             lease.delete_in(tx)
         })?;

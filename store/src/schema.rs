@@ -171,6 +171,18 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE objects;
     ALTER TABLE objects_v4 RENAME TO objects;
     "#,
+    // 5: damaged layers (heal.rs). fsck --repair removes a corrupt object (its file and row) and
+    // records here each layer whose entries name it: the next import of an image with such a
+    // layer reads it again, and reads of it fail naming what to re-import. A layer is damaged
+    // while any of its rows remains; publishing the object again clears them.
+    r#"
+    CREATE TABLE damaged_layers (
+        diff_id TEXT NOT NULL,
+        object BLOB NOT NULL,       -- the removed object the layer needs
+        found INTEGER NOT NULL,     -- when fsck removed it
+        PRIMARY KEY (diff_id, object)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

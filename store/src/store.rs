@@ -292,7 +292,10 @@ impl Store {
             shared_held: Arc::new(AtomicUsize::new(0)),
             config,
         };
-        store.recover_sweep()?;
+        // A reader that cannot write leaves a killed sweep to the next writer.
+        if !store.is_read_only() {
+            store.recover_sweep()?;
+        }
         Ok(store)
     }
 
@@ -344,6 +347,9 @@ impl Store {
     /// Take the store lock; blocks until it is free.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
+        if mode != LockMode::Shared {
+            self.require_writable("this command")?;
+        }
         match mode {
             LockMode::Collector => Ok(StoreLock {
                 _file: self.flock_file("gc.lock", LockExclusive)?,
@@ -384,11 +390,22 @@ impl Store {
     fn flock_file(&self, name: &str, op: rustix::fs::FlockOperation) -> Result<std::fs::File> {
         let mut opts = cap_std::fs::OpenOptions::new();
         opts.read(true).write(true).create(name != "lock");
-        let file = self
-            .root
-            .open_with(name, &opts)
-            .at(self.path.join(name))?
-            .into_std();
+        let file = match self.root.open_with(name, &opts) {
+            // A reader that may not write the store flocks a read-only descriptor (flock needs
+            // no write access); one that cannot create `turnstile` uses `lock` in its place.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) =>
+            {
+                match self.root.open(name) {
+                    Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => self.root.open("lock"),
+                    r => r,
+                }
+            }
+            r => r,
+        }
+        .at(self.path.join(name))?
+        .into_std();
         rustix::fs::flock(&file, op).at(self.path.join(name))?;
         Ok(file)
     }
@@ -444,7 +461,7 @@ fn syncfs(root: &Dir) -> Result<()> {
 /// Waiting for another connection's write: poll every millisecond (SQLite's own backoff sleeps
 /// up to 100 ms at a time, so a writer waiting behind a chain of short gc transactions lost
 /// most of a second), for up to ten minutes.
-fn busy(attempt: i32) -> bool {
+pub(crate) fn busy(attempt: i32) -> bool {
     std::thread::sleep(std::time::Duration::from_millis(if attempt < 1000 {
         1
     } else {
@@ -454,6 +471,9 @@ fn busy(attempt: i32) -> bool {
 }
 
 fn open_index(store: &Path) -> Result<Connection> {
+    if !crate::readonly::writable(store) {
+        return crate::readonly::open_index_read_only(store);
+    }
     let mut conn = Connection::open(store.join("index.sqlite"))?;
     conn.busy_handler(Some(busy))?;
     // Only takes effect on a new database; inline objects of a few KiB fit its pages whole.
@@ -475,6 +495,9 @@ fn open_index(store: &Path) -> Result<Connection> {
 
 /// A second connection to an open store's index, for a long read of its own.
 pub(crate) fn open_reader(store: &Path) -> Result<Connection> {
+    if !crate::readonly::writable(store) {
+        return crate::readonly::open_index_read_only(store);
+    }
     let conn = Connection::open(store.join("index.sqlite"))?;
     conn.busy_handler(Some(busy))?;
     Ok(conn)

@@ -44,6 +44,7 @@ pub mod docker;
 pub mod oci;
 pub mod rng;
 pub mod sample;
+pub mod tar_refs;
 pub mod tarbuild;
 
 #[cfg(all(test, unix))]
@@ -56,6 +57,10 @@ pub use oci::{
     oci_architecture, write_oci_archive,
 };
 pub use sample::{SAMPLE_TAGS, sample_series};
+pub use tar_refs::{
+    GoEntry, GoListing, GoTar, RefRow, bsdtar_rows, explain_disagreement, gnu_tar_rows, go_rows,
+    reference_readings,
+};
 pub use tarbuild::{Entry, EntryKind, Field, LayerBuilder, RawHeader, RawTar, TarFormat};
 
 use sha2::{Digest, Sha256};
@@ -68,4 +73,29 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// OCI digest string (`sha256:<hex>`) of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
+}
+
+/// Marks the running test as skipped at run time (a tool it needs is absent, or an opt-in tier is
+/// not enabled): prints `skipped: REASON` and, when `$LAYERSTORE_SKIP_LOG` names a file (as
+/// `scripts/test` sets it), appends `TEST: REASON` there so the suite's summary counts the test as
+/// skipped, not passed. The caller returns right after.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_owned();
+    eprintln!("skipped: {reason}");
+    if let Some(log) = std::env::var_os("LAYERSTORE_SKIP_LOG") {
+        use std::io::Write;
+        // O_APPEND writes of one short line are atomic, so parallel tests don't interleave.
+        let line = format!("{test}: {reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!("cannot record the skip in {}: {e}", log.to_string_lossy());
+        }
+    }
 }

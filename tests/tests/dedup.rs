@@ -135,3 +135,109 @@ fn figures_match_an_independent_count() {
     };
     assert_eq!(key(&stored), key(&streamed));
 }
+
+/// An OCI layout `dir/series` of a base image and an app image on it, created in the same
+/// second as a series built in one go is; returns the `oci:` spec (append `:TAG`).
+fn same_second_series(dir: &std::path::Path) -> String {
+    use layerstore_tests::{
+        Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat,
+    };
+    let layer = |files: &[(&str, &str)]| {
+        let tar = LayerBuilder::new(TarFormat::Pax)
+            .with_entries(files.iter().map(|(p, c)| Entry::file(*p, *c)))
+            .tar_bytes();
+        Layer::new(tar, Compression::Gzip)
+    };
+    let base = layer(&[("usr/bin/tool", "tool v1\n"), ("etc/os", "base\n")]);
+    let app = layer(&[("app/main", "app\n")]);
+    let base_v2 = layer(&[("usr/bin/tool", "tool v2\n"), ("etc/os", "base\n")]);
+    let created = "2024-05-01T10:00:00Z";
+    let oci = dir.join("series");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    for (tag, layers) in [
+        ("base-v1", vec![base.clone()]),
+        ("app-v1", vec![base, app.clone()]),
+        ("base-v2", vec![base_v2.clone()]),
+        ("app-v2", vec![base_v2, app]),
+    ] {
+        layout
+            .add_image(tag, &ImageSpec::new(layers).with_created(created))
+            .unwrap();
+    }
+    format!("oci:{}", oci.display())
+}
+
+#[test]
+fn dedup_series_breaks_ties_in_creation_time_by_import_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = same_second_series(tmp.path());
+    let store = new_store(tmp.path());
+    let order = ["base-v1", "app-v1", "base-v2", "app-v2"];
+    for t in order {
+        import(&store, &format!("{spec}:{t}")).unwrap();
+    }
+    // By name, app-v1 would come before base-v1 and the base would add nothing new.
+    let series = layerstore_import::dedup::stored_series(&store).unwrap();
+    assert_eq!(series, order);
+    let report = analyze_stored(&store, &series).unwrap();
+    let names: Vec<&str> = report.images.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, order);
+    // The first image of the series adds all it holds.
+    let first = &report.images[0];
+    assert!(first.new_file_bytes > 0);
+    assert_eq!(first.new_file_bytes, first.file_level.raw);
+}
+
+#[test]
+fn a_second_name_for_a_manifest_is_the_same_image_in_dedup_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = same_second_series(tmp.path());
+    let store = new_store(tmp.path());
+    for t in ["base-v1", "app-v1"] {
+        import(&store, &format!("{spec}:{t}")).unwrap();
+    }
+    let opts = layerstore_import::ImportOptions {
+        tag: Some("base:latest".into()),
+        ..Default::default()
+    };
+    layerstore_import::import(&store, &format!("{spec}:base-v1"), &opts).unwrap();
+    let series = layerstore_import::dedup::stored_series(&store).unwrap();
+    assert_eq!(series.len(), 3, "three names");
+    for names in [
+        series,
+        vec!["base-v1".into(), "app-v1".into(), "base:latest".into()],
+    ] {
+        let report = analyze_stored(&store, &names).unwrap();
+        assert_eq!(report.images.len(), 2, "two manifests: {names:?}");
+        let base = &report.images[0];
+        assert_eq!(base.names, ["base-v1", "base:latest"]);
+        assert!(base.name.contains("base-v1") && base.name.contains("base:latest"));
+        assert_eq!(
+            report.total.logical_bytes,
+            base.logical_bytes + report.images[1].logical_bytes
+        );
+    }
+}
+
+#[test]
+fn shared_files_at_one_path_with_different_contents_are_told_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = same_second_series(tmp.path());
+    let store = new_store(tmp.path());
+    let names: Vec<String> = ["base-v1", "app-v1", "base-v2", "app-v2"]
+        .iter()
+        .map(|t| {
+            import(&store, &format!("{spec}:{t}")).unwrap();
+            t.to_string()
+        })
+        .collect();
+    let report = analyze_stored(&store, &names).unwrap();
+    let tools: Vec<_> = report
+        .largest_shared
+        .iter()
+        .filter(|s| s.path == "/usr/bin/tool")
+        .collect();
+    assert_eq!(tools.len(), 2, "{:?}", report.largest_shared);
+    assert_ne!(tools[0].short_object(), tools[1].short_object());
+    assert!(tools[0].object.hex().starts_with(&tools[0].short_object()));
+}

@@ -1,221 +1,187 @@
 //! Differential check: for archives layerstore accepts, the entry list its parser reads equals
-//! what GNU tar (`tar -tv --numeric-owner`) and bsdtar report.
+//! what GNU tar (`tar -tv --numeric-owner`), bsdtar and Go's `archive/tar` (the reader runtimes
+//! unpack layers with) report, and Go's view matches in every detail (times, content hashes,
+//! xattrs, device numbers). Archives layerstore refuses are listed with how the references
+//! disagree about them.
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-use common::have;
-use layerstore_import::tarparse::{TarKind, TarLimits, TarParser};
-use layerstore_tests::{Entry, LayerBuilder, RawHeader, RawTar, TarFormat};
+use layerstore_import::tarparse::{TarEntry, TarKind, TarLimits, TarParser, TarRule};
+use layerstore_tests::tar_refs::have;
+use layerstore_tests::{
+    Entry, Field, GoEntry, GoTar, LayerBuilder, RawHeader, RawTar, RefRow, TarFormat, bsdtar_rows,
+    explain_disagreement, gnu_tar_rows, go_rows, reference_readings,
+};
+use sha2::Digest as _;
 
-/// (type letter, permission bits, uid, gid, size, path, link) as `tar -tv` shows them.
-type Row = (char, u32, u64, u64, u64, Vec<u8>, Option<Vec<u8>>);
+/// The Go reference, built once per test binary; `None` (with a note) without a Go toolchain.
+fn go() -> Option<&'static GoTar> {
+    static GO: OnceLock<Option<GoTar>> = OnceLock::new();
+    GO.get_or_init(
+        || match GoTar::build(env!("CARGO_TARGET_TMPDIR").as_ref()) {
+            Ok(g) => Some(g),
+            Err(why) => {
+                eprintln!("SKIP: Go archive/tar reference not run: {why}");
+                None
+            }
+        },
+    )
+    .as_ref()
+}
 
-fn ours(tar: &[u8]) -> Vec<Row> {
-    let limits = TarLimits {
+fn limits() -> TarLimits {
+    TarLimits {
         max_record: 1 << 20,
         max_raw_data: 1 << 20,
         max_trailer: 1 << 20,
-    };
-    let mut p = TarParser::new(tar, limits);
+    }
+}
+
+/// Every entry our parser reads, with the sha256 of its data.
+fn parse(tar: &[u8]) -> Result<Vec<(TarEntry, String)>, layerstore_import::tarparse::TarError> {
+    let mut p = TarParser::new(tar, limits());
     let mut out = Vec::new();
-    while let Some(e) = p.next_entry().expect("accepted archive") {
-        let letter = match e.kind {
-            TarKind::Regular => '-',
-            TarKind::Hardlink => 'h',
-            TarKind::Symlink => 'l',
-            TarKind::CharDevice => 'c',
-            TarKind::BlockDevice => 'b',
-            TarKind::Directory => 'd',
-            TarKind::Fifo => 'p',
-        };
+    while let Some(e) = p.next_entry()? {
+        let mut h = sha2::Sha256::new();
         if e.kind == TarKind::Regular {
             let mut buf = vec![0u8; 65536];
-            while p.read_content(&mut buf).unwrap() > 0 {}
+            loop {
+                let n = p.read_content(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
             p.content_done(e.size, layerstore_store::ObjectId::of(b""));
         }
-        let mut path = e.path.clone();
-        while path.len() > 1 && path.ends_with(b"/") {
-            path.pop();
-        }
-        let size = if matches!(e.kind, TarKind::Regular) {
-            e.size
-        } else {
-            0
-        };
-        out.push((
-            letter,
-            e.mode & 0o7777,
-            e.uid,
-            e.gid,
-            size,
-            path,
-            e.link.clone(),
-        ));
+        out.push((e, hex::encode(h.finalize())));
     }
-    out
+    Ok(out)
 }
 
-fn mode_bits(s: &[u8]) -> u32 {
-    let mut m = 0;
-    for (i, &c) in s[1..10].iter().enumerate() {
-        let bit = 1 << (8 - i);
-        match c {
-            b'r' | b'w' | b'x' => m |= bit,
-            b's' | b't' => {
-                m |= bit;
-                m |= [0o4000, 0o2000, 0o1000][i / 3];
-            }
-            b'S' | b'T' => m |= [0o4000, 0o2000, 0o1000][i / 3],
-            _ => {}
-        }
+fn letter(k: TarKind) -> char {
+    match k {
+        TarKind::Regular => '-',
+        TarKind::Hardlink => 'h',
+        TarKind::Symlink => 'l',
+        TarKind::CharDevice => 'c',
+        TarKind::BlockDevice => 'b',
+        TarKind::Directory => 'd',
+        TarKind::Fifo => 'p',
     }
-    m
 }
 
-/// Split `path -> target` / `path link to target`.
-fn split_link(rest: &[u8], letter: char) -> (Vec<u8>, Option<Vec<u8>>, char) {
-    for (sep, kind) in [(&b" -> "[..], 'l'), (&b" link to "[..], 'h')] {
-        if letter != 'l' && kind != 'h' {
-            continue;
-        }
-        if let Some(i) = rest.windows(sep.len()).position(|w| w == sep) {
-            let letter = if kind == 'h' { 'h' } else { letter };
-            return (
-                rest[..i].to_vec(),
-                Some(rest[i + sep.len()..].to_vec()),
-                letter,
-            );
-        }
-    }
-    (rest.to_vec(), None, letter)
-}
-
-fn fields(line: &[u8], n: usize) -> (Vec<&[u8]>, &[u8]) {
-    let mut out = Vec::new();
-    let mut rest = line;
-    for _ in 0..n {
-        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-        rest = &rest[start..];
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        out.push(&rest[..end]);
-        rest = &rest[end..];
-    }
-    (out, rest.strip_prefix(b" ").unwrap_or(rest))
-}
-
-fn list(cmd: &mut Command, tar: &[u8]) -> Vec<u8> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(tar).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn gnu(tar: &[u8]) -> Vec<Row> {
-    let out = list(
-        Command::new("tar").args(["--numeric-owner", "--quoting-style=literal", "-tvf", "-"]),
-        tar,
-    );
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (f, rest) = fields(l, 5);
-            let letter = f[0][0] as char;
-            let ids = std::str::from_utf8(f[1]).unwrap();
-            let (u, g) = ids.split_once('/').unwrap();
-            let size = if letter == '-' {
-                std::str::from_utf8(f[2]).unwrap().parse().unwrap()
-            } else {
-                0
-            };
-            let (mut path, link, letter) = split_link(rest, letter);
+fn ours(tar: &[u8]) -> Vec<RefRow> {
+    parse(tar)
+        .expect("accepted archive")
+        .into_iter()
+        .map(|(e, _)| {
+            let mut path = e.path.clone();
             while path.len() > 1 && path.ends_with(b"/") {
                 path.pop();
             }
-            let letter = if letter == 'h' { 'h' } else { letter };
+            let size = if e.kind == TarKind::Regular {
+                e.size
+            } else {
+                0
+            };
             (
-                letter,
-                mode_bits(f[0]),
-                u.parse().unwrap(),
-                g.parse().unwrap(),
+                letter(e.kind),
+                e.mode & 0o7777,
+                e.uid,
+                e.gid,
                 size,
                 path,
-                link,
+                e.link.clone(),
             )
         })
         .collect()
 }
 
-fn bsd(tar: &[u8]) -> Vec<Row> {
-    let out = list(
-        Command::new("bsdtar").args(["--numeric-owner", "-tvf", "-"]),
-        tar,
-    );
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (f, rest) = fields(l, 8);
-            let letter = f[0][0] as char;
-            let size = if letter == '-' {
-                std::str::from_utf8(f[4]).unwrap().parse().unwrap()
+/// Our entries in Go's terms, for a field-by-field comparison.
+fn ours_as_go(tar: &[u8]) -> Vec<GoEntry> {
+    let empty = hex::encode(sha2::Sha256::digest(b""));
+    parse(tar)
+        .expect("accepted archive")
+        .into_iter()
+        .map(|(e, sum)| GoEntry {
+            typeflag: match e.kind {
+                TarKind::Regular => b'0',
+                TarKind::Hardlink => b'1',
+                TarKind::Symlink => b'2',
+                TarKind::CharDevice => b'3',
+                TarKind::BlockDevice => b'4',
+                TarKind::Directory => b'5',
+                TarKind::Fifo => b'6',
+            },
+            name: e.path,
+            link: e.link.unwrap_or_default(),
+            size: e.size as i64,
+            mode: i64::from(e.mode),
+            uid: e.uid as i64,
+            gid: e.gid as i64,
+            mtime: e.mtime,
+            mtime_nsec: e.mtime_nsec,
+            dev_major: i64::from(e.dev_major),
+            dev_minor: i64::from(e.dev_minor),
+            sha256: if e.kind == TarKind::Regular {
+                sum
             } else {
-                0
-            };
-            let (path, link, letter) = split_link(rest, letter);
-            let mut path = unescape(&path);
-            let link = link.map(|l| unescape(&l));
-            while path.len() > 1 && path.ends_with(b"/") {
-                path.pop();
-            }
-            (
-                letter,
-                mode_bits(f[0]),
-                std::str::from_utf8(f[2]).unwrap().parse().unwrap(),
-                std::str::from_utf8(f[3]).unwrap().parse().unwrap(),
-                size,
-                path,
-                link,
-            )
+                empty.clone()
+            },
+            xattrs: e.xattrs,
         })
         .collect()
 }
 
-/// bsdtar writes non-printable bytes as `\ooo` and a backslash as `\\`.
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && s.get(i + 1..i + 4)
-                .is_some_and(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)))
-        {
-            out.push(
-                u8::from_str_radix(std::str::from_utf8(&s[i + 1..i + 4]).unwrap(), 8).unwrap(),
-            );
-            i += 4;
-        } else if s[i] == b'\\' && s.get(i + 1) == Some(&b'\\') {
-            out.push(b'\\');
-            i += 2;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
+/// Go's entries with what layerstore does not record normalised away: global headers (skipped by
+/// runtimes), mode bits above the permissions, the old NUL type flag, trailing slashes.
+fn go_normalised(entries: &[GoEntry]) -> Vec<GoEntry> {
+    entries
+        .iter()
+        .filter(|e| e.typeflag != b'g')
+        .map(|e| {
+            let mut e = e.clone();
+            e.mode &= 0o7777;
+            if e.typeflag == 0 {
+                e.typeflag = b'0';
+            }
+            if !matches!(e.typeflag, b'3' | b'4') {
+                e.dev_major = 0;
+                e.dev_minor = 0;
+            }
+            if e.typeflag != b'0' {
+                e.size = 0;
+            }
+            e
+        })
+        .collect()
 }
 
+/// Whether layerstore and Go read `tar` alike, entry by entry and field by field.
+#[track_caller]
+fn assert_go_agrees(name: &str, go: &GoTar, tar: &[u8]) {
+    let listing = go.list(tar);
+    assert_eq!(
+        listing.error, None,
+        "{name}: Go refuses an archive we accept"
+    );
+    let mut mine = ours_as_go(tar);
+    for e in &mut mine {
+        if e.typeflag != b'0' {
+            e.size = 0;
+        }
+    }
+    assert_eq!(
+        mine,
+        go_normalised(&listing.entries),
+        "{name}: Go disagrees"
+    );
+}
+
+/// Archives layerstore accepts, each read alike by every reference.
 fn archives() -> Vec<(&'static str, Vec<u8>)> {
     let long = format!("usr/share/{}/file", "n".repeat(180));
     let entries = || {
@@ -286,52 +252,378 @@ fn archives() -> Vec<(&'static str, Vec<u8>)> {
             .finish_record(),
     ));
     v.push((
-        "old-style directory",
+        "old-style directory (type NUL)",
         RawTar::new()
-            .header(&RawHeader::ustar(b'0').name(b"olddir/").size(0).mode(0o755))
+            .header(&RawHeader::ustar(0).name(b"olddir/").size(0).mode(0o755))
             .end()
             .finish_record(),
+    ));
+    v.push((
+        "devices, fifo and a set-gid directory",
+        LayerBuilder::new(TarFormat::Pax)
+            .with_entries([
+                Entry::char_dev("dev/null", 1, 3).mode(0o666),
+                Entry::block_dev("dev/sda", 8, 0),
+                Entry::fifo("run/p"),
+                Entry::dir("srv").mode(0o2775),
+            ])
+            .tar_bytes(),
+    ));
+    v.push((
+        "numeric fields padded with spaces and NULs",
+        RawTar::new()
+            .header(
+                &RawHeader::ustar(b'0')
+                    .name(b"f")
+                    .size(3)
+                    .set(Field::Mode, b"  644 \0\0")
+                    .set(Field::Uid, b" 001750\0")
+                    .set(Field::Gid, b"    12  "),
+            )
+            .data(b"abc")
+            .end()
+            .finish_record(),
+    ));
+    v.push(("base-256 uid, gid and mtime", {
+        let mut h = RawHeader::gnu(b'0').name(b"f").size(1);
+        h.set_base256(Field::Uid, 70_000);
+        h.set_base256(Field::Gid, 3);
+        h.set_base256(Field::Mtime, 1 << 34);
+        RawTar::new().header(&h).data(b"x").end().finish_record()
+    }));
+    v.push((
+        "negative base-256 mtime",
+        RawTar::new()
+            .header(
+                &RawHeader::gnu(b'0')
+                    .name(b"old")
+                    .set(Field::Mtime, &[0xff; 12]),
+            )
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "largest octal size and mtime",
+        RawTar::new()
+            .header(
+                &RawHeader::ustar(b'0')
+                    .name(b"f")
+                    .set(Field::Mtime, b"77777777777\0"),
+            )
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "PAX uname and comment with empty values",
+        RawTar::new()
+            .pax([("uname", ""), ("comment", "")])
+            .header(&RawHeader::ustar(b'0').name(b"kept").uid(7).size(0))
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "PAX mtime with a long fraction and negative",
+        RawTar::new()
+            .pax([("mtime", "-1.1234567891")])
+            .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+            .pax([("mtime", "1700000000.000000001")])
+            .header(&RawHeader::ustar(b'0').name(b"g").size(0))
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "uname and gname overrides",
+        RawTar::new()
+            .pax([("uname", "alice"), ("gname", "staff")])
+            .header(
+                &RawHeader::ustar(b'0')
+                    .name(b"f")
+                    .uid(1000)
+                    .gid(50)
+                    .uname(b"bob")
+                    .gname(b"wheel"),
+            )
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "one GNU long name and one PAX uid",
+        RawTar::new()
+            .gnu_long_name(long.as_bytes())
+            .pax([("uid", "42")])
+            .header(&RawHeader::gnu(b'0').name(b"short").size(0))
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "ustar prefix",
+        RawTar::new()
+            .header(&RawHeader::ustar(b'0').prefix(b"usr/share/doc").name(b"f"))
+            .end()
+            .finish_record(),
+    ));
+    v.push((
+        "zero padding after the end marker",
+        RawTar::new()
+            .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+            .end()
+            .zero_blocks(100)
+            .bytes(&[0; 7])
+            .finish(),
+    ));
+    v.push((
+        "one zero block, then the end of the stream",
+        RawTar::new()
+            .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+            .zero_blocks(1)
+            .finish(),
+    ));
+    v.push((
+        "no end marker",
+        RawTar::new()
+            .header(&RawHeader::ustar(b'0').name(b"f").size(1))
+            .data(b"x")
+            .finish(),
     ));
     v
 }
 
 #[test]
-fn our_entry_list_matches_gnu_tar_and_bsdtar() {
+fn our_entry_list_matches_gnu_tar_bsdtar_and_go() {
     let have_gnu = have("tar");
     let have_bsd = have("bsdtar");
-    if !have_gnu && !have_bsd {
-        eprintln!("skipped: neither tar nor bsdtar is installed");
+    let go = go();
+    if !have_gnu && !have_bsd && go.is_none() {
+        eprintln!("skipped: none of tar, bsdtar and go is installed");
         return;
     }
     for (name, tar) in archives() {
         let mine = ours(&tar);
         if have_gnu {
-            assert_eq!(mine, gnu(&tar), "{name}: GNU tar disagrees");
+            assert_eq!(
+                Ok(mine.clone()),
+                gnu_tar_rows(&tar),
+                "{name}: GNU tar disagrees"
+            );
         }
         if have_bsd {
             // bsdtar lists hard links with the type of their target.
-            let theirs: Vec<Row> = bsd(&tar);
-            let mine: Vec<Row> = mine
+            let norm = |rows: Vec<RefRow>| -> Vec<RefRow> {
+                rows.into_iter()
+                    .map(|r| {
+                        if r.0 == 'h' {
+                            ('-', r.1, r.2, r.3, 0, r.5, r.6)
+                        } else {
+                            r
+                        }
+                    })
+                    .collect()
+            };
+            let theirs = bsdtar_rows(&tar).map(norm);
+            assert_eq!(Ok(norm(mine.clone())), theirs, "{name}: bsdtar disagrees");
+        }
+        if let Some(go) = go {
+            assert_eq!(
+                Ok(mine.clone()),
+                go_rows(&go.list(&tar)),
+                "{name}: Go disagrees"
+            );
+            assert_go_agrees(name, go, &tar);
+        }
+    }
+}
+
+/// Why a refused archive is refused although the references installed here read it alike.
+type Note = Option<&'static str>;
+
+/// Archives layerstore refuses, each with the rule it breaks; the test says how the references
+/// read each one (they disagree with each other, or all refuse it, or the note says why not).
+fn refused() -> Vec<(&'static str, TarRule, Vec<u8>, Note)> {
+    let file = |n: &[u8]| RawHeader::ustar(b'0').name(n).size(0);
+    vec![
+        (
+            "symlink with a size",
+            TarRule::DataOnHeaderOnlyEntry,
+            RawTar::new()
+                .header(&RawHeader::ustar(b'2').name(b"lnk").linkname(b"t").size(512))
+                .header(&file(b"hidden"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "hard link with a size",
+            TarRule::DataOnHeaderOnlyEntry,
+            RawTar::new()
+                .header(&RawHeader::ustar(b'0').name(b"f").size(1))
+                .data(b"x")
+                .header(&RawHeader::ustar(b'1').name(b"h").linkname(b"f").size(512))
+                .header(&file(b"hidden"))
+                .end()
+                .finish_record(),
+            Some(
+                "POSIX pax lets a hard link carry data and libarchive reads it in pax archives; one rule for every entry without data",
+            ),
+        ),
+        (
+            "directory with a PAX size",
+            TarRule::DataOnHeaderOnlyEntry,
+            RawTar::new()
+                .pax([("size", "512")])
+                .header(&RawHeader::ustar(b'5').name(b"d/").size(0))
+                .header(&file(b"d/hidden"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "fifo with a size",
+            TarRule::DataOnHeaderOnlyEntry,
+            RawTar::new()
+                .header(&RawHeader::ustar(b'6').name(b"p").size(512))
+                .header(&file(b"hidden"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "PAX path and GNU long name",
+            TarRule::StackedExtensions,
+            RawTar::new()
+                .gnu_long_name(b"from-gnu")
+                .pax([("path", "from-pax")])
+                .header(&file(b"from-header"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "PAX linkpath and GNU long link",
+            TarRule::StackedExtensions,
+            RawTar::new()
+                .pax([("linkpath", "pax-target")])
+                .gnu_long_link(b"gnu-target")
+                .header(&RawHeader::ustar(b'2').name(b"l").linkname(b"t"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "two GNU long names",
+            TarRule::StackedExtensions,
+            RawTar::new()
+                .gnu_long_name(b"first")
+                .gnu_long_name(b"second")
+                .header(&file(b"f"))
+                .end()
+                .finish_record(),
+            Some(
+                "the readers here keep the last, but nothing specifies it; one name extension per entry leaves no reader a choice",
+            ),
+        ),
+        (
+            "two PAX headers",
+            TarRule::StackedExtensions,
+            RawTar::new()
+                .pax([("path", "first")])
+                .pax([("uid", "5")])
+                .header(&file(b"f"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "PAX path with an empty value",
+            TarRule::BadPax,
+            RawTar::new()
+                .pax([("path", "")])
+                .header(&file(b"from-header"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "a header after the end marker",
+            TarRule::DataAfterEnd,
+            RawTar::new()
+                .header(&file(b"f"))
+                .end()
+                .header(&file(b"hidden"))
+                .end()
+                .finish_record(),
+            Some(
+                "`tar --ignore-zeros` (how concatenated archives are read) lists the hidden entry the others skip",
+            ),
+        ),
+        (
+            "junk after the end marker",
+            TarRule::DataAfterEnd,
+            RawTar::new()
+                .header(&file(b"f"))
+                .end()
+                .bytes(b"trailing junk")
+                .finish(),
+            Some("`tar --ignore-zeros` reads on past the marker and fails on the junk"),
+        ),
+        (
+            "type 0 with a trailing slash",
+            TarRule::AmbiguousHeader,
+            RawTar::new()
+                .header(&RawHeader::ustar(b'0').name(b"olddir/").size(0).mode(0o755))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "global header inside an entry's extensions",
+            TarRule::DanglingExtension,
+            RawTar::new()
+                .pax([("path", "renamed")])
+                .global_pax([("comment", "x")])
+                .header(&file(b"f"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+        (
+            "octal field with a NUL before its digits",
+            TarRule::BadNumber,
+            RawTar::new()
+                .header(&file(b"f").set(Field::Uid, b"\0\0001750\0"))
+                .end()
+                .finish_record(),
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn refused_archives_are_ones_the_references_disagree_on() {
+    let go = go();
+    for (name, rule, tar, note) in refused() {
+        let e = parse(&tar).map(drop).expect_err(name);
+        assert_eq!(e.rule, rule, "{name}: {}", e.reason);
+        let readings = reference_readings(&tar, go);
+        let why = explain_disagreement(&readings);
+        eprintln!("{name}: refused ({}); {why}", e.reason);
+        if readings.len() >= 2 {
+            let distinct = readings
                 .iter()
-                .map(|r| {
-                    if r.0 == 'h' {
-                        ('-', r.1, r.2, r.3, 0, r.5.clone(), r.6.clone())
-                    } else {
-                        r.clone()
-                    }
-                })
-                .collect();
-            let theirs: Vec<Row> = theirs
-                .into_iter()
-                .map(|r| {
-                    if r.6.is_some() && r.0 == 'h' {
-                        ('-', r.1, r.2, r.3, 0, r.5, r.6)
-                    } else {
-                        r
-                    }
-                })
-                .collect();
-            assert_eq!(mine, theirs, "{name}: bsdtar disagrees");
+                .filter(|(_, r)| r.is_ok())
+                .map(|(_, r)| r.as_ref().ok())
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            let refusals = readings.iter().filter(|(_, r)| r.is_err()).count();
+            assert!(
+                distinct > 1 || refusals > 0 || note.is_some(),
+                "{name}: every reference reads it alike, so why refuse it? {why}"
+            );
+            if distinct <= 1 && refusals == 0 {
+                eprintln!(
+                    "{name}: the references agree here; refused because {}",
+                    note.unwrap_or_default()
+                );
+            }
         }
     }
 }

@@ -1,58 +1,21 @@
-//! Real-binary tests: every command through `layerstore`, on fixture images written by
-//! `layerstore-tests`.
+//! Every command through the binary, on fixture images written by `layerstore-tests`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use layerstore_tests::{Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat};
 use serde_json::Value;
 
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+use crate::{assert_fsck_clean, bin, layerstore, ok};
 
-impl Run {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-}
-
-fn ls(store: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_layerstore"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("LAYERSTORE_STORE")
-        .output()
-        .expect("runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-#[track_caller]
-fn ok(store: &Path, args: &[&str]) -> Run {
-    let r = ls(store, args);
-    assert_eq!(r.code, 0, "layerstore {args:?} failed: {}", r.stderr);
-    r
-}
-
-fn layer(format: TarFormat, entries: Vec<Entry>, c: Compression) -> Layer {
+pub fn layer(format: TarFormat, entries: Vec<Entry>, c: Compression) -> Layer {
     Layer::new(
         LayerBuilder::new(format).with_entries(entries).tar_bytes(),
         c,
     )
 }
 
-fn simple_image() -> ImageSpec {
+pub fn simple_image() -> ImageSpec {
     ImageSpec::new(vec![
         layer(
             TarFormat::Gnu,
@@ -84,17 +47,11 @@ fn simple_image() -> ImageSpec {
     .with_label("org.opencontainers.image.version", "1.0")
 }
 
-fn fixture(dir: &Path) -> PathBuf {
+pub fn fixture(dir: &Path) -> PathBuf {
     let oci = dir.join("oci");
     let mut layout = OciLayout::create(&oci).unwrap();
     layout.add_image("simple", &simple_image()).unwrap();
     oci
-}
-
-fn assert_fsck_clean(store: &Path) {
-    let r = ls(store, &["fsck", "--json"]);
-    assert_eq!(r.code, 0, "fsck: {}", r.text());
-    assert_eq!(r.json()["findings"], serde_json::json!([]));
 }
 
 #[test]
@@ -137,7 +94,7 @@ fn import_then_read_the_merged_tree() {
     let su = ok(&store, &["ls", "simple", "/usr/bin-su", "--json"]).json();
     assert_eq!(su[0]["mode"], "4755");
 
-    let r = ls(&store, &["cat", "simple", "/etc/big"]);
+    let r = layerstore(&store, &["cat", "simple", "/etc/big"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no such path"), "{}", r.stderr);
 
@@ -310,12 +267,12 @@ fn checkout_writes_the_merged_tree() {
     // The target must be new or empty, and never a symlink.
     let full = tmp.path().join("co-copy");
     assert_eq!(
-        ls(&store, &["checkout", "simple", full.to_str().unwrap()]).code,
+        layerstore(&store, &["checkout", "simple", full.to_str().unwrap()]).code,
         2
     );
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &link).unwrap();
-    let r = ls(&store, &["checkout", "simple", link.to_str().unwrap()]);
+    let r = layerstore(&store, &["checkout", "simple", link.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
     assert!(!tmp.path().join("elsewhere").exists());
@@ -384,12 +341,12 @@ fn rm_and_tag_manage_image_refs() {
     let refs = ok(&store, &["refs", "--kind", "image", "--json"]).json();
     assert_eq!(refs.as_array().unwrap().len(), 2);
     ok(&store, &["rm", "simple"]);
-    assert_eq!(ls(&store, &["inspect", "simple"]).code, 2);
+    assert_eq!(layerstore(&store, &["inspect", "simple"]).code, 2);
     ok(&store, &["inspect", "other:v1"]);
-    assert_eq!(ls(&store, &["rm", "simple"]).code, 2);
-    assert_eq!(ls(&store, &["tag", "other:v1", "bad name"]).code, 2);
+    assert_eq!(layerstore(&store, &["rm", "simple"]).code, 2);
+    assert_eq!(layerstore(&store, &["tag", "other:v1", "bad name"]).code, 2);
     // Global flags go before or after the command.
-    let r = Command::new(env!("CARGO_BIN_EXE_layerstore"))
+    let r = bin()
         .args(["--json", "images", "--store"])
         .arg(&store)
         .output()
@@ -416,7 +373,7 @@ fn fsck_reports_a_corrupt_object_with_exit_1() {
     std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&obj, b"tampered").unwrap();
     std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let r = ls(&store, &["fsck", "--json"]);
+    let r = layerstore(&store, &["fsck", "--json"]);
     assert_eq!(r.code, 1);
     let kinds: Vec<_> = r.json()["findings"]
         .as_array()
@@ -438,7 +395,7 @@ fn fsck_repair_removes_staging_leftovers() {
     );
     std::fs::create_dir(store.join("staging/12345-1-deadbeef")).unwrap();
     std::fs::write(store.join("staging/12345-1-deadbeef/t0"), b"partial").unwrap();
-    assert_eq!(ls(&store, &["fsck"]).code, 1);
+    assert_eq!(layerstore(&store, &["fsck"]).code, 1);
     ok(&store, &["fsck", "--repair"]);
     assert_fsck_clean(&store);
 }
@@ -446,7 +403,7 @@ fn fsck_repair_removes_staging_leftovers() {
 #[test]
 fn missing_store_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = ls(&tmp.path().join("nope"), &["images"]);
+    let r = layerstore(&tmp.path().join("nope"), &["images"]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.starts_with("layerstore: error: cannot open store"),
@@ -461,18 +418,21 @@ fn limits_are_overridable_per_import_and_at_init() {
     let oci = fixture(tmp.path());
     let store = tmp.path().join("store");
     let src = format!("oci:{}:simple", oci.display());
-    let r = ls(&store, &["import", &src, "--limit", "layer-bytes=1K"]);
+    let r = layerstore(&store, &["import", &src, "--limit", "layer-bytes=1K"]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains("exceeds the limit of 1024 bytes"),
         "{}",
         r.stderr
     );
-    assert_eq!(ls(&store, &["import", &src, "--limit", "bogus=1"]).code, 2);
+    assert_eq!(
+        layerstore(&store, &["import", &src, "--limit", "bogus=1"]).code,
+        2
+    );
     ok(&store, &["import", &src]);
     let small = tmp.path().join("small");
     ok(&small, &["init", "--limit", "entries=3"]);
-    let r = ls(&small, &["import", &src]);
+    let r = layerstore(&small, &["import", &src]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("entry count"), "{}", r.stderr);
     assert_fsck_clean(&small);
@@ -484,7 +444,10 @@ fn compressed_store_reads_back_everything() {
     let oci = fixture(tmp.path());
     let store = tmp.path().join("store");
     let other = tmp.path().join("other");
-    assert_eq!(ls(&other, &["init", "--compress-min", "1K"]).code, 2);
+    assert_eq!(
+        layerstore(&other, &["init", "--compress-min", "1K"]).code,
+        2
+    );
     ok(&store, &["init", "--compress", "--compress-min", "1K"]);
     let meta = std::fs::read_to_string(store.join("meta.json")).unwrap();
     assert!(meta.contains("zstd-objects"), "{meta}");

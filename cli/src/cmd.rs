@@ -1,0 +1,20 @@
+//! One module per command: its clap `Args` and `run(&Context, Args) -> Result<ExitCode>`, and
+//! the view types its JSON and text output both come from.
+
+pub mod cat;
+pub mod checkout;
+pub mod dedup_report;
+pub mod df;
+pub mod disk;
+pub mod export_layer;
+pub mod fsck;
+pub mod gc;
+pub mod images;
+pub mod import;
+pub mod init;
+pub mod inspect;
+pub mod ls;
+pub mod refs;
+pub mod rm;
+pub mod tag;
+pub mod why;

@@ -1,0 +1,120 @@
+//! `df`: space used, from the index alone.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use layerstore_store::df::ImageUsage;
+use serde::Serialize;
+
+use crate::context::{Context, View};
+use crate::fmt::{self, Align, plural, table};
+
+/// Space used: logical and stored bytes, dedup ratio, per-image exclusive and shared bytes.
+#[derive(clap::Args)]
+pub struct Args {}
+
+#[derive(Serialize)]
+struct Df {
+    images: Vec<ImageUsage>,
+    logical_bytes: u64,
+    stored_bytes: u64,
+    object_bytes: u64,
+    loose_bytes: u64,
+    objects: u64,
+    loose_objects: u64,
+    inline_objects: u64,
+    index_bytes: u64,
+    layers: u64,
+    /// logical_bytes / object_bytes; null while nothing is stored.
+    dedup_ratio: Option<f64>,
+}
+
+impl View for Df {
+    fn text(&self, ctx: &Context, w: &mut dyn Write) -> std::io::Result<()> {
+        let rows: Vec<Vec<String>> = self
+            .images
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    fmt::bytes(i.logical_bytes),
+                    fmt::bytes(i.exclusive_bytes),
+                    fmt::bytes(i.shared_bytes),
+                ]
+            })
+            .collect();
+        table(
+            w,
+            &[
+                ("IMAGE", Align::Left),
+                ("LOGICAL", Align::Right),
+                ("EXCLUSIVE", Align::Right),
+                ("SHARED", Align::Right),
+            ],
+            &rows,
+        )?;
+        if !ctx.quiet {
+            writeln!(
+                w,
+                "LOGICAL: the image's file contents, a content counted each time a file holds it.\n\
+                 EXCLUSIVE: distinct content no other image holds (what removing it alone frees).\n\
+                 SHARED: distinct content other images hold too.\n\
+                 EXCLUSIVE + SHARED is the image's distinct content: less than LOGICAL where its \
+                 files repeat a content."
+            )?;
+        }
+        writeln!(w)?;
+        writeln!(
+            w,
+            "logical bytes of all images: {} ({})",
+            fmt::bytes(self.logical_bytes),
+            self.logical_bytes
+        )?;
+        writeln!(
+            w,
+            "distinct content: {} ({})",
+            fmt::bytes(self.object_bytes),
+            self.object_bytes
+        )?;
+        writeln!(
+            w,
+            "stored: {} ({}) = loose objects {} + index {} (with inline objects)",
+            fmt::bytes(self.stored_bytes),
+            self.stored_bytes,
+            fmt::bytes(self.loose_bytes),
+            fmt::bytes(self.index_bytes)
+        )?;
+        writeln!(
+            w,
+            "objects: {} ({} loose, {} inline), {}",
+            self.objects,
+            self.loose_objects,
+            self.inline_objects,
+            plural(self.layers, "layer", "layers")
+        )?;
+        match self.dedup_ratio {
+            Some(r) => writeln!(w, "dedup ratio: {r:.2}x"),
+            None => writeln!(w, "dedup ratio: - (nothing stored)"),
+        }
+    }
+}
+
+pub fn run(ctx: &Context, _: Args) -> Result<ExitCode> {
+    let store = ctx.shared()?;
+    let df = store.df()?;
+    ctx.emit(&Df {
+        dedup_ratio: (df.object_bytes > 0).then_some(df.dedup_ratio),
+        images: df.images,
+        logical_bytes: df.logical_bytes,
+        stored_bytes: df.stored_bytes,
+        object_bytes: df.object_bytes,
+        loose_bytes: df.loose_bytes,
+        objects: df.objects,
+        loose_objects: df.loose_objects,
+        inline_objects: df.inline_objects,
+        index_bytes: df.index_bytes,
+        layers: df.layers,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,102 @@
+//! `images`: list the named images.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use layerstore_store::Digest;
+use serde::Serialize;
+
+use crate::context::{Context, View};
+use crate::fmt::{self, Align, table};
+
+/// List images (with -q, their IDs only; with -v, digests untruncated).
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// One image name.
+#[derive(Serialize)]
+struct Image {
+    name: String,
+    /// The image ID as podman shows it: the config digest's hex.
+    id: String,
+    manifest_digest: Digest,
+    config_digest: Digest,
+    layers: usize,
+    logical_size: u64,
+    created: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Images(Vec<Image>);
+
+impl View for Images {
+    fn text(&self, ctx: &Context, w: &mut dyn Write) -> std::io::Result<()> {
+        if ctx.quiet {
+            // podman's `images -q`: each ID once.
+            let mut seen = std::collections::HashSet::new();
+            for i in &self.0 {
+                if seen.insert(&i.id) {
+                    writeln!(w, "{}", &i.id[..12])?;
+                }
+            }
+            return Ok(());
+        }
+        let full = ctx.verbose > 0;
+        let rows: Vec<Vec<String>> = self
+            .0
+            .iter()
+            .map(|i| {
+                let digest = i.manifest_digest.to_string();
+                vec![
+                    i.name.clone(),
+                    if full {
+                        i.id.clone()
+                    } else {
+                        i.id[..12].to_string()
+                    },
+                    if full {
+                        digest
+                    } else {
+                        digest[..19].to_string()
+                    },
+                    i.layers.to_string(),
+                    fmt::bytes(i.logical_size),
+                    i.created.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            w,
+            &[
+                ("NAME", Align::Left),
+                ("ID", Align::Left),
+                ("DIGEST", Align::Left),
+                ("LAYERS", Align::Right),
+                ("SIZE", Align::Right),
+                ("CREATED", Align::Left),
+            ],
+            &rows,
+        )
+    }
+}
+
+pub fn run(ctx: &Context, _: Args) -> Result<ExitCode> {
+    let store = ctx.shared()?;
+    let images = store
+        .images()?
+        .into_iter()
+        .map(|(name, i)| Image {
+            name,
+            id: i.config_digest.hex(),
+            manifest_digest: i.manifest_digest,
+            config_digest: i.config_digest,
+            layers: i.layers.len(),
+            logical_size: i.logical_size,
+            created: i.created,
+        })
+        .collect();
+    ctx.emit(&Images(images))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,133 @@
+//! Finding things by the names users type: an image by ref name, by its manifest digest or by
+//! its ID (the config digest, as podman names images), whole or by a unique prefix, as `images`
+//! shows them; and a path in an image's merged tree, with `ls` or `cat` semantics.
+
+use crate::digest::{Digest, ObjectId};
+use crate::error::{Error, Result};
+use crate::merge::MergedTree;
+use crate::query::ImageInfo;
+use crate::refs::{RefKind, RefName};
+use crate::store::Store;
+use crate::tree::{EntryKind, TreeEntry};
+
+/// How the final component of a path is resolved when it is a symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow it (`cat`, `stat -L`).
+    Always,
+    /// Show the symlink itself (`ls -l`), unless the path ends in `/`, which asks for what the
+    /// link points at as with `ls -l link/`.
+    NotLast,
+}
+
+impl MergedTree {
+    /// The entry at `path`. Intermediate symlinks resolve inside the image root; `follow` says
+    /// what happens to a final one. `image` names the image in the error.
+    pub fn find(&self, image: &str, path: &[u8], follow: Follow) -> Result<&TreeEntry> {
+        let found = if follow == Follow::NotLast && !path.ends_with(b"/") {
+            self.lookup_nofollow(path)
+        } else {
+            self.lookup(path)
+        };
+        found.ok_or_else(|| Error::PathNotFound {
+            image: image.into(),
+            path: String::from_utf8_lossy(path).into_owned(),
+        })
+    }
+
+    /// The regular file (or hard link) at `path`, symlinks followed, with its content's object.
+    pub fn find_file(&self, image: &str, path: &[u8]) -> Result<(&TreeEntry, ObjectId)> {
+        let e = self.find(image, path, Follow::Always)?;
+        match (e.kind, e.object) {
+            (EntryKind::Regular | EntryKind::Hardlink, Some(id)) => Ok((e, id)),
+            _ => Err(Error::NotAFile {
+                image: image.into(),
+                path: String::from_utf8_lossy(path).into_owned(),
+            }),
+        }
+    }
+}
+
+impl Store {
+    /// The regular file at `path` in the image `image` names (see [`Store::find_image`]),
+    /// symlinks followed: its entry and its content's object. Errors are
+    /// [`Error::ImageNotFound`], [`Error::PathNotFound`] and [`Error::NotAFile`].
+    pub fn lookup(&self, image: &str, path: &[u8]) -> Result<(TreeEntry, ObjectId)> {
+        let info = self.find_image(image)?;
+        let tree = self.merged_tree(&info)?;
+        let (e, id) = tree.find_file(image, path)?;
+        Ok((e.clone(), id))
+    }
+
+    /// Find an image as a user names it: an image ref name (`NAME` or `image/NAME`) first, then
+    /// a manifest digest or an image ID (config digest), each whole or as a unique prefix of
+    /// its hex, with or without `sha256:`. A prefix that fits several images is
+    /// [`Error::AmbiguousImage`], listing them.
+    pub fn find_image(&self, spec: &str) -> Result<ImageInfo> {
+        let name = spec.strip_prefix("image/").unwrap_or(spec);
+        if let Ok(r) = RefName::new(RefKind::Image, name)
+            && let Some(target) = self.ref_target(&r)?
+        {
+            let digest: Digest = target.parse()?;
+            return self
+                .image_by_digest(&digest)?
+                .ok_or_else(|| Error::ImageNotFound { name: name.into() });
+        }
+        let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
+        let is_hex = !hex.is_empty()
+            && hex.len() <= 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_hex {
+            if spec.starts_with("sha256:") {
+                // A malformed digest says why (length, characters), not just "no image".
+                spec.parse::<Digest>()?;
+            }
+            return Err(Error::ImageNotFound { name: spec.into() });
+        }
+        let mut matches: Vec<Digest> = Vec::new();
+        {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare_cached("SELECT manifest_digest, config_digest FROM images")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (manifest, config) = row?;
+                let fits = |d: &str| {
+                    d.strip_prefix("sha256:")
+                        .is_some_and(|h| h.starts_with(hex))
+                };
+                if fits(&manifest) || fits(&config) {
+                    matches.push(manifest.parse()?);
+                }
+            }
+        }
+        match matches.len() {
+            0 => Err(Error::ImageNotFound { name: spec.into() }),
+            1 => self
+                .image_by_digest(&matches[0])?
+                .ok_or_else(|| Error::ImageNotFound { name: spec.into() }),
+            _ => {
+                let mut candidates = Vec::new();
+                for d in &matches {
+                    let names = self
+                        .image_by_digest(d)?
+                        .map(|i| i.names)
+                        .unwrap_or_default();
+                    candidates.push(if names.is_empty() {
+                        d.to_string()
+                    } else {
+                        format!("{d} ({})", names.join(", "))
+                    });
+                }
+                candidates.sort();
+                Err(Error::AmbiguousImage {
+                    prefix: spec.into(),
+                    candidates,
+                })
+            }
+        }
+    }
+}
