@@ -206,6 +206,9 @@ fn gc_and_why_through_the_binary() {
     ok(&store, &["rm", "base-v1", "app-v1"]);
     let plan = ok(&store, &["gc", "--dry-run", "--json"]).json();
     assert_eq!(plan["layers"].as_array().unwrap().len(), 2);
+    let d = plan["layers"][0].as_str().unwrap();
+    let w = ok(&store, &["why", d]);
+    assert!(w.text().contains("nothing keeps"));
     let rep = ok(&store, &["gc", "--json"]).json();
     assert_eq!(rep["removed"]["layers"], plan["layers"]);
     assert_eq!(
@@ -217,10 +220,9 @@ fn gc_and_why_through_the_binary() {
         String::from_utf8_lossy(&again.stdout).trim(),
         "nothing to collect"
     );
-    // What gc removed is no longer in the store: asking why is an error, not "nothing keeps it".
-    let d = plan["layers"][0].as_str().unwrap();
+    // Once collected, the layer is not in the store: asking about it is an error.
     let w = layerstore(&store, &["why", d]);
-    assert_eq!(w.code, 2);
+    assert_eq!(w.code, 2, "{}", w.stderr);
     assert!(w.stderr.contains("is not in the store"), "{}", w.stderr);
     assert_sound(&store, tmp.path());
 }
