@@ -722,7 +722,7 @@ impl<R: BufRead> TarParser<R> {
                 if size > self.limits.max_record {
                     return Err(fail(
                         TarRule::RecordTooLarge,
-                        format!("extension record of {size} bytes"),
+                        format!("extension record of {size} bytes is too large"),
                     ));
                 }
                 let data = self.raw(size)?;

@@ -41,7 +41,14 @@ fn limits() -> TarLimits {
 
 /// Every entry our parser reads, with the sha256 of its data.
 fn parse(tar: &[u8]) -> Result<Vec<(TarEntry, String)>, layerstore_import::tarparse::TarError> {
-    let mut p = TarParser::new(tar, limits());
+    parse_with(tar, limits())
+}
+
+fn parse_with(
+    tar: &[u8],
+    limits: TarLimits,
+) -> Result<Vec<(TarEntry, String)>, layerstore_import::tarparse::TarError> {
+    let mut p = TarParser::new(tar, limits);
     let mut out = Vec::new();
     while let Some(e) = p.next_entry()? {
         let mut h = sha2::Sha256::new();
@@ -102,9 +109,12 @@ fn ours(tar: &[u8]) -> Vec<RefRow> {
 
 /// Our entries in Go's terms, for a field-by-field comparison.
 fn ours_as_go(tar: &[u8]) -> Vec<GoEntry> {
+    to_go(parse(tar).expect("accepted archive"))
+}
+
+fn to_go(entries: Vec<(TarEntry, String)>) -> Vec<GoEntry> {
     let empty = hex::encode(sha2::Sha256::digest(b""));
-    parse(tar)
-        .expect("accepted archive")
+    entries
         .into_iter()
         .map(|(e, sum)| GoEntry {
             typeflag: match e.kind {
