@@ -652,3 +652,40 @@ fn a_read_only_store_lists_and_checks_out() {
             .status();
     }
 }
+
+/// The variants a hardlink checkout made go with their objects at gc: no image left, no variant
+/// left, and the store checks clean.
+#[test]
+fn gc_removes_the_variants_of_the_objects_it_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = sample_store(tmp.path());
+    let hl = tmp.path().join("hl");
+    ok(
+        &store,
+        &[
+            "checkout",
+            "app-v2",
+            hl.to_str().unwrap(),
+            "--mode",
+            "hardlink",
+        ],
+    );
+    let variants = |store: &Path| -> usize {
+        let Ok(subs) = std::fs::read_dir(store.join("variants")) else {
+            return 0;
+        };
+        subs.map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum()
+    };
+    assert!(variants(&store) > 100, "{}", variants(&store));
+    let mut rm = vec!["rm"];
+    rm.extend(SAMPLE_TAGS);
+    ok(&store, &rm);
+    let r = ok(&store, &["gc", "--json"]);
+    assert!(r.stdout.contains("\"variants_removed\""), "{}", r.stdout);
+    assert_eq!(variants(&store), 0);
+    // The checkout keeps its files: they were links, now the only names of those inodes.
+    assert!(hl.join("usr/bin/bash").is_file());
+    let r = ok(&store, &["fsck"]);
+    assert!(r.stdout.contains("no problems"), "{}", r.stdout);
+}
