@@ -471,10 +471,10 @@ fn object_write_zstd(c: &mut Criterion) {
     let mut g = group(c, "object_write_zstd");
     let dir = temp_dir();
     let opts = StoreOptions {
-        compression: Some(layerstore_store::Compression::default()),
+        compression: Some(layerstore_store::ObjectCompression::default()),
         ..StoreOptions::default()
     };
-    let level = layerstore_store::Compression::default().level;
+    let level = layerstore_store::ObjectCompression::default().level;
     let store = Store::init(&dir.path().join("s"), &opts).expect("store init");
     let staging = store.staging("bench").expect("staging");
     let raw_dir = dir.path().join("raw");

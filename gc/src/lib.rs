@@ -38,8 +38,8 @@ pub mod why;
 
 use std::time::{Duration, Instant};
 
+use layerstore_store::Store;
 use layerstore_store::collect::Dead;
-use layerstore_store::{LockMode, Store};
 use serde::Serialize;
 
 pub use roots::roots;
@@ -151,7 +151,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     if opts.dry_run {
         return Ok((plan(store)?, None));
     }
-    let _collector = store.lock(LockMode::Collector)?;
+    let _collector = store.collector_lock()?;
     let leases_reclaimed = store.reclaim_dead_leases()?;
     let marked_at = Instant::now();
     let mark = store.mark(&roots)?;

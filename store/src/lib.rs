@@ -92,7 +92,7 @@ pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Sta
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
-pub use store::{Compression, Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
+pub use store::{Limits, LockMode, ObjectCompression, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 
 impl Store {
