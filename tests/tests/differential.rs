@@ -599,7 +599,7 @@ fn refused() -> Vec<(&'static str, TarRule, Vec<u8>, Note)> {
             "octal field with a NUL before its digits",
             TarRule::BadNumber,
             RawTar::new()
-                .header(&file(b"f").set(Field::Uid, b"\0\0001750\0"))
+                .header(&file(b"f").set(Field::Uid, b"\0\x001750\0"))
                 .end()
                 .finish_record(),
             None,
