@@ -23,7 +23,7 @@ for t in $tags; do "$L" --store "$store" import -q "oci:$layout:$t"; done
 ostree --repo="$repo" init --mode=bare
 for t in $tags; do
   "$L" --store "$store" checkout -q "$t" "$work/src-$t"
-  ostree --repo="$repo" commit -q --branch="$t" --tree=dir="$work/src-$t" > /dev/null
+  ostree --repo="$repo" commit --branch="$t" --tree=dir="$work/src-$t" > /dev/null
   rm -rf "$work/src-$t"
 done
 sync
@@ -32,9 +32,9 @@ echo "store before checkouts: ${store_k} KiB; ostree bare repo: ${repo_k} KiB"
 
 for round in 1 2; do
   for t in $tags; do
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    sync
     a=$(now); "$L" --store "$store" checkout -q "$t" "$work/ls-$round-$t" --mode hardlink; b=$(now)
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    sync
     c=$(now); ostree --repo="$repo" checkout -H "$t" "$work/os-$round-$t"; d=$(now)
     echo "round $round $t: layerstore $(el "$a" "$b") s, ostree -H $(el "$c" "$d") s"
   done
