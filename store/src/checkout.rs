@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::object::{ObjectData, ObjectReader};
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};

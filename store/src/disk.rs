@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::checkout::{CheckoutMode, CheckoutOptions};
 use crate::error::{Error, IoContext, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::object::ObjectReader;
 use crate::query::ImageInfo;
 use crate::store::Store;

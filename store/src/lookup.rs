@@ -4,7 +4,7 @@
 
 use crate::digest::{Digest, ObjectId};
 use crate::error::{Error, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::query::ImageInfo;
 use crate::refs::{RefKind, RefName};
 use crate::store::Store;
