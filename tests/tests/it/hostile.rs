@@ -1,13 +1,11 @@
 //! Hostile and malformed input: every case gets either a typed rejection that names the entry or
 //! digest and leaves nothing behind, or an acceptance whose tree stays inside the image root.
 
-mod common;
-
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use layerstore_import::Error;
 use layerstore_store::{CheckoutOptions, EntryKind, Limits, Store, StoreOptions};
 use layerstore_tests::{
@@ -1858,7 +1856,7 @@ fn relink_manifest(oci: &Path, w: &layerstore_tests::WrittenImage, new: &[u8]) {
 #[test]
 fn a_full_disk_fails_cleanly() {
     if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
+        layerstore_tests::skip("mounting a small tmpfs needs root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -1869,7 +1867,7 @@ fn a_full_disk_fails_cleanly() {
         .arg(&mnt)
         .status();
     if !ok.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot mount tmpfs here");
+        layerstore_tests::skip("cannot mount tmpfs here");
         return;
     }
     struct Unmount(std::path::PathBuf);

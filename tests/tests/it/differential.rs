@@ -4,8 +4,6 @@
 //! xattrs, device numbers). Archives layerstore refuses are listed with how the references
 //! disagree about them.
 
-mod common;
-
 use std::sync::OnceLock;
 
 use layerstore_import::tarparse::{TarEntry, TarKind, TarLimits, TarParser, TarRule};
@@ -456,7 +454,7 @@ fn our_entry_list_matches_gnu_tar_bsdtar_and_go() {
     let have_bsd = have("bsdtar");
     let go = go();
     if !have_gnu && !have_bsd && go.is_none() {
-        eprintln!("skipped: none of tar, bsdtar and go is installed");
+        layerstore_tests::skip("none of tar, bsdtar and go is installed");
         return;
     }
     for (name, tar) in archives() {

@@ -2,13 +2,11 @@
 //! figures as a plain one, stores fewer bytes, and damage in a compressed file is caught, never
 //! read back as content.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use layerstore_store::fsck::{Finding, FsckOptions};
 use layerstore_store::{
     CheckoutMode, CheckoutOptions, Digest, EntryKind, ObjectCompression, ObjectId, Store,
