@@ -72,8 +72,8 @@ impl<'e> VariantMeta<'e> {
             .xattrs
             .iter()
             .filter(|(k, _)| {
-                let keep = !crate::checkout::is_overlay_xattr(k)
-                    && (privileged || k.starts_with(b"user."));
+                let keep =
+                    !crate::tree::is_overlay_xattr(k) && (privileged || k.starts_with(b"user."));
                 skipped += u64::from(!keep);
                 keep
             })
