@@ -145,7 +145,8 @@ fn to_go(entries: Vec<(TarEntry, String)>) -> Vec<GoEntry> {
 }
 
 /// Go's entries with what layerstore does not record normalised away: global headers (skipped by
-/// runtimes), mode bits above the permissions, the old NUL type flag, trailing slashes.
+/// runtimes), mode bits above the permissions, the old NUL type flag, sizes, device numbers and
+/// link names of entries that have none.
 fn go_normalised(entries: &[GoEntry]) -> Vec<GoEntry> {
     entries
         .iter()
@@ -162,6 +163,10 @@ fn go_normalised(entries: &[GoEntry]) -> Vec<GoEntry> {
             }
             if e.typeflag != b'0' {
                 e.size = 0;
+            }
+            // A link name means nothing on other entry types; layerstore does not keep it.
+            if !matches!(e.typeflag, b'1' | b'2') {
+                e.link.clear();
             }
             e
         })
@@ -230,7 +235,17 @@ fn fuzz_corpus_inputs_we_accept_read_alike_in_go() {
     for ((path, _, entries), listing) in accepted.iter().zip(&listings) {
         let mine = ours_for_go(to_go(entries.clone()));
         if listing.error.is_some() || mine != go_normalised(&listing.entries) {
-            disagreements.push(format!("{}: ours {mine:?}, Go {listing:?}", path.display()));
+            let go_view = go_normalised(&listing.entries);
+            let at = mine.iter().zip(&go_view).position(|(a, b)| a != b);
+            disagreements.push(format!(
+                "{}: Go error {:?}; {} entries ours, {} Go; first difference: ours {:?}, Go {:?}",
+                path.display(),
+                listing.error,
+                mine.len(),
+                go_view.len(),
+                at.map(|i| &mine[i]),
+                at.map(|i| &go_view[i]),
+            ));
         }
     }
     eprintln!(
