@@ -645,3 +645,65 @@ fn a_read_only_store_lists_and_checks_out() {
             .status();
     }
 }
+
+/// gc removes the variants of the objects it removes: none is left behind as an orphan.
+#[test]
+fn gc_removes_the_variants_of_the_objects_it_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = sample_store(tmp.path());
+    let count = || {
+        walk_files(&store.join("variants"))
+            .iter()
+            .filter(|p| !p.file_name().unwrap().as_bytes().starts_with(b"."))
+            .count()
+    };
+    for tag in SAMPLE_TAGS {
+        let dest = tmp.path().join(format!("hl-{tag}"));
+        ok(
+            &store,
+            &[
+                "checkout",
+                tag,
+                dest.to_str().unwrap(),
+                "--mode",
+                "hardlink",
+            ],
+        );
+    }
+    let before = count();
+    for tag in ["base-v1", "app-v1"] {
+        ok(&store, &["rm", tag]);
+    }
+    ok(&store, &["gc"]);
+    let after = count();
+    assert!(after < before, "{after} of {before} variants left");
+    let r = ok(&store, &["--json", "fsck"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["unreferenced_files"], 0, "{}", r.stdout);
+    // What remains still checks out by links alone.
+    let again = tmp.path().join("again");
+    let r = ok(
+        &store,
+        &[
+            "checkout",
+            "app-v2",
+            again.to_str().unwrap(),
+            "--mode",
+            "hardlink",
+        ],
+    );
+    assert!(r.stdout.contains(" 0 new variants"), "{}", r.stdout);
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

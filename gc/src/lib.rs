@@ -172,6 +172,9 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
             .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         Ok(())
     })?;
+    // Hardlink checkouts' variants of the objects that went (and nothing else).
+    let variants_removed = store.prune_variants()?;
+    log::debug!("gc: removed {variants_removed} variants of removed objects");
     let report = GcReport {
         bytes_freed: removed.bytes(),
         removed: removed.clone(),

@@ -464,9 +464,13 @@ impl Store {
     /// Remove variants of objects the index no longer has, and temp files of checkouts that
     /// died. Returns how many files went.
     pub fn prune_variants(&self) -> Result<u64> {
+        let files = self.variant_files()?;
+        if files.is_empty() {
+            return Ok(0);
+        }
         let mut removed = 0;
         let known = self.object_ids_present()?;
-        for (rel, kind) in self.variant_files()? {
+        for (rel, kind) in files {
             let gone = match kind {
                 VariantName::Variant(id) => !known.contains(&id),
                 VariantName::Temp(pid) => pid.is_none_or(|p| !process_exists(p)),
