@@ -467,6 +467,24 @@ fn reflink_falls_back_to_copy_where_the_filesystem_cannot_clone() {
         assert_eq!(a, b, "{}", dest.display());
     }
     if mounted {
+        // A hardlink checkout onto another filesystem cannot link: it copies, and says so.
+        let dest = tmpfs.join("hardlink");
+        let r = ok(
+            &store,
+            &[
+                "checkout",
+                "app-v2",
+                dest.to_str().unwrap(),
+                "--mode",
+                "hardlink",
+            ],
+        );
+        assert_eq!(r.stderr.matches("copied").count(), 1, "{}", r.stderr);
+        let (mut a, mut b) = (facts(&copy), facts(&dest));
+        for f in a.values_mut().chain(b.values_mut()) {
+            f.xattrs.clear();
+        }
+        assert_eq!(a, b);
         let _ = Command::new("umount").arg(&tmpfs).status();
     }
 }
