@@ -71,6 +71,19 @@ pub fn warn_fallbacks(stats: &CheckoutStats) {
     }
 }
 
+/// df's line for hardlink checkouts' variants, if there are any.
+pub fn print_variants(out: &mut impl Write, store: &layerstore_store::Store) -> Result<()> {
+    let (files, bytes) = store.variant_usage()?;
+    if files > 0 {
+        writeln!(
+            out,
+            "hardlink checkout variants: {files} files, {} ({bytes}); disposable, not counted above",
+            fmt::bytes(bytes)
+        )?;
+    }
+    Ok(())
+}
+
 /// fsck's advice for a finding, if it has one.
 pub fn advice(f: &Finding) -> Option<String> {
     match f {

@@ -639,6 +639,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     df.objects, df.loose_objects, df.inline_objects, df.layers
                 )?;
                 writeln!(out, "dedup ratio: {:.2}x", df.dedup_ratio)?;
+                integrity::print_variants(&mut out, &store)?;
             }
         }
         Command::Fsck { repair } => {

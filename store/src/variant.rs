@@ -515,11 +515,11 @@ impl Store {
     fn check_variants_with(&self, hash: bool) -> Result<VariantCheck> {
         use rayon::prelude::*;
         let files = self.variant_files()?;
-        let known = self.object_ids_present()?;
         let mut rep = VariantCheck::default();
         if files.is_empty() {
             return Ok(rep);
         }
+        let known = self.object_ids_present()?;
         let dir = match self.root.open_dir(VARIANTS) {
             Ok(d) => d,
             Err(e) => return Err(Error::io(self.path.join(VARIANTS), e)),
