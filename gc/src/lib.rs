@@ -181,6 +181,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     // Variants of what went go too (checkouts that linked them keep their links). A checkout in
     // flight pins the layers it reads, so no object it makes variants of was swept.
     let variants_removed = store.prune_variants()?;
+    log::debug!("gc: removed {variants_removed} variants of removed objects");
     let removed = GcPlan::from(swept.removed);
     let report = GcReport {
         bytes_freed: removed.bytes(),

@@ -464,12 +464,16 @@ impl Store {
     /// Remove variants of objects the index no longer has, and temp files of checkouts that
     /// died. Returns how many files went.
     pub fn prune_variants(&self) -> Result<u64> {
+        let files = self.variant_files()?;
+        if files.is_empty() {
+            return Ok(0);
+        }
         let mut removed = 0;
         // Point lookups per variant: gc runs this after every sweep, and a store holds far fewer
         // variants than objects.
         let conn = self.conn();
         let mut has_row = conn.prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?;
-        for (rel, kind) in self.variant_files()? {
+        for (rel, kind) in files {
             let gone = match kind {
                 VariantName::Variant(id) => !has_row.exists([id.as_bytes().as_slice()])?,
                 VariantName::Temp(pid) => pid.is_none_or(|p| !process_exists(p)),
@@ -514,11 +518,11 @@ impl Store {
     fn check_variants_with(&self, hash: bool) -> Result<VariantCheck> {
         use rayon::prelude::*;
         let files = self.variant_files()?;
-        let known = self.object_ids_present()?;
         let mut rep = VariantCheck::default();
         if files.is_empty() {
             return Ok(rep);
         }
+        let known = self.object_ids_present()?;
         let dir = match self.root.open_dir(VARIANTS) {
             Ok(d) => d,
             Err(e) => return Err(Error::io(self.path.join(VARIANTS), e)),

@@ -28,6 +28,9 @@ struct Df {
     layers: u64,
     /// logical_bytes / object_bytes; null while nothing is stored.
     dedup_ratio: Option<f64>,
+    /// Hardlink checkouts' variants (files, bytes): disposable copies, not counted above.
+    variant_files: u64,
+    variant_bytes: u64,
 }
 
 impl View for Df {
@@ -106,16 +109,28 @@ impl View for Df {
             plural(self.layers, "layer", "layers")
         )?;
         match self.dedup_ratio {
-            Some(r) => writeln!(w, "dedup ratio: {r:.2}x"),
-            None => writeln!(w, "dedup ratio: - (nothing stored)"),
+            Some(r) => writeln!(w, "dedup ratio: {r:.2}x")?,
+            None => writeln!(w, "dedup ratio: - (nothing stored)")?,
         }
+        if self.variant_files > 0 {
+            writeln!(
+                w,
+                "hardlink checkout variants: {}, {}; disposable, not counted above",
+                plural(self.variant_files, "file", "files"),
+                fmt::bytes(self.variant_bytes)
+            )?;
+        }
+        Ok(())
     }
 }
 
 pub fn run(ctx: &Context, _: Args) -> Result<ExitCode> {
     let store = ctx.shared()?;
     let df = store.df()?;
+    let (variant_files, variant_bytes) = store.variant_usage()?;
     ctx.emit(&Df {
+        variant_files,
+        variant_bytes,
         dedup_ratio: (df.object_bytes > 0).then_some(df.dedup_ratio),
         images: df.images,
         logical_bytes: df.logical_bytes,
