@@ -37,6 +37,15 @@ fn run_as(user: Option<&str>, store: &Path, args: &[&str]) -> Run {
         .into()
 }
 
+/// Unmounts what a test mounted, also when it panics.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -415,6 +424,7 @@ fn reflink_falls_back_to_copy_where_the_filesystem_cannot_clone() {
             .status()
             .is_ok_and(|s| s.success())
     };
+    let _unmount = mounted.then(|| Unmount(tmpfs.clone()));
     if mounted {
         targets.push(tmpfs.join("reflink"));
     }
@@ -471,7 +481,6 @@ fn reflink_falls_back_to_copy_where_the_filesystem_cannot_clone() {
             f.xattrs.clear();
         }
         assert_eq!(a, b);
-        let _ = Command::new("umount").arg(&tmpfs).status();
     }
 }
 
@@ -559,7 +568,7 @@ fn a_read_only_store_lists_and_checks_out() {
         v["layers"][0]["diff_id"].as_str().unwrap().to_string()
     };
     let mut cases: Vec<(Option<&str>, PathBuf, PathBuf)> = Vec::new();
-    let mut ro_mount = None;
+    let mut _ro_mount = None;
     if is_root() {
         // nobody must reach the store and write its own target.
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -576,7 +585,7 @@ fn a_read_only_store_lists_and_checks_out() {
             .status()
             .unwrap();
         assert!(st.success());
-        ro_mount = Some(ro.clone());
+        _ro_mount = Some(Unmount(ro.clone()));
         cases.push((None, ro, tmp.path().join("ro-targets")));
     } else {
         let st = Command::new("chmod")
@@ -640,9 +649,7 @@ fn a_read_only_store_lists_and_checks_out() {
             );
         }
     }
-    if let Some(ro) = ro_mount {
-        let _ = Command::new("umount").arg(&ro).status();
-    } else {
+    if !is_root() {
         let _ = Command::new("chmod")
             .args(["-R", "u+w"])
             .arg(&store)
