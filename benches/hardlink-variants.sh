@@ -2,14 +2,21 @@
 # Hardlink checkouts with per-metadata variants (issue 19) against `ostree checkout -H`: time of
 # the first checkout of each image (layerstore makes its variants), of a second one (all links),
 # and the bytes on disk each tool adds beyond its store of distinct content.
-# Usage (as root, so owners are kept): benches/hardlink-variants.sh [OCI-LAYOUT] [WORKDIR]
-#   OCI-LAYOUT defaults to /work/corpus/oci; WORKDIR (default /var/tmp/ls-hl) is removed first.
-# Needs: a release build of layerstore (target/release/layerstore), ostree.
+# Usage (as root, so owners are kept): benches/hardlink-variants.sh [WORKDIR]
+#   the corpus comes from LAYERSTORE_CORPUS (benches/lib.sh; default /work/corpus);
+#   WORKDIR (default /var/tmp/ls-hl) is removed first; the transcript goes to REPORT
+#   (default RUN_DIR/hardlink-variants.md, see run_dir in benches/lib.sh).
+# Needs: a release build of layerstore (target/release/layerstore, or LAYERSTORE), ostree.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-L=${LAYERSTORE:-$here/../target/release/layerstore}
-layout=${1:-/work/corpus/oci}
-work=${2:-/var/tmp/ls-hl}
+BENCH_NAME=hardlink-variants
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
+need_corpus
+L=${LAYERSTORE:-$repo/target/release/layerstore}
+layout=$GOCI
+work=${1:-/var/tmp/ls-hl}
+REPORT=${REPORT:-$(run_dir)/hardlink-variants.md}
+mkdir -p "$(dirname "$REPORT")"
+exec > >(tee "$REPORT.transcript")
 tags=$(python3 -c 'import json,sys
 for m in json.load(open(sys.argv[1]+"/index.json"))["manifests"]:
     print(m["annotations"]["org.opencontainers.image.ref.name"])' "$layout")
