@@ -58,64 +58,9 @@ pub enum Error {
 /// The gc result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What a collection would remove. Pure data, serializable for `--dry-run --json`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct GcPlan {
-    /// Layer refs no root lists (phase 1).
-    pub layer_refs: Vec<String>,
-    /// Bound refs whose root ref is gone.
-    pub refs: Vec<String>,
-    /// Image rows (manifest digests) no ref names.
-    pub images: Vec<String>,
-    /// Layers (and merged trees) no root needs.
-    pub layers: Vec<String>,
-    /// Object rows no remaining layer needs.
-    pub objects: u64,
-    /// Their content bytes.
-    pub object_bytes: u64,
-    /// What they occupy: loose file and inline blob lengths (less than `object_bytes` where
-    /// objects are compressed).
-    pub stored_bytes: u64,
-    /// Loose files among them.
-    pub loose_files: u64,
-    /// Loose files no row names (left by an interrupted import), and their bytes.
-    pub stray_files: u64,
-    pub stray_bytes: u64,
-}
-
-impl From<Dead> for GcPlan {
-    fn from(d: Dead) -> Self {
-        GcPlan {
-            layer_refs: d.layer_refs,
-            refs: d.refs,
-            images: d.images,
-            layers: d.layers,
-            objects: d.objects,
-            object_bytes: d.object_bytes,
-            stored_bytes: d.stored_bytes,
-            loose_files: d.loose_files,
-            stray_files: d.stray_files,
-            stray_bytes: d.stray_bytes,
-        }
-    }
-}
-
-impl GcPlan {
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.layer_refs.is_empty()
-            && self.refs.is_empty()
-            && self.images.is_empty()
-            && self.layers.is_empty()
-            && self.objects == 0
-            && self.stray_files == 0
-    }
-
-    /// Bytes the plan frees.
-    pub fn bytes(&self) -> u64 {
-        self.stored_bytes + self.stray_bytes
-    }
-}
+/// What a collection would remove (or, in a [`GcReport`], did remove): the store's [`Dead`], pure
+/// data, serializable for `--dry-run --json`.
+pub type GcPlan = Dead;
 
 /// What [`collect`] did.
 #[derive(Clone, Debug, Serialize)]
@@ -143,7 +88,7 @@ pub struct GcOptions {
 
 /// Compute what a collection would remove, without changing anything.
 pub fn plan(store: &Store) -> Result<GcPlan> {
-    Ok(store.mark(&roots)?.dead().clone().into())
+    Ok(store.mark(&roots)?.dead().clone())
 }
 
 /// Run a collection (or only plan it with `dry_run`). Returns the plan and, unless dry, the report.
@@ -182,7 +127,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     // flight pins the layers it reads, so no object it makes variants of was swept.
     let variants_removed = store.prune_variants()?;
     log::debug!("gc: removed {variants_removed} variants of removed objects");
-    let removed = GcPlan::from(swept.removed);
+    let removed = swept.removed;
     let report = GcReport {
         bytes_freed: removed.bytes(),
         removed: removed.clone(),

@@ -48,26 +48,45 @@ pub struct Roots {
 /// The collector's policy: the roots, given every ref as the store sees it at that moment.
 pub type RootPolicy<'a> = &'a (dyn Fn(&[RefInfo]) -> Roots + Sync);
 
-/// What a mark found dead, or what a sweep removed.
+/// What a mark found dead, or what a sweep removed (gc's plan and report show it as is).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Dead {
-    /// Layer refs whose layer no root needs.
+    /// Layer refs whose layer no root needs (phase 1).
     pub layer_refs: Vec<String>,
-    /// Other refs the policy drops.
+    /// Other refs the policy drops (e.g. bound refs whose root ref is gone).
     pub refs: Vec<String>,
     /// Image rows (manifest digests) no root keeps.
     pub images: Vec<String>,
     /// Layers (and merged trees) no root needs.
     pub layers: Vec<String>,
-    /// Object rows no remaining layer needs, their content bytes and their stored bytes.
+    /// Object rows no remaining layer needs, and their content bytes.
     pub objects: u64,
     pub object_bytes: u64,
+    /// What they occupy: loose file and inline blob lengths (less than `object_bytes` where
+    /// objects are compressed).
     pub stored_bytes: u64,
     /// Loose files among them.
     pub loose_files: u64,
     /// Loose files no row names (left by an interrupted import), and their bytes.
     pub stray_files: u64,
     pub stray_bytes: u64,
+}
+
+impl Dead {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.layer_refs.is_empty()
+            && self.refs.is_empty()
+            && self.images.is_empty()
+            && self.layers.is_empty()
+            && self.objects == 0
+            && self.stray_files == 0
+    }
+
+    /// Bytes removing it frees.
+    pub fn bytes(&self) -> u64 {
+        self.stored_bytes + self.stray_bytes
+    }
 }
 
 /// The result of [`Store::mark`]: what is dead, kept in the store's connection for the sweep.
