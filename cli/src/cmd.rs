@@ -16,5 +16,6 @@ pub mod inspect;
 pub mod ls;
 pub mod refs;
 pub mod rm;
+pub mod root;
 pub mod tag;
 pub mod why;

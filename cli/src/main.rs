@@ -51,6 +51,7 @@ enum Command {
     Refs(cmd::refs::Args),
     Tag(cmd::tag::Args),
     Rm(cmd::rm::Args),
+    Root(cmd::root::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
         Command::Refs(a) => cmd::refs::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
+        Command::Root(a) => cmd::root::run(&ctx, a),
     };
     // A closed or failing standard output decides the outcome over whatever error the command
     // saw through it, which may name the store file it was copying from.

@@ -58,6 +58,7 @@ pub mod error;
 pub mod fsck;
 mod fsutil;
 pub mod heal;
+pub mod labels;
 pub mod lease;
 pub mod lookup;
 pub mod merge;
@@ -67,6 +68,7 @@ pub mod publish;
 pub mod query;
 mod readonly;
 pub mod refs;
+pub mod roots;
 mod schema;
 pub mod skeleton;
 pub mod store;
@@ -84,6 +86,7 @@ pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Sta
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
+pub use roots::{Binding, RootInfo};
 pub use store::{Compression, Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 

@@ -183,6 +183,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (diff_id, object)
     ) WITHOUT ROWID;
     "#,
+    // 6: labels and bindings (roots.rs). An image's labels: those of its config (local = 0,
+    // filled when the image row is written, so `images --filter label=…` and `latest` need not
+    // parse every config) and local ones `import --label` gave (local = 1), which change
+    // nothing in the image's digest. They go with the image row. A root's bound images: the
+    // `bound/ROOT/DIGEST` ref keeps the image; this row remembers the reference it was bound
+    // as (`HOST/REPO@sha256:…`), and goes with the ref.
+    r#"
+    CREATE TABLE image_labels (
+        image INTEGER NOT NULL REFERENCES images(id),
+        local INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (image, local, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX image_labels_key ON image_labels(key, value);
+    INSERT OR IGNORE INTO image_labels (image, local, key, value)
+        SELECT i.id, 0, j.key, CAST(j.value AS TEXT)
+        FROM images i, json_each(CAST(i.config AS TEXT), '$.config.Labels') j;
+    CREATE TABLE bindings (
+        root TEXT NOT NULL,         -- the root's name (without root/)
+        image TEXT NOT NULL,        -- manifest digest
+        reference TEXT NOT NULL,    -- as bound: HOST/REPO@sha256:… (or the tag it resolved)
+        PRIMARY KEY (root, image)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.
