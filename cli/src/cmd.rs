@@ -13,6 +13,7 @@ pub mod images;
 pub mod import;
 pub mod init;
 pub mod inspect;
+pub mod latest;
 pub mod ls;
 pub mod refs;
 pub mod rm;

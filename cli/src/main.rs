@@ -12,6 +12,7 @@ mod integrity;
 mod output;
 mod parse;
 mod progress;
+mod version;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,7 @@ enum Command {
     Tag(cmd::tag::Args),
     Rm(cmd::rm::Args),
     Root(cmd::root::Args),
+    Latest(cmd::latest::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Root(a) => cmd::root::run(&ctx, a),
+        Command::Latest(a) => cmd::latest::run(&ctx, a),
     };
     // A closed or failing standard output decides the outcome over whatever error the command
     // saw through it, which may name the store file it was copying from.

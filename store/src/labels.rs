@@ -140,6 +140,7 @@ impl Store {
                 out.push(d);
             }
         }
+        out.sort();
         Ok(out)
     }
 }
