@@ -9,6 +9,7 @@
 mod commands;
 mod lifecycle;
 mod output;
+mod roots;
 
 use std::path::Path;
 use std::process::Command;
