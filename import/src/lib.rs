@@ -24,6 +24,7 @@
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing).
 
 mod attempt;
+pub mod bound;
 pub mod dedup;
 pub mod error;
 pub mod layer;
