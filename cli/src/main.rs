@@ -54,6 +54,8 @@ enum Command {
     Rm(cmd::rm::Args),
     Root(cmd::root::Args),
     Latest(cmd::latest::Args),
+    Bind(cmd::bind::BindArgs),
+    Unbind(cmd::bind::UnbindArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +93,8 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Root(a) => cmd::root::run(&ctx, a),
         Command::Latest(a) => cmd::latest::run(&ctx, a),
+        Command::Bind(a) => cmd::bind::bind(&ctx, a),
+        Command::Unbind(a) => cmd::bind::unbind(&ctx, a),
     };
     // A closed or failing standard output decides the outcome over whatever error the command
     // saw through it, which may name the store file it was copying from.
