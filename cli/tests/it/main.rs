@@ -6,6 +6,7 @@
 //! - `output`: what users see: JSON and text, prefixes, pipes, exit codes, and the regressions
 //!   found trying the command as a new user would.
 
+mod bound;
 mod commands;
 mod lifecycle;
 mod output;
