@@ -8,6 +8,7 @@
 
 mod bound;
 mod commands;
+mod labels;
 mod lifecycle;
 mod output;
 mod roots;
