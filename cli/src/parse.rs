@@ -74,28 +74,6 @@ pub fn source(s: &str) -> Result<String, String> {
     Ok(s.into())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(super::size("512"), Ok(512));
-        assert_eq!(super::size("1K"), Ok(1024));
-        assert_eq!(super::size("2GiB"), Ok(2 << 30));
-        assert_eq!(super::size("3m"), Ok(3 << 20));
-        assert!(super::size("12Q").is_err());
-        assert!(super::size("").is_err());
-        assert!(super::size("99999999999999T").is_err());
-    }
-
-    #[test]
-    fn limits_name_a_known_limit() {
-        let l = super::limit("layer-bytes=1K").unwrap();
-        assert_eq!((l.name.as_str(), l.value), ("layer-bytes", 1024));
-        assert!(super::limit("bogus=1").is_err());
-        assert!(super::limit("entries").is_err());
-    }
-}
-
 /// A local label `KEY=VALUE` (the value may be empty).
 pub fn label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -121,4 +99,26 @@ pub fn filter(s: &str) -> Result<layerstore_store::labels::LabelFilter, String> 
         key: key.to_string(),
         value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(super::size("512"), Ok(512));
+        assert_eq!(super::size("1K"), Ok(1024));
+        assert_eq!(super::size("2GiB"), Ok(2 << 30));
+        assert_eq!(super::size("3m"), Ok(3 << 20));
+        assert!(super::size("12Q").is_err());
+        assert!(super::size("").is_err());
+        assert!(super::size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn limits_name_a_known_limit() {
+        let l = super::limit("layer-bytes=1K").unwrap();
+        assert_eq!((l.name.as_str(), l.value), ("layer-bytes", 1024));
+        assert!(super::limit("bogus=1").is_err());
+        assert!(super::limit("entries").is_err());
+    }
 }

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use layerstore_store::{
-    Digest, ImageLayer, ImageRecord, LayerRecord, LayerState, Lease, Limits, RefName,
-    Store, TreeEntry,
+    Digest, ImageLayer, ImageRecord, LayerRecord, LayerState, Lease, Limits, RefName, Store,
+    TreeEntry,
 };
 
 use crate::error::{Error, Result};

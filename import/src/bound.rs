@@ -181,11 +181,10 @@ pub fn read_bound_images(store: &Store, image: &ImageInfo) -> Result<Vec<BoundIm
         };
         let data = objects.read(&id)?;
         let mut content = Vec::new();
-        data.copy_to(&mut content)
-            .map_err(|e| Error::Io {
-                path: store.object_path(&id),
-                source: e,
-            })?;
+        data.copy_to(&mut content).map_err(|e| Error::Io {
+            path: store.object_path(&id),
+            source: e,
+        })?;
         let image = parse_unit(kind, &content).map_err(|r| bad(&name, r))?;
         out.push(BoundImage { file: name, image });
     }
@@ -206,14 +205,30 @@ mod tests {
             let e = parse_unit(k, s.as_bytes()).unwrap_err();
             assert!(e.contains(why), "{s:?}: {e}");
         };
-        ok(I, "[Image]\nImage=quay.io/a/b@sha256:1\n", "quay.io/a/b@sha256:1");
-        ok(C, "[Unit]\nDescription=x\n[Container]\nImage=a/b:1\nExec=sh\n", "a/b:1");
-        ok(I, "# comment\n; also\n\n[Image]\r\nImage = a/b:1 \r\n", "a/b:1");
+        ok(
+            I,
+            "[Image]\nImage=quay.io/a/b@sha256:1\n",
+            "quay.io/a/b@sha256:1",
+        );
+        ok(
+            C,
+            "[Unit]\nDescription=x\n[Container]\nImage=a/b:1\nExec=sh\n",
+            "a/b:1",
+        );
+        ok(
+            I,
+            "# comment\n; also\n\n[Image]\r\nImage = a/b:1 \r\n",
+            "a/b:1",
+        );
         ok(I, "[Image]\nImage=\"a/b:1\"\n", "a/b:1");
         ok(I, "[Image]\nImage=a/b:100%%\n", "a/b:100%");
         ok(I, "[Image]\nPull=newer\nImage=x/y:1", "x/y:1");
         // The other section's keys do not count.
-        ok(C, "[Image]\nImage=wrong:1\n[Container]\nImage=right:1\n", "right:1");
+        ok(
+            C,
+            "[Image]\nImage=wrong:1\n[Container]\nImage=right:1\n",
+            "right:1",
+        );
         err(I, "[Image]\nImage=a:1\nImage=b:1\n", "given twice");
         err(I, "[Image]\nImage=a:1\n[Image]\nImage=b:1\n", "given twice");
         err(I, "Image=a:1\n", "before any section");
@@ -221,7 +236,11 @@ mod tests {
         err(C, "[Image]\nImage=a:1\n", "no [Container] section");
         err(I, "[Image]\nPull=always\n", "no Image=");
         err(I, "[Image]\nImage=\n", "empty");
-        err(I, "[Image]\nImage=a:1\nAuthFile=/etc/auth.json\n", "AuthFile");
+        err(
+            I,
+            "[Image]\nImage=a:1\nAuthFile=/etc/auth.json\n",
+            "AuthFile",
+        );
         ok(C, "[Container]\nImage=a:1\nAuthFile=/x\n", "a:1");
         err(I, "[Image]\nImage=%h/img:1\n", "specifier %h");
         err(I, "[Image]\nImage=a:1%\n", "lone %");

@@ -73,10 +73,7 @@ pub enum Error {
     #[error("image {digest} is not in the store")]
     ImageNotStored { digest: String },
     #[error("invalid label {label:?}: {reason}")]
-    InvalidLabel {
-        label: String,
-        reason: &'static str,
-    },
+    InvalidLabel { label: String, reason: &'static str },
     #[error("object {id} was removed by a concurrent gc before the import pinned it")]
     ObjectSwept { id: String },
     #[error("cannot write the output")]

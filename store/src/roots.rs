@@ -43,9 +43,11 @@ pub struct RootInfo {
 
 fn root_target(tx: &rusqlite::Connection, r: &RefName) -> Result<Option<Digest>> {
     let t: Option<String> = tx
-        .query_row("SELECT target FROM refs WHERE name = ?1", [r.as_str()], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT target FROM refs WHERE name = ?1",
+            [r.as_str()],
+            |r| r.get(0),
+        )
         .optional()?;
     t.map(|t| t.parse()).transpose()
 }
@@ -109,9 +111,8 @@ impl Store {
     pub fn remove_root(&self, name: &str) -> Result<(Digest, Vec<Binding>)> {
         let r = RefName::root(name)?;
         self.durable(true, |tx| -> Result<(Digest, Vec<Binding>)> {
-            let image = root_target(tx, &r)?.ok_or_else(|| Error::RootNotFound {
-                name: name.into(),
-            })?;
+            let image =
+                root_target(tx, &r)?.ok_or_else(|| Error::RootNotFound { name: name.into() })?;
             let removed = remove_bindings(tx, &r, None)?;
             tx.execute("DELETE FROM refs WHERE name = ?1", [r.as_str()])?;
             Ok((image, removed))

@@ -58,12 +58,12 @@ impl View for Latest {
 
 /// The newest of `candidates` by version, then created time.
 fn newest(candidates: Vec<Latest>) -> Option<Latest> {
-    candidates.into_iter().max_by(|a, b| {
-        match version::compare(&a.version, &b.version) {
+    candidates
+        .into_iter()
+        .max_by(|a, b| match version::compare(&a.version, &b.version) {
             Ordering::Equal => a.created.cmp(&b.created),
             o => o,
-        }
-    })
+        })
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {

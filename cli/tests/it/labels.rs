@@ -39,15 +39,25 @@ fn filters_local_labels_and_latest() {
     let names = |args: &[&str]| -> Vec<String> {
         let mut a = vec!["--json", "images"];
         a.extend(args);
-        ok(&store, &a).json().as_array().unwrap().iter()
+        ok(&store, &a)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
             .map(|i| i["name"].as_str().unwrap().to_string())
             .collect()
     };
     assert_eq!(
-        names(&["--filter", "label=org.opencontainers.image.title=sample-base"]),
+        names(&[
+            "--filter",
+            "label=org.opencontainers.image.title=sample-base"
+        ]),
         ["base-v1", "base-v2"]
     );
-    assert_eq!(names(&["--filter", "label=channel"]), ["app-v1", "app-v2", "app-v3"]);
+    assert_eq!(
+        names(&["--filter", "label=channel"]),
+        ["app-v1", "app-v2", "app-v3"]
+    );
     assert_eq!(
         names(&[
             "--filter",
@@ -62,19 +72,32 @@ fn filters_local_labels_and_latest() {
     assert_eq!(r.code, 2);
 
     let inspect = ok(&store, &["--json", "inspect", "app-v1"]).json();
-    assert_eq!(inspect["local_labels"], serde_json::json!({"channel": "stable"}));
+    assert_eq!(
+        inspect["local_labels"],
+        serde_json::json!({"channel": "stable"})
+    );
     assert!(inspect["labels"].get("channel").is_none());
 
     let l = ok(
         &store,
-        &["--json", "latest", "--label", "org.opencontainers.image.title=sample-app"],
+        &[
+            "--json",
+            "latest",
+            "--label",
+            "org.opencontainers.image.title=sample-app",
+        ],
     )
     .json();
     assert_eq!(l["names"], serde_json::json!(["app-v3"]));
     assert_eq!(l["version"], "1.1.0");
     let l = ok(
         &store,
-        &["--json", "latest", "--label", "org.opencontainers.image.title=sample-base"],
+        &[
+            "--json",
+            "latest",
+            "--label",
+            "org.opencontainers.image.title=sample-base",
+        ],
     )
     .json();
     assert_eq!(l["names"], serde_json::json!(["base-v2"]));

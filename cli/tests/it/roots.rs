@@ -23,7 +23,9 @@ fn import(store: &Path, oci: &Path, tag: &str) -> String {
 
 /// How many layers the store holds.
 fn layers(store: &Path) -> u64 {
-    ok(store, &["--json", "df"]).json()["layers"].as_u64().unwrap()
+    ok(store, &["--json", "df"]).json()["layers"]
+        .as_u64()
+        .unwrap()
 }
 
 fn gc(store: &Path) -> serde_json::Value {
@@ -45,7 +47,10 @@ fn disk_root_keeps_layers_until_the_root_moves() {
         &["disk", "app-v1", out.to_str().unwrap(), "--root", "host"],
     );
     let refs = ok(&store, &["--json", "refs"]).json().to_string();
-    assert!(!refs.contains("merged/"), "the merged ref is dropped: {refs}");
+    assert!(
+        !refs.contains("merged/"),
+        "the merged ref is dropped: {refs}"
+    );
     ok(&store, &["rm", "app-v1"]);
     let before = layers(&store);
     let plan = gc(&store);
@@ -91,7 +96,11 @@ fn rebase_reuses_the_layers_a_root_keeps() {
         .iter()
         .map(|l| l["reused"].as_bool().unwrap())
         .collect();
-    assert_eq!(reused, [true, true, false], "base-v2 and app-v2 layers reused");
+    assert_eq!(
+        reused,
+        [true, true, false],
+        "base-v2 and app-v2 layers reused"
+    );
     assert_fsck_clean(&store);
 }
 
@@ -123,7 +132,11 @@ fn root_list_shows_image_names_and_exclusive_bytes() {
     let rm = ok(&store, &["--json", "root", "rm", "booted"]).json();
     assert_eq!(rm["image"], a1.as_str());
     let g = gc(&store);
-    assert_eq!(g["removed"]["stored_bytes"].as_u64().unwrap(), booted, "{g}");
+    assert_eq!(
+        g["removed"]["stored_bytes"].as_u64().unwrap(),
+        booted,
+        "{g}"
+    );
     let r = layerstore(&store, &["root", "rm", "booted"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no root named"), "{}", r.stderr);
@@ -154,7 +167,11 @@ fn layers_only_import_lasts_until_the_next_gc() {
     // Something lists one of them: base-v1 is imported with a name.
     import(&store, &oci, "base-v1");
     let g = gc(&store);
-    assert_eq!(g["removed"]["layer_refs"].as_array().unwrap().len(), 1, "{g}");
+    assert_eq!(
+        g["removed"]["layer_refs"].as_array().unwrap().len(),
+        1,
+        "{g}"
+    );
     let refs = ok(&store, &["--json", "refs"]).json().to_string();
     assert_eq!(refs.matches("layer/").count(), 1, "{refs}");
     assert_fsck_clean(&store);
