@@ -87,6 +87,9 @@ fn bound_images_live_while_their_root_binds_them() {
     let cost = list[0]["bound"][0]["exclusive_bytes"].as_u64().unwrap();
     assert!(cost > 0, "{list}");
     assert_eq!(list[0]["bound_exclusive_bytes"].as_u64().unwrap(), cost);
+    let df = ok(&store, &["--json", "df"]).json();
+    assert_eq!(df["roots"][0]["name"], "host");
+    assert_eq!(df["roots"][0]["bound_exclusive_bytes"].as_u64().unwrap(), cost);
     assert_fsck_clean(&store);
 
     // A tag is refused, saying how to pin it; the bindings stay as they were.
