@@ -121,25 +121,35 @@ impl Store {
     }
 
     /// The manifest digests of the images whose labels pass every filter (a local label
-    /// overrides a config label of the same key), sorted.
+    /// overrides a config label of the same key), sorted. Each filter is one lookup in the
+    /// labels' (key, value) index.
     pub fn images_with_labels(&self, filters: &[LabelFilter]) -> Result<Vec<Digest>> {
-        let digests: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt =
-                conn.prepare_cached("SELECT manifest_digest FROM images ORDER BY manifest_digest")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        let mut out = Vec::new();
-        for d in digests {
-            let d: Digest = d.parse()?;
-            if filters.is_empty() || {
-                let labels = self.labels(&d)?;
-                filters.iter().all(|f| f.matches(&labels))
-            } {
-                out.push(d);
+        let conn = self.conn();
+        let mut sql = String::from("SELECT manifest_digest FROM images i WHERE 1");
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        for f in filters {
+            // The label's effective value: the local one if there is one, else the config's.
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM image_labels l WHERE l.image = i.id AND l.key = ?{k}
+                   AND (l.local = 1 OR NOT EXISTS (SELECT 1 FROM image_labels o
+                        WHERE o.image = i.id AND o.key = l.key AND o.local = 1)){v})",
+                k = params.len() + 1,
+                v = if f.value.is_some() {
+                    format!(" AND l.value = ?{}", params.len() + 2)
+                } else {
+                    String::new()
+                }
+            ));
+            params.push(&f.key);
+            if let Some(v) = &f.value {
+                params.push(v);
             }
         }
+        let mut stmt = conn.prepare(&sql)?;
+        let mut out = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(0))?
+            .map(|d| Ok(d?.parse()?))
+            .collect::<Result<Vec<Digest>>>()?;
         out.sort();
         Ok(out)
     }

@@ -89,7 +89,10 @@ fn bound_images_live_while_their_root_binds_them() {
     assert_eq!(list[0]["bound_exclusive_bytes"].as_u64().unwrap(), cost);
     let df = ok(&store, &["--json", "df"]).json();
     assert_eq!(df["roots"][0]["name"], "host");
-    assert_eq!(df["roots"][0]["bound_exclusive_bytes"].as_u64().unwrap(), cost);
+    assert_eq!(
+        df["roots"][0]["bound_exclusive_bytes"].as_u64().unwrap(),
+        cost
+    );
     assert_fsck_clean(&store);
 
     // A tag is refused, saying how to pin it; the bindings stay as they were.

@@ -103,6 +103,24 @@ fn filters_local_labels_and_latest() {
     assert_eq!(l["names"], serde_json::json!(["base-v2"]));
     let r = layerstore(&store, &["latest", "--label", "channel=beta"]);
     assert_eq!(r.code, 1, "no match is exit 1");
+    // A local label overrides the config's label of the same key, for filters and latest.
+    ok(
+        &store,
+        &[
+            "import",
+            "--label",
+            "org.opencontainers.image.version=9.9",
+            &format!("oci:{}:app-v2", oci.display()),
+        ],
+    );
+    assert!(names(&["--filter", "label=org.opencontainers.image.version=1.0.1"]).is_empty());
+    assert_eq!(
+        names(&["--filter", "label=org.opencontainers.image.version=9.9"]),
+        ["app-v2"]
+    );
+    let l = ok(&store, &["--json", "latest", "--label", "channel=stable"]).json();
+    assert_eq!(l["names"], serde_json::json!(["app-v2"]));
+    assert_eq!(l["version"], "9.9");
     // Labels go with their image rows.
     ok(&store, &["rm", "app-v1"]);
     ok(&store, &["gc"]);
