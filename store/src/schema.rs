@@ -250,6 +250,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_labels_of_images_stored_before_are_indexed() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..5] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let config = br#"{"config":{"Labels":{"a":"1","org.opencontainers.image.version":"2.0"}}}"#;
+        for (id, cfg) in [(1, &config[..]), (2, &b"{}"[..])] {
+            conn.execute(
+                "INSERT INTO images (id, manifest_digest, manifest_media_type, manifest,
+                                     config_digest, config, imported_at)
+                 VALUES (?1, ?2, 'm', x'', 'c', ?3, 0)",
+                rusqlite::params![id, format!("d{id}"), cfg],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, bool, String, String)> = conn
+            .prepare("SELECT image, local, key, value FROM image_labels ORDER BY image, key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, false, "a".into(), "1".into()),
+                (
+                    1,
+                    false,
+                    "org.opencontainers.image.version".into(),
+                    "2.0".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn inline_contents_move_out_of_the_objects_rows() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
