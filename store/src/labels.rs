@@ -148,7 +148,7 @@ impl Store {
         let mut stmt = conn.prepare(&sql)?;
         let mut out = stmt
             .query_map(params.as_slice(), |r| r.get::<_, String>(0))?
-            .map(|d| Ok(d?.parse()?))
+            .map(|d| d?.parse::<Digest>())
             .collect::<Result<Vec<Digest>>>()?;
         out.sort();
         Ok(out)

@@ -145,6 +145,16 @@ impl RefName {
         RefName::new(RefKind::Image, name)
     }
 
+    /// The ref of a merged tree kept for disk generation, `merged/NAME`.
+    pub fn merged(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Merged, name)
+    }
+
+    /// The ref of a cached update, `prepared/NAME`.
+    pub fn prepared(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Prepared, name)
+    }
+
     /// The ref of a root (a deployment), `root/NAME`.
     pub fn root(name: &str) -> Result<Self> {
         RefName::new(RefKind::Root, name)

@@ -147,7 +147,7 @@ fn gc_keeps_objects_reachable_from_merged_refs() {
     }
     assert_sound(&store);
     store
-        .remove_refs(&[RefName::new(RefKind::Merged, "pinned").unwrap()])
+        .remove_refs(&[RefName::merged("pinned").unwrap()])
         .unwrap();
     gc(&store);
     assert_eq!(store.df().unwrap().objects, 0);
@@ -627,10 +627,7 @@ fn a_prepared_ref_keeps_manifest_and_config_but_not_layers() {
     let img = store.resolve_image("base-v1").unwrap();
     let digest = img.manifest_digest;
     store
-        .set_refs(&[(
-            RefName::new(RefKind::Prepared, "update").unwrap(),
-            digest.to_string(),
-        )])
+        .set_refs(&[(RefName::prepared("update").unwrap(), digest.to_string())])
         .unwrap();
     store
         .remove_refs(&[RefName::image("base-v1").unwrap()])
@@ -659,7 +656,7 @@ fn a_bound_image_lives_while_its_root_does() {
     import(&store, &format!("{oci}:app-v1")).unwrap();
     let base = store.resolve_image("base-v1").unwrap().manifest_digest;
     let app = store.resolve_image("app-v1").unwrap().manifest_digest;
-    let root = RefName::new(RefKind::Root, "deploy").unwrap();
+    let root = RefName::root("deploy").unwrap();
     let bound = RefName::bound(&root, &app).unwrap();
     assert_eq!(bound.lives_by().as_ref(), Some(&root));
     store
