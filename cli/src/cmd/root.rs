@@ -166,18 +166,16 @@ impl View for Removed {
     }
 }
 
-/// The bytes only `root` keeps alive (itself and its bindings), and only its bindings.
+/// The bytes only `root` keeps alive (itself and its bindings), only its bindings, and only
+/// each binding.
 pub(crate) fn costs(store: &Store, root: &RootInfo) -> Result<(u64, u64, Vec<u64>)> {
     let bound: Vec<RefName> = root.bound.iter().map(|b| b.r#ref.clone()).collect();
     let mut all = bound.clone();
     all.push(RefName::root(&root.name)?);
-    let whole = layerstore_gc::cost(store, &all)?;
-    let of_bound = layerstore_gc::cost(store, &bound)?;
-    let each = bound
-        .iter()
-        .map(|b| layerstore_gc::cost(store, std::slice::from_ref(b)))
-        .collect::<Result<_, _>>()?;
-    Ok((whole, of_bound, each))
+    let mut sets = vec![all, bound.clone()];
+    sets.extend(bound.into_iter().map(|b| vec![b]));
+    let c = layerstore_gc::costs(store, &sets)?;
+    Ok((c[0], c[1], c[2..].to_vec()))
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
