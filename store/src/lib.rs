@@ -44,6 +44,11 @@
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
 //!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
 //!   can doom object files.
+//! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
+//!   digest; a `bound/ROOT/DIGEST` ref binds an image to it, with a `bindings` row naming the
+//!   reference it was bound as. Both change in one transaction; removing a root removes its
+//!   bindings. Labels ([`labels`]): config labels are indexed when the image row is written,
+//!   local labels are kept beside it; both go with the image row.
 //! - The store owns every SQL statement and key format (ref names: [`RefName`]; merged trees'
 //!   layer keys: [`merged::merged_key`]). gc states its policy — which refs are roots, from what
 //!   each ref kind keeps ([`RefKind::keeps`], which fsck checks against too) — through the typed
