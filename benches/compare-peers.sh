@@ -13,9 +13,10 @@
 # and stored bytes (du -sb of each tool's store) after base-v1 and after base-v1 + base-v2.
 #
 # Usage (as root: containers-storage overlay, umoci unpack and ostree bare mode need it):
-#   CORPUS=/work/corpus [LAYERSTORE=target/release/layerstore] benches/compare-peers.sh
+#   LAYERSTORE_CORPUS=/work/corpus [LAYERSTORE=target/release/layerstore] benches/compare-peers.sh
 # Environment:
-#   CORPUS       corpus dir with the OCI layout at $CORPUS/oci (shared/corpus/build-debian-series)
+#   LAYERSTORE_CORPUS  corpus dir with the OCI layout in oci/ (shared/corpus/build-debian-series;
+#                default /work/corpus; CORPUS, the older name, is still read)
 #   LAYERSTORE   layerstore binary (default: <repo>/target/release/layerstore); if missing,
 #                the layerstore rows are skipped with a note and the peers still run
 #   IMAGE1/IMAGE2  tags to import (default base-v1 / base-v2)
@@ -25,9 +26,9 @@
 #   CS_DRIVER    containers-storage driver to try first (default overlay; falls back to vfs)
 #   TOOLS        space-separated subset of: skopeo-cs umoci ostree layerstore (default: all)
 #   DROP_CACHES  1 = drop the page cache before every timed run (default 0: warm cache)
-#   RESULTS_DIR  where the Markdown report goes (default <repo>/benches/results)
-#   OUT_NAME     file name of the report inside RESULTS_DIR (default YYYY-MM-DD-compare-peers.md;
-#                e.g. OUT_NAME=$(date +%F)-compare-peers-tmpfs.md to keep runs apart)
+#   REPORT       the Markdown report (default RUN_DIR/compare-peers-FSTYPE.md, FSTYPE the
+#                filesystem of WORK_PARENT, e.g. compare-peers-ext4.md; RUN_DIR is
+#                benches/results/runs/DATE-MACHINE, see run_dir in benches/lib.sh)
 #   IDLE_WAIT    seconds (default 0: off): before every timed run, wait at most this long for the
 #                machine to be idle (benches/wait-idle.sh); the report counts the runs that
 #                started busy anyway. Use it on a shared VM where other builds and tests run
@@ -35,11 +36,13 @@
 #                filesystem for every tool, so stored bytes are comparable. On a VM whose
 #                disk is noisy, WORK_PARENT=/dev/shm (tmpfs) gives steadier CPU-side numbers;
 #                say which one a result used (the report records the filesystem)
-# Output: a table on stdout and $RESULTS_DIR/$OUT_NAME
+# Output: a table on stdout and $REPORT
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$self")/.." && pwd)
+# As in lib.sh, which the timed entry points below do not source (it would add to every timing).
+CORPUS=${LAYERSTORE_CORPUS:-${CORPUS:-/work/corpus}}
 
 # ---------------------------------------------------------------------------
 # Internal entry point used by hyperfine --prepare (runs as a fresh process).
@@ -98,7 +101,8 @@ fi
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
-export CORPUS=${CORPUS:-/work/corpus}
+BENCH_NAME=compare-peers
+source "$(dirname "$self")/lib.sh" # exports LAYERSTORE_CORPUS for the entry points
 export LAYERSTORE=${LAYERSTORE:-$repo/target/release/layerstore}
 IMAGE1=${IMAGE1:-base-v1}
 IMAGE2=${IMAGE2:-base-v2}
@@ -108,11 +112,10 @@ TOOLS=${TOOLS:-skopeo-cs umoci ostree layerstore}
 SCENARIOS=${SCENARIOS:-single update}
 export DROP_CACHES=${DROP_CACHES:-0}
 export IDLE_WAIT=${IDLE_WAIT:-0}
-RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
-OUT_NAME=${OUT_NAME:-$(date +%F)-compare-peers.md}
 WORK_PARENT=${WORK_PARENT:-${TMPDIR:-/var/tmp}}
+work_fs=$(findmnt -n -o FSTYPE -T "$WORK_PARENT" 2> /dev/null | head -n 1)
+REPORT=${REPORT:-$(run_dir)/compare-peers-${work_fs:-unknown-fs}.md}
 
-die() { echo "compare-peers: $*" >&2; exit 1; }
 notes=()
 note() { echo "compare-peers: note: $*" >&2; notes+=("$*"); }
 
@@ -120,7 +123,7 @@ note() { echo "compare-peers: note: $*" >&2; notes+=("$*"); }
 for t in hyperfine python3 findmnt du; do
   command -v "$t" > /dev/null || die "$t is required (apt-get install hyperfine python3 util-linux coreutils)"
 done
-[ -f "$CORPUS/oci/index.json" ] || die "no OCI layout at $CORPUS/oci (build it: bash shared/corpus/build-debian-series $CORPUS)"
+[ -f "$CORPUS/oci/index.json" ] || die "no OCI layout at $CORPUS/oci: set LAYERSTORE_CORPUS to a directory built by shared/corpus/build-debian-series (benches/README.md)"
 case $LAYERSTORE in /*) ;; *) LAYERSTORE=$(pwd)/$LAYERSTORE ;; esac
 if [ "$DROP_CACHES" = 1 ] && ! { sync && echo 3 > /proc/sys/vm/drop_caches; } 2> /dev/null; then
   note "DROP_CACHES=1 but /proc/sys/vm/drop_caches is not writable here: running with a warm cache"
@@ -266,8 +269,8 @@ for tool in "${enabled[@]}"; do run_tool "$tool"; done
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
-mkdir -p "$RESULTS_DIR"
-out=$RESULTS_DIR/$OUT_NAME
+out=$REPORT
+mkdir -p "$(dirname "$out")"
 if [ "$IDLE_WAIT" -gt 0 ] && [ -f "$W/idle.log" ]; then
   note "idle wait: $(wc -l < "$W/idle.log") timed runs, $(grep -c timeout "$W/idle.log") of them started on a busy machine (waited up to ${IDLE_WAIT}s; busy = CPU not idle over 2 s, threshold ${IDLE_BUSY:-10}%)"
 fi

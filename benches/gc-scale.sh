@@ -3,19 +3,24 @@
 # sized like a distribution: ~60% inline in the index, the rest loose files), half of them
 # unreferenced after `rm` of five images. Times gc (and how long it holds the exclusive lock),
 # df and images with hyperfine, and how long an import that arrives while gc holds the
-# exclusive lock waits for it; records the results in benches/results/.
+# exclusive lock waits for it; writes a report (REPORT). Needs no corpus: make-many-files makes
+# the images.
 # Usage: benches/gc-scale.sh [WORKDIR]   (needs target/release/{layerstore,make-many-files})
 #   BIN_DIR  where layerstore and make-many-files are (default <repo>/target/release); use a copy
 #            (e.g. /var/tmp/ls-bench) when others rebuild target/ while this runs
 #   PROBES   how many times the concurrent import is measured (default 5)
-#   OUT_NAME report name in benches/results (default YYYY-MM-DD-gc-scale.md)
+#   REPORT   the Markdown report (default RUN_DIR/gc-scale-FSTYPE.md, FSTYPE the filesystem of
+#            WORKDIR, e.g. gc-scale-tmpfs.md; RUN_DIR is benches/results/runs/DATE-MACHINE, see
+#            run_dir in benches/lib.sh)
 #   IDLE_WAIT  before each timed gc and probe, wait up to this many seconds for an idle machine
 #            (benches/wait-idle.sh; default 0: off)
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_NAME=gc-scale
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 bin=${BIN_DIR:-$repo/target/release}
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
+REPORT=${REPORT:-$(run_dir)/gc-scale-$(findmnt -n -o FSTYPE -T "$work" | head -n 1).md}
 ls=$bin/layerstore
 [ -x "$ls" ] && [ -x "$bin/make-many-files" ] || { echo "build first: cargo build --release -p layerstore-cli -p layerstore-tests" >&2; exit 2; }
 [ -d "$work/oci" ] || "$bin/make-many-files" "$work/oci" 10 10000
@@ -67,7 +72,8 @@ export LAYERSTORE_STORE=$work/store.full
 stat_json=$(mktemp)
 hyperfine --warmup 3 --runs 20 "$ls df" "$ls images" --export-json "$stat_json" >/dev/null
 read -r df_ms images_ms < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print("%.1f %.1f" % (r[0]["mean"]*1000, r[1]["mean"]*1000))' "$stat_json")
-out=$repo/benches/results/${OUT_NAME:-$(date +%F)-gc-scale.md}
+out=$REPORT
+mkdir -p "$(dirname "$out")"
 {
   echo "# gc, df and images at scale"
   echo

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Raw measurements behind benches/results/YYYY-MM-DD-import-figures.md (written by hand from
-# the output of this script). Every measured command is echoed with a "$ " prefix.
+# Import figures of one layerstore binary, no peers: a fresh base-v1 from the three source
+# transports, an update, space of the 4 main images, concurrent imports, a callgrind count,
+# checkout against umoci and ostree, max RSS, df/images/fsck times (sections a-h below).
+# Writes a transcript (REPORT) in which every measured command is echoed with a "$ " prefix;
+# a summary of it is written by hand.
 #
-# Usage (as root): CORPUS=/work/corpus LAYERSTORE=/tmp/layerstore-bench OUT=/tmp/if-out \
+# Usage (as root): LAYERSTORE_CORPUS=/work/corpus LAYERSTORE=/tmp/layerstore-bench OUT=/tmp/if-out \
 #                  benches/import-figures.sh [SECTION...]
 #   SECTION: a b c d e f g h (default: all). Stores live in $EXT4_DIR (default /var/tmp/import-figures)
 #   and $TMPFS_DIR (default /dev/shm/import-figures); both are removed at the end.
+#   LAYERSTORE_CORPUS: the corpus dir (default /work/corpus; OCI layout in oci/), see benches/README.md.
+#   ARCHIVES: oci-archive and docker-archive copies of base-v1 and app-v1 for sections a and g
+#   (default $LAYERSTORE_CORPUS/archives if it exists, else $OUT/archives); the missing ones are
+#   made with skopeo, untimed.
+#   REPORT: the transcript (default RUN_DIR/import-figures.txt; RUN_DIR is
+#   benches/results/runs/DATE-MACHINE, see run_dir in benches/lib.sh).
 #   RUNS (default 5) hyperfine runs; hyperfine JSON goes to $OUT/*.json.
 #   Before each timed run the script waits (QUIET_WAIT, default 600 s at most) until the
 #   machine is idle (benches/wait-idle.sh) and prints how busy it was: on a shared 2-CPU VM a
 #   neighbour's cargo build or test suite doubles the wall times.
 set -euo pipefail
-CORPUS=${CORPUS:-/work/corpus}
+BENCH_NAME=import-figures
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
+need_corpus
 L=${LAYERSTORE:-/tmp/layerstore-bench}
 OUT=${OUT:-/tmp/import-figures-out}
+ARCHIVES=${ARCHIVES:-$([ -d "$CORPUS/archives" ] && echo "$CORPUS/archives" || echo "$OUT/archives")}
+REPORT=${REPORT:-$(run_dir)/import-figures.txt}
 RUNS=${RUNS:-5}
 EXT4_DIR=${EXT4_DIR:-/var/tmp/import-figures}
 TMPFS_DIR=${TMPFS_DIR:-/dev/shm/import-figures}
@@ -27,8 +40,8 @@ trap cleanup EXIT
 declare -A FS=([ext4]=$EXT4_DIR [tmpfs]=$TMPFS_DIR)
 declare -A SRC=(
   [oci]="oci:$CORPUS/oci:base-v1"
-  [oci-archive]="oci-archive:$CORPUS/archives/base-v1.oci.tar"
-  [docker-archive]="docker-archive:$CORPUS/archives/base-v1.docker.tar"
+  [oci-archive]="oci-archive:$ARCHIVES/base-v1.oci.tar"
+  [docker-archive]="docker-archive:$ARCHIVES/base-v1.docker.tar"
 )
 run() { echo "\$ $*" >&2; "$@"; }
 wait_quiet() { # before a /usr/bin/time run: benches/wait-idle.sh, then say how busy the machine was
@@ -53,6 +66,19 @@ rss() { # LABEL COMMAND...: max RSS in kB and wall, from /usr/bin/time -v
     "user $(awk -F': ' '/User time/ {print $2}' "$OUT/time-$label.txt") s, sys $(awk -F': ' '/System time/ {print $2}' "$OUT/time-$label.txt") s"
 }
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if want a || want g; then
+  printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' > "$OUT/policy.json"
+  mkdir -p "$ARCHIVES"
+  for t in base-v1 app-v1; do
+    [ -f "$ARCHIVES/$t.oci.tar" ] ||
+      skopeo --policy "$OUT/policy.json" copy -q "oci:$GOCI:$t" "oci-archive:$ARCHIVES/$t.oci.tar:$t"
+    [ -f "$ARCHIVES/$t.docker.tar" ] ||
+      skopeo --policy "$OUT/policy.json" copy -q "oci:$GOCI:$t" "docker-archive:$ARCHIVES/$t.docker.tar:$t:latest"
+  done
+fi
+mkdir -p "$(dirname "$REPORT")"
+exec > >(tee "$REPORT") 2>&1
+echo "corpus: $GOCI; archives: $ARCHIVES"
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "uname -a: $(uname -a)"
@@ -180,7 +206,7 @@ fi
 
 if want g; then
   echo "=== g. max RSS importing app-v1"
-  for s in "oci:$CORPUS/oci:app-v1" "oci-archive:$CORPUS/archives/app-v1.oci.tar" "docker-archive:$CORPUS/archives/app-v1.docker.tar"; do
+  for s in "oci:$CORPUS/oci:app-v1" "oci-archive:$ARCHIVES/app-v1.oci.tar" "docker-archive:$ARCHIVES/app-v1.docker.tar"; do
     for i in 1 2 3; do rm -rf "$TMPFS_DIR/s"; rss "g-${s%%:*}-$i" "$L" --store "$TMPFS_DIR/s" import "$s"; done
   done
   echo "--- app-v1 into a store already holding base-v1"

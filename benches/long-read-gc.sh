@@ -2,13 +2,24 @@
 # A long read, a gc and an import on one store: does gc wait for the reader, and does the import
 # queue behind that gc? The read is `export-layer` into a pipe that is drained only after
 # HOLD seconds (a stand-in for a long checkout or disk); gc starts 0.2 s after it, an import of
-# an image whose layer is stored 0.8 s after it. Prints when each finished.
+# an image whose layer is stored 0.8 s after it. Prints when each finished, and appends the
+# same lines under a heading naming the binary to REPORT (run it once per binary to compare).
+# Needs no corpus.
 # Usage: benches/long-read-gc.sh LAYERSTORE-BINARY STORE-TEMPLATE OCI-LAYOUT [RUNS]
 #   STORE-TEMPLATE  a store to copy before each run (e.g. gc-scale.sh's WORK/store.before-gc)
 #   OCI-LAYOUT      a layout holding img0 (gc-scale.sh's WORK/oci)
 #   HOLD            seconds the pipe stays undrained (default 3)
+#   REPORT          appended to (default RUN_DIR/long-read-gc.txt; RUN_DIR is
+#                   benches/results/runs/DATE-MACHINE, see run_dir in benches/lib.sh)
 set -euo pipefail
+BENCH_NAME=long-read-gc
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
+[ $# -ge 3 ] || die "usage: benches/long-read-gc.sh LAYERSTORE-BINARY STORE-TEMPLATE OCI-LAYOUT [RUNS]"
 B=$1 TEMPLATE=$2 OCI=$3 RUNS=${4:-2} HOLD=${HOLD:-3}
+REPORT=${REPORT:-$(run_dir)/long-read-gc.txt}
+mkdir -p "$(dirname "$REPORT")"
+echo "== $B (sha256 $(sha256sum "$B" | cut -c1-16)), $(date -u '+%F %T UTC'), template $TEMPLATE, $RUNS runs, HOLD $HOLD s" >> "$REPORT"
+exec > >(tee -a "$REPORT")
 W=$(mktemp -d -p "$(dirname "$TEMPLATE")")
 trap 'rm -rf "$W"' EXIT
 for _ in $(seq "$RUNS"); do

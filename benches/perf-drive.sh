@@ -32,8 +32,9 @@
 #   git rev-parse HEAD > /var/tmp/ls-bench/GIT_HEAD          # which commit the copy is
 #   benches/perf-drive.sh
 # Environment:
+#   LAYERSTORE_CORPUS  the corpus dir (default /work/corpus; OCI layout in oci/), see benches/README.md
 #   BENCH       work dir holding the binary copies (default /var/tmp/ls-bench)
-#   LAYERSTORE  binary (default $BENCH/layerstore); CORPUS (default /work/corpus, OCI layout in oci/)
+#   LAYERSTORE  binary (default $BENCH/layerstore)
 #   TMPFS       tmpfs dir (default $BENCH/tmpfs); if it is not a mount point a 4 GiB tmpfs is
 #               mounted there and unmounted at the end
 #   ZOCI        zstd copy of the corpus (default $BENCH/zoci; made with skopeo copy
@@ -43,7 +44,9 @@
 #               cut at 120 MB; the one-other pair is skipped when missing)
 #   RUNS (default 5), IDLE_WAIT (default 60), SECTIONS (default: tput peers scale checkout profile)
 #   OUT         raw hyperfine JSON and logs (default $BENCH/perf-drive-out)
-#   REPORT      Markdown report (default <repo>/benches/results/YYYY-MM-DD-perf-drive.md)
+#   REPORT      Markdown report (default RUN_DIR/perf-drive.md, or perf-drive-SECTIONS.md when
+#               SECTIONS is not all, e.g. perf-drive-checkout.md; RUN_DIR is
+#               benches/results/runs/DATE-MACHINE, see run_dir in benches/lib.sh)
 set -euo pipefail
 BENCH_NAME=perf-drive
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
@@ -52,13 +55,19 @@ XOCI=${XOCI:-$BENCH/xoci}
 OTHER_TREE=${OTHER_TREE:-${CARGO_HOME:-$HOME/.cargo}/registry/src}
 RUNS=${RUNS:-5}
 IDLE_WAIT=${IDLE_WAIT:-60}
-SECTIONS=${SECTIONS:-tput peers scale checkout profile}
+all_sections="tput peers scale checkout profile"
+SECTIONS=${SECTIONS:-$all_sections}
 OUT=${OUT:-$BENCH/perf-drive-out}
-REPORT=${REPORT:-$repo/benches/results/$(date +%F)-perf-drive.md}
+# A run of some sections only is its own subject (perf-drive-checkout.md): it must not replace
+# the report of a whole run.
+subject=perf-drive
+# shellcheck disable=SC2086 # unquoted: one dash between the words, however they are spaced
+[ "$SECTIONS" = "$all_sections" ] || subject=perf-drive-$(echo $SECTIONS | tr ' ' '-')
+REPORT=${REPORT:-$(run_dir)/$subject.md}
 
 [ "$(id -u)" = 0 ] || die "run as root"
 [ -x "$L" ] || die "no layerstore binary at $L (see Usage)"
-[ -f "$GOCI/index.json" ] || die "no OCI layout at $GOCI"
+need_corpus
 for t in hyperfine skopeo umoci ostree python3 zstd gzip rsync; do
   command -v $t > /dev/null || die "$t is required"
 done
@@ -135,7 +144,7 @@ printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/cs/graph"\nrunroot = "%s/
 mkdir -p "$W/zcorpus"; ln -sfn "$ZOCI" "$W/zcorpus/oci"
 cp_cmd() { # CORPUS_DIR ACTION TOOL [TAG...]: a compare-peers.sh entry point as a command line
   local c=$1; shift
-  echo "env CORPUS=$c LAYERSTORE=$L IDLE_WAIT=0 DROP_CACHES=0 bash $here/compare-peers.sh $*"
+  echo "env LAYERSTORE_CORPUS=$c LAYERSTORE=$L IDLE_WAIT=0 DROP_CACHES=0 bash $here/compare-peers.sh $*"
 }
 
 S=$TMPFS/s
@@ -167,8 +176,8 @@ fi
 if want peers; then
   echo "== compare-peers.sh (tmpfs, single update fresh2)" >&2
   mkdir -p "$W/cp"
-  env CORPUS="$CORPUS" LAYERSTORE="$L" RUNS="$RUNS" IDLE_WAIT="$IDLE_WAIT" SCENARIOS="single update fresh2" \
-    WORK_PARENT="$W/cp" RESULTS_DIR="$OUT" OUT_NAME=compare-peers.md bash "$here/compare-peers.sh" > /dev/null
+  env LAYERSTORE_CORPUS="$CORPUS" LAYERSTORE="$L" RUNS="$RUNS" IDLE_WAIT="$IDLE_WAIT" SCENARIOS="single update fresh2" \
+    WORK_PARENT="$W/cp" REPORT="$OUT/compare-peers.md" bash "$here/compare-peers.sh" > /dev/null
   rec peers compare-peers "$OUT/compare-peers.md" "" ""
 fi
 

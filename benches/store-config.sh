@@ -17,12 +17,13 @@
 # The umoci unpacks the ostree commits need are made once, untimed, on the tmpfs.
 #
 # Usage (as root): benches/store-config.sh
-#   BENCH (default /var/tmp/ls-bench), LAYERSTORE (default $BENCH/layerstore), CORPUS
-#   (default /work/corpus), DISK_DIR, TMPFS (default $BENCH/tmpfs; a 4 GiB tmpfs is mounted
+#   LAYERSTORE_CORPUS (the corpus dir, default /work/corpus; see benches/README.md),
+#   BENCH (default /var/tmp/ls-bench), LAYERSTORE (default $BENCH/layerstore), DISK_DIR, TMPFS (default $BENCH/tmpfs; a 4 GiB tmpfs is mounted
 #   there if it is not a mount point, and unmounted at the end), RUNS (default 3), IDLE_WAIT
 #   (default 60: seconds to wait for an idle machine before each timed run), CONFIGS,
 #   PEERS (default "ostree skopeo-cs"), OUT (default $BENCH/store-config-out),
-#   REPORT (default <repo>/benches/results/YYYY-MM-DD-store-config.md)
+#   REPORT (default RUN_DIR/store-config.md; RUN_DIR is benches/results/runs/DATE-MACHINE,
+#   see run_dir in benches/lib.sh)
 set -euo pipefail
 BENCH_NAME=store-config
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
@@ -32,12 +33,12 @@ IDLE_WAIT=${IDLE_WAIT:-60}
 CONFIGS=${CONFIGS:-t0 t0z3 t64 t64z3 t512 t512z3 t4096 t4096z3 t4096z9 t4096z19 t16384 t16384z3}
 PEERS=${PEERS:-ostree skopeo-cs}
 OUT=${OUT:-$BENCH/store-config-out}
-REPORT=${REPORT:-$repo/benches/results/$(date +%F)-store-config.md}
+REPORT=${REPORT:-$(run_dir)/store-config.md}
 IMAGES="base-v1 app-v1 base-v2 app-v2"
 
 [ "$(id -u)" = 0 ] || die "run as root"
 [ -x "$L" ] || die "no layerstore binary at $L"
-[ -f "$GOCI/index.json" ] || die "no OCI layout at $GOCI"
+need_corpus
 for t in hyperfine skopeo umoci ostree python3; do command -v $t > /dev/null || die "$t is required"; done
 want_peer() { [[ " $PEERS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$TMPFS" "$DISK_DIR"

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         compression: data
             .first()
             .is_some_and(|b| b & 2 == 2)
-            .then_some(layerstore_store::Compression { level: 1, min_size: 64 }),
+            .then_some(layerstore_store::ObjectCompression { level: 1, min_size: 64 }),
         ..StoreOptions::default()
     };
     let store = Store::init(&tmp.path().join("store"), &sopts).unwrap();

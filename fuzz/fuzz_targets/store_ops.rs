@@ -7,7 +7,7 @@ use std::path::Path;
 
 use layerstore_import::{ImportOptions, import};
 use layerstore_store::fsck::FsckOptions;
-use layerstore_store::{Compression, RefKind, RefName, Store, StoreOptions};
+use layerstore_store::{ObjectCompression, RefKind, RefName, Store, StoreOptions};
 use libfuzzer_sys::fuzz_target;
 use sha2::Digest as _;
 
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
     write_layout(&oci);
     // Odd-length inputs run on a store with compressed objects.
     let sopts = StoreOptions {
-        compression: (data.len() % 2 == 1).then(Compression::default),
+        compression: (data.len() % 2 == 1).then(ObjectCompression::default),
         ..StoreOptions::default()
     };
     let store = Store::init(&tmp.path().join("store"), &sopts).unwrap();

@@ -38,8 +38,8 @@ pub mod why;
 
 use std::time::{Duration, Instant};
 
+use layerstore_store::Store;
 use layerstore_store::collect::Dead;
-use layerstore_store::{LockMode, Store};
 use serde::Serialize;
 
 pub use roots::roots;
@@ -130,6 +130,8 @@ pub struct GcReport {
     pub lock_wait: Duration,
     pub lock_held: Duration,
     pub unlink: Duration,
+    /// Hardlink-checkout variants of removed objects that went with them.
+    pub variants_removed: u64,
 }
 
 /// Options for [`collect`].
@@ -149,7 +151,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     if opts.dry_run {
         return Ok((plan(store)?, None));
     }
-    let _collector = store.lock(LockMode::Collector)?;
+    let _collector = store.collector_lock()?;
     let leases_reclaimed = store.reclaim_dead_leases()?;
     let marked_at = Instant::now();
     let mark = store.mark(&roots)?;
@@ -176,6 +178,9 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
             .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         Ok(())
     })?;
+    // Variants of what went go too (checkouts that linked them keep their links). A checkout in
+    // flight pins the layers it reads, so no object it makes variants of was swept.
+    let variants_removed = store.prune_variants()?;
     let removed = GcPlan::from(swept.removed);
     let report = GcReport {
         bytes_freed: removed.bytes(),
@@ -184,6 +189,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         lock_wait,
         lock_held,
         unlink: unlink_start.elapsed(),
+        variants_removed,
     };
     Ok((removed, Some(report)))
 }

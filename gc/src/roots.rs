@@ -84,3 +84,73 @@ pub fn roots(refs: &[RefInfo]) -> Roots {
     }
     roots
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn r(name: &str, target: String) -> RefInfo {
+        let name: RefName = name.parse().unwrap();
+        RefInfo {
+            kind: name.kind(),
+            name,
+            target,
+            created: 0,
+        }
+    }
+
+    /// Each kind keeps what DESIGN.md says, table-driven: refs, then the images kept whole,
+    /// the images kept in part (manifest and config) and the merged trees kept.
+    #[test]
+    fn each_ref_kind_keeps_what_its_definition_says() {
+        let (a, b) = (digest(1), digest(2));
+        let bound_b = format!("bound/deploy/{b}");
+        let merged_a = layerstore_store::merged::merged_key(&a);
+        let none: &[Digest] = &[];
+        type Case<'a> = (Vec<RefInfo>, &'a [Digest], &'a [Digest], &'a [Digest]);
+        let cases: [Case; 8] = [
+            (vec![r("image/x", a.to_string())], &[a], none, none),
+            (vec![r("root/x", a.to_string())], &[a], none, none),
+            (vec![r("prepared/x", a.to_string())], none, &[a], none),
+            (
+                vec![r(&format!("layer/{a}"), a.to_string())],
+                none,
+                none,
+                none,
+            ),
+            (vec![r("merged/x", merged_a)], &[a], none, &[a]),
+            (
+                vec![r("root/deploy", a.to_string()), r(&bound_b, b.to_string())],
+                &[a, b],
+                none,
+                none,
+            ),
+            (vec![r(&bound_b, b.to_string())], none, none, none),
+            // A target that names no image keeps nothing (fsck calls it dangling).
+            (
+                vec![r("image/x", "sha256:nonsense".into())],
+                none,
+                none,
+                none,
+            ),
+        ];
+        for (i, (refs, images, metadata, merged)) in cases.iter().enumerate() {
+            let got = roots(refs);
+            assert_eq!(got.images, images.iter().copied().collect(), "case {i}");
+            assert_eq!(got.metadata, metadata.iter().copied().collect(), "case {i}");
+            assert_eq!(got.merged, merged.iter().copied().collect(), "case {i}");
+        }
+        // The bound ref whose root is gone goes; with its root, it stays.
+        let dropped: Vec<String> = roots(&cases[6].0)
+            .drop_refs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(dropped, [bound_b]);
+        assert!(roots(&cases[5].0).drop_refs.is_empty());
+    }
+}

@@ -219,7 +219,7 @@ fn read_failed(offset: u64, e: std::io::Error) -> TarError {
 #[derive(Default)]
 struct Ext {
     /// Records of the PAX `x` header, in stream order.
-    pax: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pax: Option<Records>,
     gnu_name: Option<Vec<u8>>,
     gnu_link: Option<Vec<u8>>,
 }
@@ -419,8 +419,11 @@ fn decode_header(block: &[u8; 512], offset: u64) -> TResult<Header> {
     })
 }
 
-/// Go's `parsePAX` records (`LEN key=value\n`), in stream order; `None` if malformed.
-fn parse_pax_records(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, &'static str> {
+/// PAX records (key, value) in stream order.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Go's `parsePAX` records (`LEN key=value\n`), in stream order; why not, if malformed.
+fn parse_pax_records(mut data: &[u8]) -> Result<Records, &'static str> {
     const MALFORMED: &str = "malformed PAX record";
     let mut out = Vec::new();
     while !data.is_empty() {
@@ -722,7 +725,7 @@ impl<R: BufRead> TarParser<R> {
                 if size > self.limits.max_record {
                     return Err(fail(
                         TarRule::RecordTooLarge,
-                        format!("extension record of {size} bytes"),
+                        format!("extension record of {size} bytes is too large"),
                     ));
                 }
                 let data = self.raw(size)?;

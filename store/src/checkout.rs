@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::object::{ObjectData, ObjectReader};
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry, display_path, file_name, parent};
@@ -355,10 +355,6 @@ fn open_dir_path(root: std::os::fd::BorrowedFd<'_>, path: &[u8]) -> rustix::io::
     Ok(fd)
 }
 
-pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
-
 /// Checkouts of at least this many non-directory entries write them from two threads.
 const PARALLEL_FROM: usize = 512;
 
@@ -643,7 +639,7 @@ impl Ctx<'_> {
             rustix::fs::fchown(fd, Some(uid), Some(gid)).at(self.path(e))?;
         }
         for (k, v) in &e.xattrs {
-            if is_overlay_xattr(k) {
+            if crate::tree::is_overlay_xattr(k) {
                 self.stats.skipped_xattrs += 1;
                 continue;
             }

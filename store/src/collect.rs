@@ -27,6 +27,10 @@ use crate::merged::merged_key;
 use crate::refs::{RefInfo, RefKind, RefName, read_refs};
 use crate::store::{LockMode, Store, StoreLock};
 
+mod reach;
+
+pub use reach::LeasePin;
+
 /// What the roots of a collection keep alive, as the collector's policy states them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Roots {
@@ -528,92 +532,6 @@ impl Drop for Sweep<'_> {
         {
             log::warn!("ending an abandoned gc sweep: {e}; the next open puts its files back");
         }
-    }
-}
-
-/// A lease's pin on a layer or an object: an operation in flight that keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LeasePin {
-    /// The lease id.
-    pub lease: String,
-    /// What the operation does.
-    pub what: String,
-}
-
-/// Lookups `why` follows from a layer or an object up to what keeps it.
-impl Store {
-    /// The keys of the layers rows (diff_ids, and merged trees' keys) whose entries name the
-    /// object `id`, sorted.
-    pub fn layers_holding(&self, id: &ObjectId) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT l.diff_id FROM entries e JOIN layers l ON l.id = e.layer
-             WHERE e.object = ?1 ORDER BY l.diff_id",
-        )?;
-        let keys = stmt
-            .query_map([&id.as_bytes()[..]], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(keys)
-    }
-
-    /// The live leases' pins on the stored layer `diff_id`.
-    pub fn lease_pins_of_layer(&self, diff_id: &Digest) -> Result<Vec<LeasePin>> {
-        self.lease_pins(
-            "SELECT ll.lease, le.what FROM lease_layers ll JOIN leases le ON le.id = ll.lease
-             WHERE ll.diff_id = ?1 ORDER BY ll.lease",
-            rusqlite::types::Value::Text(diff_id.to_string()),
-        )
-    }
-
-    /// The live leases' pins on the object `id`.
-    pub fn lease_pins_of_object(&self, id: &ObjectId) -> Result<Vec<LeasePin>> {
-        self.lease_pins(
-            "SELECT lo.lease, le.what FROM lease_objects lo JOIN leases le ON le.id = lo.lease
-             WHERE lo.id = ?1 ORDER BY lo.lease",
-            rusqlite::types::Value::Blob(id.as_bytes().to_vec()),
-        )
-    }
-
-    fn lease_pins(&self, sql: &str, key: rusqlite::types::Value) -> Result<Vec<LeasePin>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let pins = stmt
-            .query_map([key], |r| {
-                Ok(LeasePin {
-                    lease: r.get(0)?,
-                    what: r.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(pins)
-    }
-
-    /// Whether the layer `diff_id` is stored.
-    pub fn has_layer(&self, diff_id: &Digest) -> Result<bool> {
-        Ok(self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM layers WHERE diff_id = ?1)",
-            [diff_id.to_string()],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// Whether the store has the object `id` in any form: a row, a loose file (perhaps one no
-    /// row names yet), or a lease's pin.
-    pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
-        let known: bool = self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE id = ?1)
-                 OR EXISTS (SELECT 1 FROM lease_objects WHERE id = ?1)",
-            [&id.as_bytes()[..]],
-            |r| r.get(0),
-        )?;
-        Ok(known || self.objects.symlink_metadata(id.rel_path()).is_ok())
-    }
-
-    /// Every object id the index has a row for, sorted.
-    pub fn object_ids(&self) -> Result<Vec<ObjectId>> {
-        let mut ids = object_ids(&self.conn(), "SELECT id FROM objects")?;
-        ids.sort();
-        Ok(ids)
     }
 }
 

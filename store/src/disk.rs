@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::checkout::{CheckoutMode, CheckoutOptions};
 use crate::error::{Error, IoContext, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::object::ObjectReader;
 use crate::query::ImageInfo;
 use crate::store::Store;
@@ -69,13 +69,17 @@ impl Store {
     }
 
     /// Stream a rootfs tar of `image` into `w` (standard output, a pipe), through a merged ref
-    /// as [`Store::generate_disk`] does; `opts.format` must be [`DiskFormat::Tar`].
+    /// as [`Store::generate_disk`] does. Always a tar: `opts.format` is not consulted.
     pub fn generate_tar_to<W: Write>(
         &self,
         image: &ImageInfo,
         w: W,
         opts: &DiskOptions,
     ) -> Result<DiskReport> {
+        let opts = &DiskOptions {
+            format: DiskFormat::Tar,
+            ..opts.clone()
+        };
         let mut counting = CountingWriter { inner: w, count: 0 };
         self.with_merged(image, opts, Path::new("-"), |tree| {
             self.write_tar(tree, &mut counting)?;

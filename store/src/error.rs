@@ -51,6 +51,8 @@ pub enum Error {
     PathNotFound { image: String, path: String },
     #[error("{path:?} in image {image} is not a regular file")]
     NotAFile { image: String, path: String },
+    #[error("{path:?} in image {image} is not a directory")]
+    NotADirectory { image: String, path: String },
     #[error("layer {diff_id}: {reason} at {path:?}")]
     BadTree {
         diff_id: String,

@@ -11,6 +11,9 @@
 //!                    blob may be one zstd frame of the content (`objects.zstd`); the name is
 //!                    still the blake3 of the content
 //!   staging/LEASE/   per-import temp files; anything here without a live lease is garbage
+//!   variants/ab/cdef….META  what hardlink checkouts link: a copy of object abcdef… with one
+//!                    combination of mode, owner and xattrs, mtime 0, made on first use;
+//!                    disposable (variant.rs)
 //!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
 //!   sweeping         present while a gc sweep renames doomed files before its commit; opening
 //!                    a store where it was left (the sweep was killed) puts those files back
@@ -24,6 +27,11 @@
 //! Invariants:
 //! - An object's name is the blake3 of its content and of nothing else; identical content is
 //!   stored once whatever its owner, mode, xattrs or path.
+//! - Object files are never handed out: hardlink checkouts link variants, so a write through a
+//!   checkout cannot change what other images read. A corrupt object is removed by
+//!   `fsck --repair`, which marks the layers that need it (heal.rs); imports read those again.
+//! - A store this process cannot write opens read-only (readonly.rs): reads work, pins are
+//!   skipped, writes fail with [`Error::ReadOnlyStore`].
 //! - Publish order: objects are written in staging, pinned to the import's lease and renamed
 //!   into `objects/` first (orphans are harmless), then one `syncfs`, then one durable SQLite
 //!   transaction records layers, objects, the image and its refs and ends the lease. Readers
@@ -60,13 +68,13 @@ pub mod df;
 pub mod digest;
 pub mod disk;
 pub mod error;
+pub mod flatten;
 pub mod fsck;
 mod fsutil;
 pub mod heal;
 pub mod labels;
 pub mod lease;
 pub mod lookup;
-pub mod merge;
 pub mod merged;
 pub mod object;
 pub mod publish;
@@ -83,16 +91,16 @@ pub mod variant;
 pub use checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 pub use digest::{Digest, DigestHasher, ObjectId};
 pub use error::{Error, Result};
+pub use flatten::MergedTree;
 pub use heal::DamagedLayer;
 pub use lease::{LayerState, Lease};
 pub use lookup::Follow;
-pub use merge::MergedTree;
 pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
 pub use roots::{Binding, RootInfo};
-pub use store::{Compression, Limits, LockMode, Store, StoreConfig, StoreLock, StoreOptions};
+pub use store::{Limits, LockMode, ObjectCompression, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 
 impl Store {

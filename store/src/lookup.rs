@@ -4,7 +4,7 @@
 
 use crate::digest::{Digest, ObjectId};
 use crate::error::{Error, Result};
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::query::ImageInfo;
 use crate::refs::RefName;
 use crate::store::Store;
@@ -22,17 +22,26 @@ pub enum Follow {
 
 impl MergedTree {
     /// The entry at `path`. Intermediate symlinks resolve inside the image root; `follow` says
-    /// what happens to a final one. `image` names the image in the error.
+    /// what happens to a final one. `image` names the image in the error: [`Error::PathNotFound`],
+    /// or [`Error::NotADirectory`] for a path ending in `/` that names something else.
     pub fn find(&self, image: &str, path: &[u8], follow: Follow) -> Result<&TreeEntry> {
         let found = if follow == Follow::NotLast && !path.ends_with(b"/") {
             self.lookup_nofollow(path)
         } else {
             self.lookup(path)
         };
-        found.ok_or_else(|| Error::PathNotFound {
+        let e = found.ok_or_else(|| Error::PathNotFound {
             image: image.into(),
             path: String::from_utf8_lossy(path).into_owned(),
-        })
+        })?;
+        // `dir/` names a directory (or a symlink to one), as in every POSIX path lookup.
+        if path.ends_with(b"/") && e.kind != EntryKind::Directory {
+            return Err(Error::NotADirectory {
+                image: image.into(),
+                path: String::from_utf8_lossy(path).into_owned(),
+            });
+        }
+        Ok(e)
     }
 
     /// The regular file (or hard link) at `path`, symlinks followed, with its content's object.
@@ -129,5 +138,73 @@ impl Store {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> MergedTree {
+        let mut file = TreeEntry::implicit_dir(b"usr/lib/os-release".to_vec());
+        file.kind = EntryKind::Regular;
+        file.object = Some(ObjectId::of(b"ID=test\n"));
+        let link = |p: &str, t: &str| {
+            let mut e = TreeEntry::implicit_dir(p.as_bytes().to_vec());
+            e.kind = EntryKind::Symlink;
+            e.link = Some(t.as_bytes().to_vec());
+            e
+        };
+        let entries = vec![
+            file,
+            link("etc/os-release", "../usr/lib/os-release"),
+            link("lib", "usr/lib"),
+        ];
+        MergedTree::build([(&Digest::of(b"layer"), entries.as_slice())]).unwrap()
+    }
+
+    #[test]
+    fn a_final_symlink_is_followed_only_when_asked() {
+        let t = tree();
+        let e = t.find("img", b"/etc/os-release", Follow::NotLast).unwrap();
+        assert_eq!(
+            (e.path.as_slice(), e.kind),
+            (&b"etc/os-release"[..], EntryKind::Symlink)
+        );
+        let e = t.find("img", b"/etc/os-release", Follow::Always).unwrap();
+        assert_eq!(e.path, b"usr/lib/os-release");
+        // Symlinks on the way resolve; a trailing slash asks for the target.
+        let e = t.find("img", b"/lib/os-release", Follow::NotLast).unwrap();
+        assert_eq!(e.path, b"usr/lib/os-release");
+        assert_eq!(
+            t.find("img", b"/lib", Follow::NotLast).unwrap().kind,
+            EntryKind::Symlink
+        );
+        assert_eq!(
+            t.find("img", b"/lib/", Follow::NotLast).unwrap().path,
+            b"usr/lib"
+        );
+    }
+
+    #[test]
+    fn missing_paths_and_non_files_are_typed_errors() {
+        let t = tree();
+        assert!(matches!(
+            t.find("img", b"/nope", Follow::Always),
+            Err(Error::PathNotFound { .. })
+        ));
+        assert!(matches!(
+            t.find_file("img", b"/usr/lib"),
+            Err(Error::NotAFile { .. })
+        ));
+        assert!(matches!(
+            t.find("img", b"/etc/os-release/", Follow::NotLast),
+            Err(Error::NotADirectory { .. })
+        ));
+        let (e, id) = t.find_file("img", b"/etc/os-release").unwrap();
+        assert_eq!(
+            (e.path.as_slice(), id),
+            (&b"usr/lib/os-release"[..], ObjectId::of(b"ID=test\n"))
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::digest::Digest;
 use crate::error::Result;
-use crate::merge::MergedTree;
+use crate::flatten::MergedTree;
 use crate::query::ImageInfo;
 use crate::refs::RefName;
 use crate::store::Store;

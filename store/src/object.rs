@@ -2,7 +2,7 @@
 //! ones as loose files `objects/ab/cdef…`, mode 0444, written in staging and renamed into place
 //! with `RENAME_NOREPLACE` (an existing name is a dedup hit; both have the same content).
 //!
-//! With [`Compression`] configured, a content may be stored (loose or inline) as one zstd frame
+//! With [`ObjectCompression`](crate::ObjectCompression) configured, a content may be stored (loose or inline) as one zstd frame
 //! that declares the content size and carries a checksum; `objects.zstd` records which. The name
 //! is always the blake3 of the content, so dedup does not depend on how a content is stored.
 

@@ -1,4 +1,5 @@
-//! The index schema. Migrations are append-only and tracked by `PRAGMA user_version`; all pending
+//! The index schema; `store/schema.sql` states the current one (a test holds it to the
+//! migrations). Migrations are append-only and tracked by `PRAGMA user_version`; all pending
 //! ones run in one transaction.
 
 use rusqlite::Connection;
@@ -248,6 +249,92 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tables (with each column's name, type, NOT NULL, default and primary-key position, and
+    /// whether it is WITHOUT ROWID) and indexes (with their columns and uniqueness) of `conn`,
+    /// one line each, sorted: the structure, without the comments and spacing of the text.
+    fn structure(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut objects = conn
+            .prepare(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master
+                 WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .unwrap();
+        let objects: Vec<(String, String, String, Option<String>)> = objects
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for (kind, name, table, sql) in objects {
+            if kind == "table" {
+                let rowid = !sql.unwrap_or_default().contains("WITHOUT ROWID");
+                out.push(format!("table {name} rowid={rowid}"));
+                let mut cols = conn
+                    .prepare(
+                        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)",
+                    )
+                    .unwrap();
+                for c in cols
+                    .query_map([&name], |r| {
+                        Ok(format!(
+                            "  {name}.{} {} notnull={} default={:?} pk={}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, bool>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?
+                        ))
+                    })
+                    .unwrap()
+                {
+                    out.push(c.unwrap());
+                }
+            } else if kind == "index" {
+                let unique: bool = conn
+                    .query_row(
+                        "SELECT \"unique\" FROM pragma_index_list(?1) WHERE name = ?2",
+                        [&table, &name],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                let mut cols = conn
+                    .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+                    .unwrap();
+                let cols: Vec<String> = cols
+                    .query_map([&name], |r| r.get(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                out.push(format!(
+                    "index {name} on {table}({}) unique={unique}",
+                    cols.join(", ")
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// `store/schema.sql` is the one readable statement of the schema; it must say what the
+    /// migrations make.
+    #[test]
+    fn schema_sql_states_the_current_schema() {
+        let mut migrated = Connection::open_in_memory().unwrap();
+        migrate(&mut migrated).unwrap();
+        let stated = Connection::open_in_memory().unwrap();
+        stated.execute_batch(include_str!("../schema.sql")).unwrap();
+        let (m, s) = (structure(&migrated), structure(&stated));
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|l| !b.contains(l)).cloned().collect()
+        };
+        assert!(
+            m == s,
+            "store/schema.sql differs from the migrated schema;\nonly migrated:\n{}\nonly in schema.sql:\n{}",
+            only(&m, &s).join("\n"),
+            only(&s, &m).join("\n")
+        );
+    }
 
     #[test]
     fn config_labels_of_images_stored_before_are_indexed() {

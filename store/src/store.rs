@@ -33,21 +33,21 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// Per-object zstd compression; `None` stores contents as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<Compression>,
+    pub compression: Option<ObjectCompression>,
 }
 
 /// Per-object compression: contents of at least `min_size` bytes are stored as one zstd frame
 /// when that saves space (a 4 KiB block for loose files, an eighth for inline ones). Readers
 /// decompress transparently; hardlink and reflink checkouts copy such objects instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compression {
+pub struct ObjectCompression {
     pub level: i32,
     pub min_size: u64,
 }
 
-impl Default for Compression {
+impl Default for ObjectCompression {
     fn default() -> Self {
-        Compression {
+        ObjectCompression {
             level: 3,
             min_size: 512,
         }
@@ -143,7 +143,7 @@ impl Limits {
 pub struct StoreOptions {
     pub inline_threshold: u64,
     pub limits: Limits,
-    pub compression: Option<Compression>,
+    pub compression: Option<ObjectCompression>,
 }
 
 impl Default for StoreOptions {
@@ -176,8 +176,6 @@ pub enum LockMode {
     Shared,
     /// Only the gc sweep and repairs.
     Exclusive,
-    /// `gc.lock`, held by a gc from start to end: one collection at a time.
-    Collector,
 }
 
 /// A held flock on `STORE/lock` (or `gc.lock`); released on drop (and by the kernel when the
@@ -344,6 +342,16 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Take `gc.lock`, a different file from the store lock: held by a gc from start to end, so
+    /// one collection runs at a time. Blocks until it is free.
+    pub fn collector_lock(&self) -> Result<StoreLock> {
+        self.require_writable("gc")?;
+        Ok(StoreLock {
+            _file: self.flock_file("gc.lock", rustix::fs::FlockOperation::LockExclusive)?,
+            shared: None,
+        })
+    }
+
     /// Take the store lock; blocks until it is free.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
@@ -351,10 +359,6 @@ impl Store {
             self.require_writable("this command")?;
         }
         match mode {
-            LockMode::Collector => Ok(StoreLock {
-                _file: self.flock_file("gc.lock", LockExclusive)?,
-                shared: None,
-            }),
             // flock has no fairness: a steady stream of shared holders would starve a gc
             // forever. So a gc first takes `turnstile` exclusively, and a new shared holder
             // passes through `turnstile` (shared, let go at once) before it takes `lock`: while

@@ -223,6 +223,12 @@ pub fn display_path(path: &[u8]) -> String {
     s
 }
 
+/// overlayfs's own xattrs (`trusted.overlay.*`, `user.overlay.*`): markers of an unpacked
+/// overlay, never restored by a checkout.
+pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,8 +72,8 @@ impl<'e> VariantMeta<'e> {
             .xattrs
             .iter()
             .filter(|(k, _)| {
-                let keep = !crate::checkout::is_overlay_xattr(k)
-                    && (privileged || k.starts_with(b"user."));
+                let keep =
+                    !crate::tree::is_overlay_xattr(k) && (privileged || k.starts_with(b"user."));
                 skipped += u64::from(!keep);
                 keep
             })
@@ -465,10 +465,13 @@ impl Store {
     /// died. Returns how many files went.
     pub fn prune_variants(&self) -> Result<u64> {
         let mut removed = 0;
-        let known = self.object_ids_present()?;
+        // Point lookups per variant: gc runs this after every sweep, and a store holds far fewer
+        // variants than objects.
+        let conn = self.conn();
+        let mut has_row = conn.prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?;
         for (rel, kind) in self.variant_files()? {
             let gone = match kind {
-                VariantName::Variant(id) => !known.contains(&id),
+                VariantName::Variant(id) => !has_row.exists([id.as_bytes().as_slice()])?,
                 VariantName::Temp(pid) => pid.is_none_or(|p| !process_exists(p)),
                 VariantName::Stray => false,
             };

@@ -193,6 +193,9 @@ fn parse_listing(out: &[u8]) -> Vec<GoListing> {
     all
 }
 
+/// A reference's rows, or its complaint.
+pub type Listed = Result<Vec<RefRow>, String>;
+
 /// One entry as every reference can list it: (type letter as `ls -l` shows it, permission bits,
 /// uid, gid, size of regular files (0 otherwise), path without trailing slashes, link target).
 /// Hard links are `h`.
@@ -401,10 +404,7 @@ pub fn have(name: &str) -> bool {
 
 /// Every available reference's reading of `tar` (name, rows or complaint), for explaining why
 /// layerstore refuses an archive.
-pub fn reference_readings(
-    tar: &[u8],
-    go: Option<&GoTar>,
-) -> Vec<(&'static str, Result<Vec<RefRow>, String>)> {
+pub fn reference_readings(tar: &[u8], go: Option<&GoTar>) -> Vec<(&'static str, Listed)> {
     let mut out = Vec::new();
     if have("tar") {
         out.push(("GNU tar", gnu_tar_rows(tar)));
@@ -419,10 +419,10 @@ pub fn reference_readings(
 }
 
 /// A sentence saying how the references read `tar`: which disagree, or that all refuse it.
-pub fn explain_disagreement(readings: &[(&'static str, Result<Vec<RefRow>, String>)]) -> String {
-    let mut groups: Vec<(Vec<&str>, &Result<Vec<RefRow>, String>)> = Vec::new();
+pub fn explain_disagreement(readings: &[(&'static str, Listed)]) -> String {
+    let mut groups: Vec<(Vec<&str>, &Listed)> = Vec::new();
     for (name, r) in readings {
-        let same = |other: &Result<Vec<RefRow>, String>| match (r, other) {
+        let same = |other: &Listed| match (r, other) {
             (Ok(a), Ok(b)) => a == b,
             (Err(_), Err(_)) => true,
             _ => false,
@@ -432,7 +432,7 @@ pub fn explain_disagreement(readings: &[(&'static str, Result<Vec<RefRow>, Strin
             None => groups.push((vec![name], r)),
         }
     }
-    let describe = |r: &Result<Vec<RefRow>, String>| match r {
+    let describe = |r: &Listed| match r {
         Ok(rows) => format!(
             "list {:?}",
             rows.iter()

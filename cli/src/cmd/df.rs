@@ -42,28 +42,40 @@ struct Df {
 
 impl View for Df {
     fn text(&self, ctx: &Context, w: &mut dyn Write) -> std::io::Result<()> {
+        // -v: exact byte counts and the manifest digest.
+        let size = |n: u64| {
+            if ctx.verbose > 0 {
+                n.to_string()
+            } else {
+                fmt::bytes(n)
+            }
+        };
         let rows: Vec<Vec<String>> = self
             .images
             .iter()
             .map(|i| {
-                vec![
+                let mut row = vec![
                     i.name.clone(),
-                    fmt::bytes(i.logical_bytes),
-                    fmt::bytes(i.exclusive_bytes),
-                    fmt::bytes(i.shared_bytes),
-                ]
+                    size(i.logical_bytes),
+                    size(i.exclusive_bytes),
+                    size(i.shared_bytes),
+                ];
+                if ctx.verbose > 0 {
+                    row.push(i.manifest_digest.to_string());
+                }
+                row
             })
             .collect();
-        table(
-            w,
-            &[
-                ("IMAGE", Align::Left),
-                ("LOGICAL", Align::Right),
-                ("EXCLUSIVE", Align::Right),
-                ("SHARED", Align::Right),
-            ],
-            &rows,
-        )?;
+        let mut header = vec![
+            ("IMAGE", Align::Left),
+            ("LOGICAL", Align::Right),
+            ("EXCLUSIVE", Align::Right),
+            ("SHARED", Align::Right),
+        ];
+        if ctx.verbose > 0 {
+            header.push(("DIGEST", Align::Left));
+        }
+        table(w, &header, &rows)?;
         if !ctx.quiet {
             writeln!(
                 w,

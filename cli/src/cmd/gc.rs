@@ -32,6 +32,7 @@ struct Collected {
     lock_wait: f64,
     lock_held: f64,
     unlink: f64,
+    variants_removed: u64,
 }
 
 impl From<GcReport> for Collected {
@@ -43,6 +44,7 @@ impl From<GcReport> for Collected {
             lock_wait: r.lock_wait.as_secs_f64(),
             lock_held: r.lock_held.as_secs_f64(),
             unlink: r.unlink.as_secs_f64(),
+            variants_removed: r.variants_removed,
         }
     }
 }

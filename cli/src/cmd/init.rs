@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use layerstore_store::{Compression, Limits, Store, StoreOptions};
+use layerstore_store::{Limits, ObjectCompression, Store, StoreOptions};
 use serde::Serialize;
 
 use crate::context::{Context, View};
@@ -51,9 +51,11 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let opts = StoreOptions {
         inline_threshold: a.inline_threshold,
         limits: parse::apply_limits(Limits::default(), &a.limits),
-        compression: a.compress.map(|level| Compression {
+        compression: a.compress.map(|level| ObjectCompression {
             level,
-            min_size: a.compress_min.unwrap_or(Compression::default().min_size),
+            min_size: a
+                .compress_min
+                .unwrap_or(ObjectCompression::default().min_size),
         }),
     };
     let path = ctx.store_path();

@@ -206,6 +206,9 @@ fn gc_and_why_through_the_binary() {
     ok(&store, &["rm", "base-v1", "app-v1"]);
     let plan = ok(&store, &["gc", "--dry-run", "--json"]).json();
     assert_eq!(plan["layers"].as_array().unwrap().len(), 2);
+    let d = plan["layers"][0].as_str().unwrap();
+    let w = ok(&store, &["why", d]);
+    assert!(w.text().contains("nothing keeps"));
     let rep = ok(&store, &["gc", "--json"]).json();
     assert_eq!(rep["removed"]["layers"], plan["layers"]);
     assert_eq!(
@@ -217,9 +220,10 @@ fn gc_and_why_through_the_binary() {
         String::from_utf8_lossy(&again.stdout).trim(),
         "nothing to collect"
     );
-    let d = plan["layers"][0].as_str().unwrap();
-    let w = ok(&store, &["why", d]);
-    assert!(String::from_utf8_lossy(&w.stdout).contains("nothing keeps"));
+    // Once collected, the layer is not in the store: asking about it is an error.
+    let w = layerstore(&store, &["why", d]);
+    assert_eq!(w.code, 2, "{}", w.stderr);
+    assert!(w.stderr.contains("is not in the store"), "{}", w.stderr);
     assert_sound(&store, tmp.path());
 }
 

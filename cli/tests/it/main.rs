@@ -7,6 +7,7 @@
 //!   found trying the command as a new user would.
 
 mod bound;
+mod checkout_integrity;
 mod commands;
 mod labels;
 mod lifecycle;

@@ -205,6 +205,9 @@ fn ls_shows_a_symlink_itself() {
     );
     assert_eq!(paths("/lib"), one("/lib", "symlink"));
     assert_eq!(paths("/lib/"), one("/usr/lib/os-release", "regular"));
+    let r = layerstore(&store, &["ls", "links", "/etc/os-release/"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
     // cat still follows the link.
     assert_eq!(
         ok(&store, &["cat", "links", "/etc/os-release"]).stdout,

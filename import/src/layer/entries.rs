@@ -279,7 +279,7 @@ impl Contents<'_, '_> {
             } else {
                 self.stats.dedup_hits += 1;
             }
-        } else if let Some(w) = self.staging.put_cheap(id, &data)? {
+        } else if let Some(w) = self.staging.put_found_or_inline(id, &data)? {
             self.written(w);
         } else {
             self.queued.insert(id);

@@ -24,7 +24,7 @@ pub(super) type Written = (NewObject, PutOutcome);
 type Batch = Vec<(ObjectId, Vec<u8>)>;
 
 /// Writer threads for contents already hashed in memory, for which
-/// [`Staging::put_cheap`] found nothing cheap to do.
+/// [`Staging::put_found_or_inline`] found nothing cheap to do.
 pub(super) struct WritePool<'scope> {
     tx: Option<mpsc::SyncSender<Batch>>,
     batch: Batch,
@@ -53,7 +53,7 @@ impl<'scope> WritePool<'scope> {
                             return Ok(done);
                         };
                         for (id, data) in batch {
-                            match staging.put_costly(id, &data) {
+                            match staging.put_by_writing(id, &data) {
                                 Ok(w) => done.push(w),
                                 Err(e) => {
                                     failed.store(true, Ordering::Relaxed);

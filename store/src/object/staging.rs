@@ -11,7 +11,7 @@ use super::frame::{worthwhile, zstd_frame};
 use super::{LooseFile, NewObject, PutOutcome};
 use crate::digest::ObjectId;
 use crate::error::{Error, IoContext, Result};
-use crate::store::{Compression, LockMode, Store};
+use crate::store::{LockMode, ObjectCompression, Store};
 
 /// A per-import staging directory `staging/NAME/`; everything in it is garbage after a crash.
 ///
@@ -114,7 +114,7 @@ impl<'s> Staging<'s> {
     }
 
     /// Queue a temp file for its object name; flushes a full batch.
-    fn wait(&self, tmp: String, id: ObjectId, size: u64, file: LooseFile) -> Result<()> {
+    fn queue_rename(&self, tmp: String, id: ObjectId, size: u64, file: LooseFile) -> Result<()> {
         let full = {
             let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
             b.waiting.push((tmp, id, size, file));
@@ -189,7 +189,7 @@ impl<'s> Staging<'s> {
     }
 
     /// The compression that applies to content of this size, if any.
-    fn compression(&self, size: u64) -> Option<Compression> {
+    fn compression(&self, size: u64) -> Option<ObjectCompression> {
         self.store.config.compression.filter(|c| size >= c.min_size)
     }
 
@@ -215,7 +215,7 @@ impl<'s> Staging<'s> {
     /// Store content whose id the caller computed, if that takes neither compression nor a
     /// write: inline content that is not to be compressed, or content whose object file exists
     /// already. `None` means [`Staging::put_hashed`] has work to do.
-    pub fn put_cheap(
+    pub fn put_found_or_inline(
         &self,
         id: ObjectId,
         content: &[u8],
@@ -247,15 +247,15 @@ impl<'s> Staging<'s> {
 
     /// Store content whose id the caller computed.
     pub fn put_hashed(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
-        match self.put_cheap(id, content)? {
+        match self.put_found_or_inline(id, content)? {
             Some(done) => Ok(done),
-            None => self.put_costly(id, content),
+            None => self.put_by_writing(id, content),
         }
     }
 
-    /// Store content for which [`Staging::put_cheap`] returned `None`: compress and write it
+    /// Store content for which [`Staging::put_found_or_inline`] returned `None`: compress and write it
     /// (an object file that appeared since is a dedup hit when the batch is flushed).
-    pub fn put_costly(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
+    pub fn put_by_writing(&self, id: ObjectId, content: &[u8]) -> Result<(NewObject, PutOutcome)> {
         let size = content.len() as u64;
         if self.is_inline_size(size) {
             let obj = match self.compress(&id, content, true)? {
@@ -282,7 +282,7 @@ impl<'s> Staging<'s> {
         let mut f = self.create_temp(&tmp)?;
         f.write_all(bytes).at(self.temp_path(&tmp))?;
         drop(f);
-        self.wait(tmp, id, size, file)?;
+        self.queue_rename(tmp, id, size, file)?;
         Ok((NewObject::loose(id, size, file), PutOutcome::Written))
     }
 
@@ -316,7 +316,7 @@ impl<'s> Staging<'s> {
     }
 
     /// Write a zstd frame of the temp file `src` into the temp file `dst`; returns its length.
-    fn compress_file(&self, src: &str, dst: &str, size: u64, c: Compression) -> Result<u64> {
+    fn compress_file(&self, src: &str, dst: &str, size: u64, c: ObjectCompression) -> Result<u64> {
         let path = self.temp_path(dst);
         let mut input = self.dir.open(src).at(self.temp_path(src))?.into_std();
         let out = io::BufWriter::with_capacity(1 << 20, self.create_temp(dst)?);
@@ -433,7 +433,7 @@ impl ObjectWriter<'_, '_> {
                 .at(staging.temp_path(&drop))?;
             tmp = keep;
         }
-        staging.wait(tmp, id, size, file)?;
+        staging.queue_rename(tmp, id, size, file)?;
         Ok((NewObject::loose(id, size, file), PutOutcome::Written))
     }
 }
@@ -445,7 +445,7 @@ mod tests {
     use crate::object::frame::unzstd_inline;
     use crate::store::StoreOptions;
 
-    fn store(dir: &std::path::Path, compression: Option<Compression>) -> Store {
+    fn store(dir: &std::path::Path, compression: Option<ObjectCompression>) -> Store {
         let opts = StoreOptions {
             compression,
             ..StoreOptions::default()
@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn compressible_content_is_a_frame_and_incompressible_stays_plain() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = store(tmp.path(), Some(Compression::default()));
+        let s = store(tmp.path(), Some(ObjectCompression::default()));
         let st = s.staging("t").unwrap();
         let mut noise = vec![0u8; 100_000];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn streamed_objects_compress_when_it_pays() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = store(tmp.path(), Some(Compression::default()));
+        let s = store(tmp.path(), Some(ObjectCompression::default()));
         let st = s.staging("t").unwrap();
         let mut w = st.writer().unwrap();
         let line = b"0123456789abcdef\n";

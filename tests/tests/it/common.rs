@@ -1,5 +1,4 @@
 //! Helpers shared by the scenario tests.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! Scenario tests through the libraries on the bundled sample series: import → read → checkout →
 //! export → fsck, with figures cross-checked against an independent computation on the fixtures.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::Read;
 
-use common::*;
+use crate::common::*;
 use layerstore_store::{CheckoutMode, CheckoutOptions, Digest};
 use layerstore_tests::{SAMPLE_TAGS, sample, sample_series};
 
@@ -87,7 +85,7 @@ fn inline_new_bytes(
 #[test]
 fn checkouts_match_umoci_unpack() {
     if !have("umoci") || !is_root() {
-        eprintln!("skipped: needs umoci and root");
+        layerstore_tests::skip("needs umoci and root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -1,12 +1,10 @@
 //! Garbage collection scenarios through the libraries. Every test ends with the store sound
 //! (fsck clean, every ref resolvable).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use layerstore_gc::why::{Subject, why};
 use layerstore_gc::{GcOptions, collect, plan};
 use layerstore_store::disk::{DiskFormat, DiskOptions};

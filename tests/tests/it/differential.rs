@@ -4,8 +4,6 @@
 //! xattrs, device numbers). Archives layerstore refuses are listed with how the references
 //! disagree about them.
 
-mod common;
-
 use std::sync::OnceLock;
 
 use layerstore_import::tarparse::{TarEntry, TarKind, TarLimits, TarParser, TarRule};
@@ -41,7 +39,14 @@ fn limits() -> TarLimits {
 
 /// Every entry our parser reads, with the sha256 of its data.
 fn parse(tar: &[u8]) -> Result<Vec<(TarEntry, String)>, layerstore_import::tarparse::TarError> {
-    let mut p = TarParser::new(tar, limits());
+    parse_with(tar, limits())
+}
+
+fn parse_with(
+    tar: &[u8],
+    limits: TarLimits,
+) -> Result<Vec<(TarEntry, String)>, layerstore_import::tarparse::TarError> {
+    let mut p = TarParser::new(tar, limits);
     let mut out = Vec::new();
     while let Some(e) = p.next_entry()? {
         let mut h = sha2::Sha256::new();
@@ -102,9 +107,12 @@ fn ours(tar: &[u8]) -> Vec<RefRow> {
 
 /// Our entries in Go's terms, for a field-by-field comparison.
 fn ours_as_go(tar: &[u8]) -> Vec<GoEntry> {
+    to_go(parse(tar).expect("accepted archive"))
+}
+
+fn to_go(entries: Vec<(TarEntry, String)>) -> Vec<GoEntry> {
     let empty = hex::encode(sha2::Sha256::digest(b""));
-    parse(tar)
-        .expect("accepted archive")
+    entries
         .into_iter()
         .map(|(e, sum)| GoEntry {
             typeflag: match e.kind {
@@ -168,17 +176,69 @@ fn assert_go_agrees(name: &str, go: &GoTar, tar: &[u8]) {
         listing.error, None,
         "{name}: Go refuses an archive we accept"
     );
-    let mut mine = ours_as_go(tar);
+    assert_eq!(
+        ours_for_go(ours_as_go(tar)),
+        go_normalised(&listing.entries),
+        "{name}: Go disagrees"
+    );
+}
+
+/// Sizes of entries without data are 0 in the comparison (Go lists the header's field).
+fn ours_for_go(mut mine: Vec<GoEntry>) -> Vec<GoEntry> {
     for e in &mut mine {
         if e.typeflag != b'0' {
             e.size = 0;
         }
     }
-    assert_eq!(
-        mine,
-        go_normalised(&listing.entries),
-        "{name}: Go disagrees"
+    mine
+}
+
+/// The tar fuzz corpus (and `LAYERSTORE_TAR_CORPUS`, a directory of more inputs, such as a fuzz
+/// run's new corpus): every input layerstore's parser accepts, with the fuzz target's limits,
+/// reads the same in Go's archive/tar.
+#[test]
+fn fuzz_corpus_inputs_we_accept_read_alike_in_go() {
+    let Some(go) = go() else { return };
+    let mut dirs =
+        vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tar_stream")];
+    if let Some(more) = std::env::var_os("LAYERSTORE_TAR_CORPUS") {
+        dirs.push(more.into());
+    }
+    let fuzz_limits = TarLimits {
+        max_record: 1 << 16,
+        max_raw_data: 1 << 16,
+        max_trailer: 1 << 16,
+    };
+    let (mut inputs, mut accepted) = (0, Vec::new());
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            eprintln!("SKIP: no corpus at {}", dir.display());
+            continue;
+        };
+        for f in rd {
+            let path = f.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            inputs += 1;
+            if let Ok(entries) = parse_with(&data, fuzz_limits) {
+                accepted.push((path, data, entries));
+            }
+        }
+    }
+    let archives: Vec<&[u8]> = accepted.iter().map(|(_, d, _)| d.as_slice()).collect();
+    let listings = go.list_many(&archives);
+    let mut disagreements = Vec::new();
+    for ((path, _, entries), listing) in accepted.iter().zip(&listings) {
+        let mine = ours_for_go(to_go(entries.clone()));
+        if listing.error.is_some() || mine != go_normalised(&listing.entries) {
+            disagreements.push(format!("{}: ours {mine:?}, Go {listing:?}", path.display()));
+        }
+    }
+    eprintln!(
+        "tar corpus: {inputs} inputs, {} accepted, {} read differently by Go",
+        accepted.len(),
+        disagreements.len()
     );
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
 
 /// Archives layerstore accepts, each read alike by every reference.
@@ -394,7 +454,7 @@ fn our_entry_list_matches_gnu_tar_bsdtar_and_go() {
     let have_bsd = have("bsdtar");
     let go = go();
     if !have_gnu && !have_bsd && go.is_none() {
-        eprintln!("skipped: none of tar, bsdtar and go is installed");
+        layerstore_tests::skip("none of tar, bsdtar and go is installed");
         return;
     }
     for (name, tar) in archives() {
@@ -589,7 +649,7 @@ fn refused() -> Vec<(&'static str, TarRule, Vec<u8>, Note)> {
             "octal field with a NUL before its digits",
             TarRule::BadNumber,
             RawTar::new()
-                .header(&file(b"f").set(Field::Uid, b"\0\0001750\0"))
+                .header(&file(b"f").set(Field::Uid, b"\0\x001750\0"))
                 .end()
                 .finish_record(),
             None,

@@ -1,11 +1,9 @@
 //! dedup-report figures, cross-checked against an independent computation on the fixture tars.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-use common::*;
+use crate::common::*;
 use layerstore_import::dedup::{DedupReport, analyze_sources, analyze_stored};
 use layerstore_import::resolve::Platform;
 use layerstore_store::Limits;

@@ -2,22 +2,21 @@
 //! figures as a plain one, stores fewer bytes, and damage in a compressed file is caught, never
 //! read back as content.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use layerstore_store::fsck::{Finding, FsckOptions};
 use layerstore_store::{
-    CheckoutMode, CheckoutOptions, Compression, Digest, EntryKind, ObjectId, Store, StoreOptions,
+    CheckoutMode, CheckoutOptions, Digest, EntryKind, ObjectCompression, ObjectId, Store,
+    StoreOptions,
 };
 use layerstore_tests::{SAMPLE_TAGS, sample_series};
 
 fn compressed_store(dir: &Path) -> Store {
     let opts = StoreOptions {
-        compression: Some(Compression {
+        compression: Some(ObjectCompression {
             level: 3,
             min_size: 64,
         }),

@@ -12,55 +12,29 @@ use std::process::Command;
 
 use layerstore_tests::{Compression, OciLayout, SAMPLE_TAGS};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    raw: Vec<u8>,
-    stderr: String,
-}
+use crate::{Run, layerstore, ok};
 
 /// Run `layerstore --store STORE ARGS`, as `user` (through setpriv) if given.
 fn run_as(user: Option<&str>, store: &Path, args: &[&str]) -> Run {
-    let bin = env!("CARGO_BIN_EXE_layerstore");
-    let mut cmd = match user {
-        Some(u) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--clear-groups",
-                bin,
-            ]);
-            // setpriv does not reset HOME; nothing here reads it.
-            c.env("HOME", "/");
-            c
-        }
-        None => Command::new(bin),
+    let Some(user) = user else {
+        return layerstore(store, args);
     };
-    let out = cmd
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={user}"),
+        &format!("--regid={user}"),
+        "--clear-groups",
+        env!("CARGO_BIN_EXE_layerstore"),
+    ]);
+    // setpriv does not reset HOME; nothing here reads it.
+    c.env("HOME", "/")
+        .env_remove("LAYERSTORE_STORE")
         .arg("--store")
         .arg(store)
         .args(args)
-        .env_remove("LAYERSTORE_STORE")
         .output()
-        .expect("runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        raw: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run(store: &Path, args: &[&str]) -> Run {
-    run_as(None, store, args)
-}
-
-#[track_caller]
-fn ok(store: &Path, args: &[&str]) -> Run {
-    let r = run(store, args);
-    assert_eq!(r.code, 0, "layerstore {args:?}: {}", r.stderr);
-    r
+        .expect("runs")
+        .into()
 }
 
 fn is_root() -> bool {
@@ -259,7 +233,7 @@ fn hardlink_checkout_has_the_image_modes_owners_and_xattrs_of_umoci_unpack() {
             "hardlink",
         ],
     );
-    assert!(r.stdout.contains(" 0 new variants"), "{}", r.stdout);
+    assert!(r.text().contains(" 0 new variants"), "{}", r.text());
     ok(&store, &["fsck"]);
 
     if let Some(corpus) = std::env::var_os("LAYERSTORE_CORPUS") {
@@ -283,7 +257,7 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, store) = sample_store(tmp.path());
     let path = "/usr/bin/bash";
-    let before = ok(&store, &["cat", "app-v1", path]).raw;
+    let before = ok(&store, &["cat", "app-v1", path]).stdout;
     let hl = tmp.path().join("hl");
     ok(
         &store,
@@ -307,12 +281,18 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
             .unwrap();
         f.write_all(b"x\n").unwrap();
     }
-    assert_eq!(ok(&store, &["cat", "app-v1", path]).raw, before);
-    assert_eq!(ok(&store, &["cat", "app-v2", path]).raw, before);
+    assert_eq!(ok(&store, &["cat", "app-v1", path]).stdout, before);
+    assert_eq!(ok(&store, &["cat", "app-v2", path]).stdout, before);
     // fsck sees the changed variant; the next checkout makes it again.
-    let r = run(&store, &["fsck"]);
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("changed-variant"), "{}", r.stdout);
+    let r = layerstore(&store, &["fsck", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(
+        r.text().contains(r#""kind": "changed-variant""#),
+        "{}",
+        r.text()
+    );
+    let r = layerstore(&store, &["fsck"]);
+    assert!(r.text().contains("was changed through it"), "{}", r.text());
     let hl2 = tmp.path().join("hl2");
     let r = ok(
         &store,
@@ -327,7 +307,7 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
     assert!(r.stderr.contains("made them again"), "{}", r.stderr);
     assert_eq!(std::fs::read(hl2.join(&path[1..])).unwrap(), before);
     let r = ok(&store, &["fsck", "--repair"]);
-    assert!(!r.stdout.contains("problem:"), "{}", r.stdout);
+    assert!(!r.text().contains("problem:"), "{}", r.text());
     ok(&store, &["fsck"]);
 }
 
@@ -355,25 +335,31 @@ fn fsck_repair_marks_layers_and_a_reimport_heals_them() {
     perm.set_mode(mode);
     std::fs::set_permissions(&obj, perm).unwrap();
 
-    let r = run(&store, &["fsck"]);
+    let r = layerstore(&store, &["fsck"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("corrupt-object"), "{}", r.stdout);
-    let r = run(&store, &["fsck", "--repair"]);
+    assert!(
+        r.text()
+            .contains(&format!("problem: object {id} is corrupt")),
+        "{}",
+        r.text()
+    );
+    let r = layerstore(&store, &["fsck", "--repair"]);
     assert_eq!(r.code, 1, "damaged layers remain until a re-import");
     assert!(
-        r.stdout.contains("repaired: {\"kind\":\"corrupt-object\""),
+        r.text()
+            .contains(&format!("repaired: object {id} is corrupt")),
         "{}",
-        r.stdout
+        r.text()
     );
     assert!(
-        r.stdout.contains("import one of these again"),
+        r.text().contains("import one of these again"),
         "{}",
-        r.stdout
+        r.text()
     );
     assert!(!obj.exists());
     // Reads of the damaged layers say what to import.
     let co = tmp.path().join("co");
-    let r = run(&store, &["checkout", "app-v2", co.to_str().unwrap()]);
+    let r = layerstore(&store, &["checkout", "app-v2", co.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains("is damaged") && r.stderr.contains("app-v2"),
@@ -381,7 +367,7 @@ fn fsck_repair_marks_layers_and_a_reimport_heals_them() {
         r.stderr
     );
     assert!(!co.exists());
-    let r = run(&store, &["cat", "app-v1", "/usr/bin/bash"]);
+    let r = layerstore(&store, &["cat", "app-v1", "/usr/bin/bash"]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains("import one of these again"),
@@ -394,12 +380,12 @@ fn fsck_repair_marks_layers_and_a_reimport_heals_them() {
         &["import", &format!("oci:{}:app-v2", layout.display())],
     );
     assert!(
-        r.stdout.contains("(1 read, 1 already stored)"),
+        r.text().contains("(1 read, 1 already stored)"),
         "{}",
-        r.stdout
+        r.text()
     );
     let r = ok(&store, &["fsck"]);
-    assert!(r.stdout.contains("no problems"), "{}", r.stdout);
+    assert!(r.text().contains("no problems"), "{}", r.text());
     let after = tmp.path().join("after");
     ok(&store, &["checkout", "app-v2", after.to_str().unwrap()]);
     assert_eq!(facts(&after), facts(&before));
@@ -489,16 +475,16 @@ fn a_failing_checkout_leaves_nothing_behind() {
         .unwrap();
     for mode in ["copy", "reflink", "hardlink"] {
         let made = tmp.path().join(format!("made-{mode}"));
-        let r = run(
+        let r = layerstore(
             &store,
             &["checkout", "app-v2", made.to_str().unwrap(), "--mode", mode],
         );
-        assert_eq!(r.code, 2, "{mode}: {}", r.stdout);
+        assert_eq!(r.code, 2, "{mode}: {}", r.text());
         assert!(!made.exists(), "{mode}: the target it made is gone");
         let empty = tmp.path().join(format!("empty-{mode}"));
         std::fs::create_dir(&empty).unwrap();
         std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o750)).unwrap();
-        let r = run(
+        let r = layerstore(
             &store,
             &[
                 "checkout",
@@ -524,7 +510,7 @@ fn a_failing_checkout_leaves_nothing_behind() {
     std::fs::write(&obj, std::fs::read(good.join("usr/bin/bash")).unwrap()).unwrap();
     let retry = tmp.path().join("empty-copy");
     std::fs::create_dir(&retry).unwrap();
-    let r = run(
+    let r = layerstore(
         &store,
         &[
             "checkout",
@@ -546,7 +532,7 @@ fn a_read_only_store_lists_and_checks_out() {
     let (layout, store) = sample_store(tmp.path());
     let diff_id = {
         let r = ok(&store, &["--json", "inspect", "app-v2"]);
-        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
         v["layers"][0]["diff_id"].as_str().unwrap().to_string()
     };
     let mut cases: Vec<(Option<&str>, PathBuf, PathBuf)> = Vec::new();
@@ -593,11 +579,11 @@ fn a_read_only_store_lists_and_checks_out() {
         ] {
             let r = run_as(user, store, &args);
             assert_eq!(r.code, 0, "{ctx} {args:?}: {}", r.stderr);
-            assert!(!r.stdout.is_empty(), "{ctx} {args:?}");
+            assert!(!r.text().is_empty(), "{ctx} {args:?}");
         }
         let r = run_as(user, store, &["export-layer", &diff_id]);
         assert_eq!(r.code, 0, "{ctx}: {}", r.stderr);
-        assert!(r.stdout.len() > 1024);
+        assert!(r.text().len() > 1024);
         if user.is_none() {
             std::fs::create_dir_all(targets).unwrap();
         }
@@ -639,4 +625,41 @@ fn a_read_only_store_lists_and_checks_out() {
             .arg(&store)
             .status();
     }
+}
+
+/// The variants a hardlink checkout made go with their objects at gc: no image left, no variant
+/// left, and the store checks clean.
+#[test]
+fn gc_removes_the_variants_of_the_objects_it_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = sample_store(tmp.path());
+    let hl = tmp.path().join("hl");
+    ok(
+        &store,
+        &[
+            "checkout",
+            "app-v2",
+            hl.to_str().unwrap(),
+            "--mode",
+            "hardlink",
+        ],
+    );
+    let variants = |store: &Path| -> usize {
+        let Ok(subs) = std::fs::read_dir(store.join("variants")) else {
+            return 0;
+        };
+        subs.map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum()
+    };
+    assert!(variants(&store) > 100, "{}", variants(&store));
+    let mut rm = vec!["rm"];
+    rm.extend(SAMPLE_TAGS);
+    ok(&store, &rm);
+    let r = ok(&store, &["gc", "--json"]);
+    assert!(r.text().contains("\"variants_removed\""), "{}", r.text());
+    assert_eq!(variants(&store), 0);
+    // The checkout keeps its files: they were links, now the only names of those inodes.
+    assert!(hl.join("usr/bin/bash").is_file());
+    let r = ok(&store, &["fsck"]);
+    assert!(r.text().contains("no problems"), "{}", r.text());
 }

@@ -1,11 +1,9 @@
 //! Opening and resolving image sources as a user names them: transports, platforms, files that
 //! are not archives, sources that do not exist, and docker-archive names.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use layerstore_import::{Error, ImportOptions, Platform, Source};
 use layerstore_tests::{Compression, Entry, ImageSpec, Layer, LayerBuilder, TarFormat};
 

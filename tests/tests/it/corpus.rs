@@ -3,11 +3,9 @@
 //! imported from the layout, from an oci-archive and from a docker-archive (made with skopeo),
 //! every checkout must equal `umoci unpack`, and every layer must rebuild to its diff_id.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use layerstore_store::CheckoutOptions;
 
 const IMAGES: [&str; 5] = ["base-v1", "app-v1", "base-v2", "app-v2", "app-v3"];
