@@ -94,11 +94,30 @@ CREATE TABLE image_layers (
 CREATE INDEX image_layers_diff_id ON image_layers(diff_id);
 CREATE INDEX image_layers_blob ON image_layers(blob_digest);
 
+-- An image's labels: its config's (local = 0, indexed when the image row is written) and
+-- local ones the store keeps beside it (local = 1, `import --label`). They go with the row.
+CREATE TABLE image_labels (
+    image INTEGER NOT NULL REFERENCES images(id),
+    local INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (image, local, key)
+) WITHOUT ROWID;
+CREATE INDEX image_labels_key ON image_labels(key, value);
+
 -- Refs: the only thing readers trust. Keys are built by refs.rs, one function per kind.
 CREATE TABLE refs (
     name TEXT PRIMARY KEY,      -- kind/rest, e.g. image/app:v1 or layer/sha256:…
     target TEXT NOT NULL,       -- a manifest digest or a diff_id
     created INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The reference each bound/ROOT/DIGEST ref was bound as; written and removed with the ref.
+CREATE TABLE bindings (
+    root TEXT NOT NULL,         -- the root's name (without root/)
+    image TEXT NOT NULL,        -- manifest digest
+    reference TEXT NOT NULL,    -- HOST/REPO@sha256:…
+    PRIMARY KEY (root, image)
 ) WITHOUT ROWID;
 
 -- Imports and long reads in flight, and what they pin against gc.

@@ -1,6 +1,7 @@
 //! One module per command: its clap `Args` and `run(&Context, Args) -> Result<ExitCode>`, and
 //! the view types its JSON and text output both come from.
 
+pub mod bind;
 pub mod cat;
 pub mod checkout;
 pub mod dedup_report;
@@ -13,8 +14,10 @@ pub mod images;
 pub mod import;
 pub mod init;
 pub mod inspect;
+pub mod latest;
 pub mod ls;
 pub mod refs;
 pub mod rm;
+pub mod root;
 pub mod tag;
 pub mod why;

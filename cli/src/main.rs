@@ -12,6 +12,7 @@ mod integrity;
 mod output;
 mod parse;
 mod progress;
+mod version;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,10 @@ enum Command {
     Refs(cmd::refs::Args),
     Tag(cmd::tag::Args),
     Rm(cmd::rm::Args),
+    Root(cmd::root::Args),
+    Latest(cmd::latest::Args),
+    Bind(cmd::bind::BindArgs),
+    Unbind(cmd::bind::UnbindArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +91,10 @@ fn main() -> ExitCode {
         Command::Refs(a) => cmd::refs::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
+        Command::Root(a) => cmd::root::run(&ctx, a),
+        Command::Latest(a) => cmd::latest::run(&ctx, a),
+        Command::Bind(a) => cmd::bind::bind(&ctx, a),
+        Command::Unbind(a) => cmd::bind::unbind(&ctx, a),
     };
     // A closed or failing standard output decides the outcome over whatever error the command
     // saw through it, which may name the store file it was copying from.

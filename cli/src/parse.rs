@@ -74,6 +74,33 @@ pub fn source(s: &str) -> Result<String, String> {
     Ok(s.into())
 }
 
+/// A local label `KEY=VALUE` (the value may be empty).
+pub fn label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, not {s:?}"))?;
+    layerstore_store::labels::check_label(k, v).map_err(|e| e.to_string())?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A filter `label=KEY[=VALUE]` (podman's syntax).
+pub fn filter(s: &str) -> Result<layerstore_store::labels::LabelFilter, String> {
+    let rest = s
+        .strip_prefix("label=")
+        .ok_or_else(|| format!("unknown filter {s:?} (the filter is label=KEY[=VALUE])"))?;
+    let (key, value) = match rest.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (rest, None),
+    };
+    if key.is_empty() {
+        return Err(format!("filter {s:?} has an empty key"));
+    }
+    Ok(layerstore_store::labels::LabelFilter {
+        key: key.to_string(),
+        value,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

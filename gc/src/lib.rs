@@ -139,3 +139,25 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     };
     Ok((removed, Some(report)))
 }
+
+/// For each set of refs, the bytes a collection would free if those refs were removed and
+/// nothing else changed: what only they keep alive (stored bytes of objects no other root
+/// needs). Computed with the collection's own mark (one for the store as it is, one per set),
+/// so it agrees with what `gc` then frees.
+pub fn costs(store: &Store, sets: &[Vec<layerstore_store::RefName>]) -> Result<Vec<u64>> {
+    let base = store.mark(&roots)?.dead().stored_bytes;
+    let mut out = Vec::with_capacity(sets.len());
+    for gone in sets {
+        let without = |refs: &[layerstore_store::RefInfo]| {
+            let kept: Vec<_> = refs
+                .iter()
+                .filter(|r| !gone.contains(&r.name))
+                .cloned()
+                .collect();
+            roots(&kept)
+        };
+        let after = store.mark(&without)?.dead().stored_bytes;
+        out.push(after.saturating_sub(base));
+    }
+    Ok(out)
+}

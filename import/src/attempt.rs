@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use layerstore_store::{
-    Digest, ImageLayer, ImageRecord, LayerRecord, LayerState, Lease, Limits, RefKind, RefName,
-    Store, TreeEntry,
+    Digest, ImageLayer, ImageRecord, LayerRecord, LayerState, Lease, Limits, RefName, Store,
+    TreeEntry,
 };
 
 use crate::error::{Error, Result};
@@ -30,7 +30,8 @@ pub(crate) struct ImportJob<'a> {
     pub container: &'a dyn Container,
     pub image: &'a ResolvedImage,
     pub name: String,
-    pub image_ref: RefName,
+    /// The image ref to write; none for a layers-only import.
+    pub image_ref: Option<RefName>,
     pub limits: Limits,
     pub opts: &'a ImportOptions<'a>,
 }
@@ -283,15 +284,14 @@ impl<'a> Attempt<'a> {
                 })
                 .collect(),
         };
-        let mut refs = vec![(
-            self.job.image_ref.clone(),
-            image.manifest_digest.to_string(),
-        )];
+        let mut refs: Vec<(RefName, String)> = self
+            .job
+            .image_ref
+            .iter()
+            .map(|r| (r.clone(), image.manifest_digest.to_string()))
+            .collect();
         for l in &image.layers {
-            refs.push((
-                RefName::new(RefKind::Layer, &l.diff_id.to_string())?,
-                l.diff_id.to_string(),
-            ));
+            refs.push((RefName::layer(&l.diff_id), l.diff_id.to_string()));
         }
         self.job
             .store

@@ -11,6 +11,9 @@ pub enum Error {
     Store(#[from] layerstore_store::Error),
     #[error("invalid image source {spec:?}: {reason}")]
     InvalidSource { spec: String, reason: String },
+    /// A file of an image's `usr/lib/bootc/bound-images.d/` that bootc's convention refuses.
+    #[error("bound image {file}: {reason}")]
+    BoundImage { file: String, reason: String },
     /// An I/O error on a file of the host (a source directory or archive, a store object).
     #[error("I/O error on {path}")]
     Io {

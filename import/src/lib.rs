@@ -24,6 +24,7 @@
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing).
 
 mod attempt;
+pub mod bound;
 pub mod dedup;
 pub mod error;
 pub mod layer;
@@ -68,6 +69,11 @@ pub struct ImportOptions<'a> {
     /// Limits for this import (default: the store's, from `meta.json`).
     pub limits: Option<layerstore_store::Limits>,
     pub progress: &'a dyn Progress,
+    /// Write the layer refs only, no image ref (rpm-ostree's layers-only import): the layers
+    /// stay until the next gc unless an image, root or binding lists them.
+    pub layers_only: bool,
+    /// Local labels to keep with the image, `(KEY, VALUE)`; its digest does not change.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for ImportOptions<'_> {
@@ -80,6 +86,8 @@ impl Default for ImportOptions<'_> {
                 .unwrap_or(2),
             limits: None,
             progress: &NoProgress,
+            layers_only: false,
+            labels: Vec::new(),
         }
     }
 }
@@ -123,6 +131,9 @@ pub fn import_source(
 ) -> Result<ImportReport> {
     let limits = opts.limits.unwrap_or_else(|| store.limits());
     let image = source.resolve(opts.platform.as_ref(), &limits)?;
+    for (k, v) in &opts.labels {
+        layerstore_store::labels::check_label(k, v)?;
+    }
     let name = opts
         .tag
         .clone()
@@ -132,17 +143,27 @@ pub fn import_source(
                 .reference()
                 .filter(|r| !r.starts_with('@'))
                 .map(str::to_string)
-        })
-        .ok_or_else(|| Error::InvalidSource {
-            spec: source.spec().into(),
-            reason: "the image has no name in the source; give one with --tag".into(),
-        })?;
+        });
+    // A layers-only import needs no name: the report names the image by digest then.
+    let (name, image_ref) = match (name, opts.layers_only) {
+        (_, true) => (image.manifest_digest.to_string(), None),
+        (Some(n), false) => {
+            let r = RefName::image(&n)?;
+            (n, Some(r))
+        }
+        (None, false) => {
+            return Err(Error::InvalidSource {
+                spec: source.spec().into(),
+                reason: "the image has no name in the source; give one with --tag".into(),
+            });
+        }
+    };
     let job = attempt::ImportJob {
         store,
         spec: source.spec(),
         container: source.container(),
         image: &image,
-        image_ref: RefName::image(&name)?,
+        image_ref,
         name,
         limits,
         opts,
@@ -156,7 +177,13 @@ pub fn import_source(
                 log::info!("a concurrent gc removed object {id} this import relied on; retrying");
                 attempt += 1;
             }
-            res => return res,
+            Ok(report) => {
+                if !opts.labels.is_empty() {
+                    store.set_local_labels(&report.manifest_digest, &opts.labels)?;
+                }
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -383,6 +383,7 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
     tx.execute_batch(
         "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
          DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+         DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
          DELETE FROM layer_blobs WHERE diff_id IN
              (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));

@@ -70,6 +70,12 @@ pub enum Error {
     TargetIsSymlink { path: PathBuf },
     #[error("no ref {name}")]
     RefNotFound { name: String },
+    #[error("no root named {name:?}")]
+    RootNotFound { name: String },
+    #[error("image {digest} is not in the store")]
+    ImageNotStored { digest: String },
+    #[error("invalid label {label:?}: {reason}")]
+    InvalidLabel { label: String, reason: &'static str },
     #[error("object {id} was removed by a concurrent gc before the import pinned it")]
     ObjectSwept { id: String },
     #[error("cannot write the output")]

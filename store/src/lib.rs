@@ -52,6 +52,11 @@
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
 //!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
 //!   can doom object files.
+//! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
+//!   digest; a `bound/ROOT/DIGEST` ref binds an image to it, with a `bindings` row naming the
+//!   reference it was bound as. Both change in one transaction; removing a root removes its
+//!   bindings. Labels ([`labels`]): config labels are indexed when the image row is written,
+//!   local labels are kept beside it; both go with the image row.
 //! - The store owns every SQL statement and key format (ref names: [`RefName`]; merged trees'
 //!   layer keys: [`merged::merged_key`]). gc states its policy — which refs are roots, from what
 //!   each ref kind keeps ([`RefKind::keeps`], which fsck checks against too) — through the typed
@@ -67,6 +72,7 @@ pub mod flatten;
 pub mod fsck;
 mod fsutil;
 pub mod heal;
+pub mod labels;
 pub mod lease;
 pub mod lookup;
 pub mod merged;
@@ -75,6 +81,7 @@ pub mod publish;
 pub mod query;
 mod readonly;
 pub mod refs;
+pub mod roots;
 mod schema;
 pub mod skeleton;
 pub mod store;
@@ -92,6 +99,7 @@ pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Sta
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
+pub use roots::{Binding, RootInfo};
 pub use store::{Limits, LockMode, ObjectCompression, Store, StoreConfig, StoreLock, StoreOptions};
 pub use tree::{EntryKind, TreeEntry};
 

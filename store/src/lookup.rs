@@ -6,7 +6,7 @@ use crate::digest::{Digest, ObjectId};
 use crate::error::{Error, Result};
 use crate::flatten::MergedTree;
 use crate::query::ImageInfo;
-use crate::refs::{RefKind, RefName};
+use crate::refs::RefName;
 use crate::store::Store;
 use crate::tree::{EntryKind, TreeEntry};
 
@@ -74,7 +74,7 @@ impl Store {
     /// [`Error::AmbiguousImage`], listing them.
     pub fn find_image(&self, spec: &str) -> Result<ImageInfo> {
         let name = spec.strip_prefix("image/").unwrap_or(spec);
-        if let Ok(r) = RefName::new(RefKind::Image, name)
+        if let Ok(r) = RefName::image(name)
             && let Some(target) = self.ref_target(&r)?
         {
             let digest: Digest = target.parse()?;

@@ -6,7 +6,7 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::flatten::MergedTree;
 use crate::query::ImageInfo;
-use crate::refs::{RefKind, RefName};
+use crate::refs::RefName;
 use crate::store::Store;
 
 /// The prefix of a merged tree's layers-table key.
@@ -27,7 +27,7 @@ impl Store {
     /// Flatten `image`, record the tree and point `merged/NAME` at it in one durable transaction.
     /// Returns the ref and the tree.
     pub fn create_merged(&self, name: &str, image: &ImageInfo) -> Result<(RefName, MergedTree)> {
-        let r = RefName::new(RefKind::Merged, name)?;
+        let r = RefName::merged(name)?;
         let tree = self.merged_tree(image)?;
         let key = merged_key(&image.manifest_digest);
         self.durable(false, |tx| -> Result<()> {

@@ -267,7 +267,7 @@ fn insert_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
             l.blob_size as i64
         ])?;
     }
-    Ok(())
+    crate::labels::index_config_labels(tx, id)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ impl Store {
             spec.parse::<Digest>()?
         } else {
             let name = spec.strip_prefix("image/").unwrap_or(spec);
-            let r = RefName::new(RefKind::Image, name)?;
+            let r = RefName::image(name)?;
             let target = self
                 .ref_target(&r)?
                 .ok_or_else(|| Error::ImageNotFound { name: name.into() })?;

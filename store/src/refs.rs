@@ -145,6 +145,21 @@ impl RefName {
         RefName::new(RefKind::Image, name)
     }
 
+    /// The ref of a merged tree kept for disk generation, `merged/NAME`.
+    pub fn merged(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Merged, name)
+    }
+
+    /// The ref of a cached update, `prepared/NAME`.
+    pub fn prepared(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Prepared, name)
+    }
+
+    /// The ref of a root (a deployment), `root/NAME`.
+    pub fn root(name: &str) -> Result<Self> {
+        RefName::new(RefKind::Root, name)
+    }
+
     /// The layer ref of a stored layer, `layer/DIFFID`.
     pub fn layer(diff_id: &Digest) -> Self {
         RefName::new(RefKind::Layer, &diff_id.to_string()).expect("a digest is a valid ref name")

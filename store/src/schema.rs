@@ -184,6 +184,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (diff_id, object)
     ) WITHOUT ROWID;
     "#,
+    // 6: labels and bindings (roots.rs). An image's labels: those of its config (local = 0,
+    // filled when the image row is written, so `images --filter label=…` and `latest` need not
+    // parse every config) and local ones `import --label` gave (local = 1), which change
+    // nothing in the image's digest. They go with the image row. A root's bound images: the
+    // `bound/ROOT/DIGEST` ref keeps the image; this row remembers the reference it was bound
+    // as (`HOST/REPO@sha256:…`), and goes with the ref.
+    r#"
+    CREATE TABLE image_labels (
+        image INTEGER NOT NULL REFERENCES images(id),
+        local INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (image, local, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX image_labels_key ON image_labels(key, value);
+    INSERT OR IGNORE INTO image_labels (image, local, key, value)
+        SELECT i.id, 0, j.key, CAST(j.value AS TEXT)
+        FROM images i, json_each(CAST(i.config AS TEXT), '$.config.Labels') j;
+    CREATE TABLE bindings (
+        root TEXT NOT NULL,         -- the root's name (without root/)
+        image TEXT NOT NULL,        -- manifest digest
+        reference TEXT NOT NULL,    -- as bound: HOST/REPO@sha256:… (or the tag it resolved)
+        PRIMARY KEY (root, image)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -308,6 +333,45 @@ mod tests {
             "store/schema.sql differs from the migrated schema;\nonly migrated:\n{}\nonly in schema.sql:\n{}",
             only(&m, &s).join("\n"),
             only(&s, &m).join("\n")
+        );
+    }
+
+    #[test]
+    fn config_labels_of_images_stored_before_are_indexed() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..5] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let config = br#"{"config":{"Labels":{"a":"1","org.opencontainers.image.version":"2.0"}}}"#;
+        for (id, cfg) in [(1, &config[..]), (2, &b"{}"[..])] {
+            conn.execute(
+                "INSERT INTO images (id, manifest_digest, manifest_media_type, manifest,
+                                     config_digest, config, imported_at)
+                 VALUES (?1, ?2, 'm', x'', 'c', ?3, 0)",
+                rusqlite::params![id, format!("d{id}"), cfg],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, bool, String, String)> = conn
+            .prepare("SELECT image, local, key, value FROM image_labels ORDER BY image, key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, false, "a".into(), "1".into()),
+                (
+                    1,
+                    false,
+                    "org.opencontainers.image.version".into(),
+                    "2.0".into()
+                ),
+            ]
         );
     }
 

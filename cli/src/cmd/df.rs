@@ -14,9 +14,19 @@ use crate::fmt::{self, Align, plural, table};
 #[derive(clap::Args)]
 pub struct Args {}
 
+/// What a root costs: bytes only it keeps alive, and of those what its bound images keep.
+#[derive(Serialize)]
+struct RootUsage {
+    name: String,
+    bound_images: usize,
+    exclusive_bytes: u64,
+    bound_exclusive_bytes: u64,
+}
+
 #[derive(Serialize)]
 struct Df {
     images: Vec<ImageUsage>,
+    roots: Vec<RootUsage>,
     logical_bytes: u64,
     stored_bytes: u64,
     object_bytes: u64,
@@ -79,6 +89,16 @@ impl View for Df {
                  files repeat a content."
             )?;
         }
+        for r in &self.roots {
+            writeln!(
+                w,
+                "root {}: {} only it keeps alive, {} of it for {}",
+                r.name,
+                fmt::bytes(r.exclusive_bytes),
+                fmt::bytes(r.bound_exclusive_bytes),
+                plural(r.bound_images as u64, "bound image", "bound images")
+            )?;
+        }
         writeln!(w)?;
         writeln!(
             w,
@@ -128,9 +148,20 @@ pub fn run(ctx: &Context, _: Args) -> Result<ExitCode> {
     let store = ctx.shared()?;
     let df = store.df()?;
     let (variant_files, variant_bytes) = store.variant_usage()?;
+    let mut roots = Vec::new();
+    for r in store.roots()? {
+        let (exclusive_bytes, bound_exclusive_bytes, _) = super::root::costs(&store, &r)?;
+        roots.push(RootUsage {
+            bound_images: r.bound.len(),
+            name: r.name,
+            exclusive_bytes,
+            bound_exclusive_bytes,
+        });
+    }
     ctx.emit(&Df {
         variant_files,
         variant_bytes,
+        roots,
         dedup_ratio: (df.object_bytes > 0).then_some(df.dedup_ratio),
         images: df.images,
         logical_bytes: df.logical_bytes,

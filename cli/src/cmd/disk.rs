@@ -30,6 +30,11 @@ pub struct Args {
     /// gc frees what only it held.
     #[arg(long)]
     keep_merged: bool,
+    /// Also create the root NAME pinning the image, or move it there (coreos-assembler's flow:
+    /// the image's name may then be removed; its layers stay for the deployment until the root
+    /// moves on, so a rebase onto an image sharing layers reuses them).
+    #[arg(long, value_name = "NAME")]
+    root: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,6 +86,16 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.open()?;
     let info = store.find_image(&a.image)?;
     let _pin = store.pin_image(&info)?;
+    // The root is set before the disk is written: the image stays whatever happens to its
+    // names meanwhile, and a disk that fails leaves the root where the user asked for it.
+    if let Some(root) = &a.root {
+        let previous = store
+            .set_root(root, &info.manifest_digest)
+            .with_context(|| format!("cannot set root {root}"))?;
+        if let Some(p) = previous.filter(|p| *p != info.manifest_digest) {
+            log::warn!("moved root {root} from {p}");
+        }
+    }
     let opts = DiskOptions {
         format,
         size: a.size,

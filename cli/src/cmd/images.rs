@@ -5,14 +5,22 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use layerstore_store::Digest;
+use layerstore_store::labels::LabelFilter;
 use serde::Serialize;
 
 use crate::context::{Context, View};
 use crate::fmt::{self, Align, table};
+use crate::parse;
 
 /// List images (with -q, their IDs only; with -v, digests untruncated).
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Only images with this label, `label=KEY` or `label=KEY=VALUE` (repeatable: all must
+    /// match). Config labels and local labels (`import --label`) both count; a local label
+    /// overrides a config label of the same key.
+    #[arg(long = "filter", value_name = "label=KEY[=VALUE]", value_parser = parse::filter)]
+    filters: Vec<LabelFilter>,
+}
 
 /// One image name.
 #[derive(Serialize)]
@@ -82,11 +90,13 @@ impl View for Images {
     }
 }
 
-pub fn run(ctx: &Context, _: Args) -> Result<ExitCode> {
+pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.shared()?;
+    let matching = store.images_with_labels(&a.filters)?;
     let images = store
         .images()?
         .into_iter()
+        .filter(|(_, i)| matching.binary_search(&i.manifest_digest).is_ok())
         .map(|(name, i)| Image {
             name,
             id: i.config_digest.hex(),

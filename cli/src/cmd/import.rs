@@ -38,6 +38,14 @@ pub struct Args {
     /// Override a resource limit for this import, NAME=VALUE (see `init --help`).
     #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = parse::limit)]
     limits: Vec<LimitSetting>,
+    /// Write layer refs only, no image ref (rpm-ostree's layers-only import). The layers stay
+    /// only until the next gc, unless an image, root or bound image lists them by then.
+    #[arg(long, conflicts_with = "tag")]
+    layers_only: bool,
+    /// Keep a local label KEY=VALUE with the image (repeatable). The store keeps it beside the
+    /// image; the image's config and digest do not change. `inspect` shows it apart.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse::label)]
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -105,6 +113,8 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         tag: a.tag,
         platform: a.platform,
         progress: &bars,
+        layers_only: a.layers_only,
+        labels: a.labels,
         ..ImportOptions::default()
     };
     if let Some(j) = a.jobs {

@@ -41,6 +41,8 @@ struct Inspect {
     platform: Option<String>,
     layers: Vec<Layer>,
     labels: BTreeMap<String, String>,
+    /// Labels the store keeps beside the image (`import --label`), not in its config.
+    local_labels: BTreeMap<String, String>,
     manifest: serde_json::Value,
     config: serde_json::Value,
 }
@@ -60,6 +62,12 @@ impl View for Inspect {
         if !self.labels.is_empty() {
             writeln!(w, "Labels:")?;
             for (k, v) in &self.labels {
+                writeln!(w, "  {k}={v}")?;
+            }
+        }
+        if !self.local_labels.is_empty() {
+            writeln!(w, "Local labels (kept by the store, not in the image):")?;
+            for (k, v) in &self.local_labels {
                 writeln!(w, "  {k}={v}")?;
             }
         }
@@ -143,6 +151,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         platform,
         layers,
         labels,
+        local_labels: store.labels(&info.manifest_digest)?.local,
         manifest,
         config,
     })?;

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     for n in &a.names {
         if a.merged {
             let bare = n.strip_prefix("merged/").unwrap_or(n);
-            names.push(RefName::new(RefKind::Merged, bare)?);
+            names.push(RefName::merged(bare)?);
             continue;
         }
         let bare = n.strip_prefix("image/").unwrap_or(n);

@@ -6,10 +6,13 @@
 //! - `output`: what users see: JSON and text, prefixes, pipes, exit codes, and the regressions
 //!   found trying the command as a new user would.
 
+mod bound;
 mod checkout_integrity;
 mod commands;
+mod labels;
 mod lifecycle;
 mod output;
+mod roots;
 
 use std::path::Path;
 use std::process::Command;

@@ -55,6 +55,16 @@ pub fn assert_sound(store: &Store) {
             .expect("image ref resolves");
         store.merged_tree(&img).expect("tree builds");
     }
+    // Every root, and every image bound to a root, resolves by digest and flattens.
+    for root in store.roots().unwrap() {
+        for d in std::iter::once(root.image).chain(root.bound.iter().map(|b| b.image)) {
+            let img = store
+                .image_by_digest(&d)
+                .unwrap()
+                .unwrap_or_else(|| panic!("root {} needs {d}", root.name));
+            store.merged_tree(&img).expect("tree builds");
+        }
+    }
 }
 
 /// A snapshot of every file below `dir`: path → (kind, content or target).

@@ -145,7 +145,7 @@ fn gc_keeps_objects_reachable_from_merged_refs() {
     }
     assert_sound(&store);
     store
-        .remove_refs(&[RefName::new(RefKind::Merged, "pinned").unwrap()])
+        .remove_refs(&[RefName::merged("pinned").unwrap()])
         .unwrap();
     gc(&store);
     assert_eq!(store.df().unwrap().objects, 0);
@@ -201,6 +201,16 @@ mod model {
         Rm(usize),
         Disk(usize),
         Gc,
+        /// Set root r (of 2) to the image a name names.
+        RootSet(usize, usize),
+        RootRm(usize),
+        /// Bind the image a name names to root r.
+        Bind(usize, usize),
+        Unbind(usize),
+        /// `import --layers-only`.
+        LayersOnly(usize),
+        /// Import with a local label.
+        Label(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -210,6 +220,12 @@ mod model {
             2 => (0..4usize).prop_map(Op::Rm),
             1 => (0..4usize).prop_map(Op::Disk),
             2 => Just(Op::Gc),
+            1 => (0..2usize, 0..4usize).prop_map(|(r, i)| Op::RootSet(r, i)),
+            1 => (0..2usize).prop_map(Op::RootRm),
+            1 => (0..2usize, 0..4usize).prop_map(|(r, i)| Op::Bind(r, i)),
+            1 => (0..2usize).prop_map(Op::Unbind),
+            1 => (0..4usize).prop_map(Op::LayersOnly),
+            1 => (0..4usize).prop_map(Op::Label),
         ]
     }
 
@@ -255,13 +271,62 @@ mod model {
                 layout.add_image(&format!("img{i}"), s).unwrap();
             }
             let store = new_store(tmp.path());
-            // Model: name → image index.
+            // Model: name → image index; root → image index; root → bound image indexes;
+            // image index → local label keys (while its row lives); image index → digest.
             let mut names: BTreeMap<String, usize> = BTreeMap::new();
+            let mut roots: BTreeMap<usize, usize> = BTreeMap::new();
+            let mut bound: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+            let mut labels: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+            let mut digests: BTreeMap<usize, layerstore_store::Digest> = BTreeMap::new();
+            let named = |names: &BTreeMap<String, usize>, i: usize| names.get(&format!("img{i}")).copied();
             for op in ops {
                 match op {
                     Op::Import(i) => {
-                        import(&store, &format!("oci:{}:img{i}", oci.display())).unwrap();
+                        let r = import(&store, &format!("oci:{}:img{i}", oci.display())).unwrap();
+                        digests.insert(i, r.manifest_digest);
                         names.insert(format!("img{i}"), i);
+                    }
+                    Op::LayersOnly(i) => {
+                        let opts = layerstore_import::ImportOptions { layers_only: true, ..Default::default() };
+                        let r = layerstore_import::import(&store, &format!("oci:{}:img{i}", oci.display()), &opts).unwrap();
+                        digests.insert(i, r.manifest_digest);
+                    }
+                    Op::Label(i) => {
+                        let opts = layerstore_import::ImportOptions {
+                            labels: vec![(format!("k{i}"), "v".into())],
+                            ..Default::default()
+                        };
+                        let r = layerstore_import::import(&store, &format!("oci:{}:img{i}", oci.display()), &opts).unwrap();
+                        digests.insert(i, r.manifest_digest);
+                        names.insert(format!("img{i}"), i);
+                        labels.entry(i).or_default().insert(format!("k{i}"));
+                    }
+                    Op::RootSet(r, i) => {
+                        if let Some(img) = named(&names, i) {
+                            let prev = store.set_root(&format!("r{r}"), &digests[&img]).unwrap();
+                            prop_assert_eq!(prev, roots.get(&r).map(|p| digests[p]));
+                            roots.insert(r, img);
+                        }
+                    }
+                    Op::RootRm(r) => {
+                        let res = store.remove_root(&format!("r{r}"));
+                        prop_assert_eq!(res.is_ok(), roots.remove(&r).is_some());
+                        bound.remove(&r);
+                    }
+                    Op::Bind(r, i) => {
+                        if let Some(img) = named(&names, i) {
+                            let d = digests[&img];
+                            let res = store.bind(&format!("r{r}"), &[(d, format!("localhost/img@{d}"))]);
+                            prop_assert_eq!(res.is_ok(), roots.contains_key(&r));
+                            if res.is_ok() {
+                                bound.entry(r).or_default().insert(img);
+                            }
+                        }
+                    }
+                    Op::Unbind(r) => {
+                        let res = store.unbind(&format!("r{r}"), None);
+                        prop_assert_eq!(res.is_ok(), roots.contains_key(&r));
+                        bound.remove(&r);
                     }
                     Op::Tag(i, j) => {
                         if let Some(&img) = names.get(&format!("img{i}")) {
@@ -283,9 +348,21 @@ mod model {
                     }
                     Op::Gc => {
                         gc(&store);
-                        // Exactly the contents of the named images' layers remain.
+                        // Exactly the contents of the live images' layers remain: named, a
+                        // root's, bound to a root.
+                        let live: BTreeSet<usize> = names
+                            .values()
+                            .chain(roots.values())
+                            .chain(bound.values().flatten())
+                            .copied()
+                            .collect();
+                        labels.retain(|i, _| live.contains(i));
+                        for (i, keys) in &labels {
+                            let have: BTreeSet<String> = store.labels(&digests[i]).unwrap().local.into_keys().collect();
+                            prop_assert_eq!(&have, keys);
+                        }
                         let mut want = BTreeSet::new();
-                        for &img in names.values() {
+                        for &img in &live {
                             for l in &specs[img].layers {
                                 let mut a = tar::Archive::new(&l.tar[..]);
                                 for e in a.entries().unwrap() {
@@ -548,10 +625,7 @@ fn a_prepared_ref_keeps_manifest_and_config_but_not_layers() {
     let img = store.resolve_image("base-v1").unwrap();
     let digest = img.manifest_digest;
     store
-        .set_refs(&[(
-            RefName::new(RefKind::Prepared, "update").unwrap(),
-            digest.to_string(),
-        )])
+        .set_refs(&[(RefName::prepared("update").unwrap(), digest.to_string())])
         .unwrap();
     store
         .remove_refs(&[RefName::image("base-v1").unwrap()])
@@ -580,7 +654,7 @@ fn a_bound_image_lives_while_its_root_does() {
     import(&store, &format!("{oci}:app-v1")).unwrap();
     let base = store.resolve_image("base-v1").unwrap().manifest_digest;
     let app = store.resolve_image("app-v1").unwrap().manifest_digest;
-    let root = RefName::new(RefKind::Root, "deploy").unwrap();
+    let root = RefName::root("deploy").unwrap();
     let bound = RefName::bound(&root, &app).unwrap();
     assert_eq!(bound.lives_by().as_ref(), Some(&root));
     store
