@@ -287,11 +287,21 @@ fn assert_image_is_what_go_reads(
             e.sha256 = t.sha256.clone();
             e.link = target;
         }
-        let replaces_dir = model.get(&path).is_some_and(|o| o.typeflag == b'5');
-        if !(replaces_dir && e.typeflag == b'5') {
+        // A replaced entry takes its subtree with it, unless a directory replaces a directory.
+        if model
+            .get(&path)
+            .is_some_and(|o| !(o.typeflag == b'5' && e.typeflag == b'5'))
+        {
             let mut below = path.clone();
             below.push(b'/');
-            model.retain(|k, _| !k.starts_with(&below));
+            let doomed: Vec<Vec<u8>> = model
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                model.remove(&k);
+            }
         }
         model.insert(path, e);
     }
@@ -373,12 +383,17 @@ fn assert_image_is_what_go_reads(
         }
     }
     if !through_symlink {
+        let mut ancestors = std::collections::HashSet::new();
+        for k in model.keys() {
+            ancestors.insert(Vec::new());
+            for (i, &b) in k.iter().enumerate() {
+                if b == b'/' {
+                    ancestors.insert(k[..i].to_vec());
+                }
+            }
+        }
         for (path, t) in &tree.entries {
-            let implicit = model.keys().any(|k| {
-                k.len() > path.len()
-                    && k.starts_with(path)
-                    && (path.is_empty() || k[path.len()] == b'/')
-            });
+            let implicit = ancestors.contains(path);
             assert!(
                 model.contains_key(path) || (t.kind == EntryKind::Directory && implicit),
                 "{name}: the image has {}, which Go does not read",
