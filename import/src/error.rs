@@ -65,6 +65,10 @@ pub enum Error {
         digest: String,
         offset: u64,
         reason: String,
+        /// The rule the layer breaks (the refusal table at the top of `tarparse.rs`).
+        rule: crate::tarparse::TarRule,
+        /// The entry it breaks it at, where there is one (raw path bytes).
+        entry: Option<Vec<u8>>,
     },
     #[error("layer {digest}: entry {path}: {reason}")]
     BadEntry {

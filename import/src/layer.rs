@@ -94,6 +94,8 @@ pub(crate) fn tar_error(blob_digest: &Digest, e: TarError) -> Error {
     Error::Tar {
         digest: blob_digest.to_string(),
         offset: e.offset,
+        rule: e.rule,
+        entry: e.entry,
         reason: match e.io {
             Some(io) => format!("{}: {io}", e.reason),
             None => e.reason,

@@ -104,6 +104,8 @@ pub(crate) fn stream_layer<T>(
                 digest: digest_s.clone(),
                 offset: stats.tar_size.saturating_sub(unread),
                 reason: format!("{unread} bytes after the end of the archive were not read"),
+                rule: crate::tarparse::TarRule::DataAfterEnd,
+                entry: None,
             });
         }
         let diff_id = hasher.finish();

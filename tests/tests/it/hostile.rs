@@ -1924,3 +1924,36 @@ fn a_full_disk_fails_cleanly() {
     assert!(store.refs(None).unwrap().is_empty());
     assert_sound(&store);
 }
+
+/// A refusal carries its rule and the entry as typed fields, not only in the message.
+#[test]
+fn a_refusal_names_its_rule_and_entry_as_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let tar = RawTar::new()
+        .gnu_long_name(b"from-gnu")
+        .pax([("path", "from-pax")])
+        .header(&RawHeader::ustar(b'0').name(b"from-header").size(1))
+        .data(b"x")
+        .end()
+        .finish_record();
+    OciLayout::create(&oci)
+        .unwrap()
+        .add_image(
+            "case",
+            &ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]),
+        )
+        .unwrap();
+    let store = Store::init(&tmp.path().join("store"), &StoreOptions::default()).unwrap();
+    match import(&store, &format!("oci:{}:case", oci.display())) {
+        Err(Error::Tar { rule, entry, .. }) => {
+            assert_eq!(
+                rule,
+                layerstore_import::tarparse::TarRule::StackedExtensions
+            );
+            assert_eq!(entry.as_deref(), Some(&b"from-pax"[..]));
+        }
+        other => panic!("expected a tar refusal, got {other:?}"),
+    }
+    assert_sound(&store);
+}
