@@ -73,9 +73,20 @@ enum Command {
         #[arg(long = "limit", value_name = "NAME=VALUE")]
         limits: Vec<String>,
     },
-    /// Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:N|NAME].
+    /// Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:N|NAME],
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST].
     Import {
         source: String,
+        /// Registry credentials USER[:PASSWORD] (docker:// sources).
+        #[arg(long, value_name = "USER[:PASSWORD]")]
+        creds: Option<String>,
+        /// Registry auth file (default: $REGISTRY_AUTH_FILE, then podman's and docker's).
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Verify registry TLS certificates; false also allows plain HTTP.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        tls_verify: bool,
         /// Name of the image ref (default: the source's reference or tag).
         #[arg(long)]
         tag: Option<String>,
@@ -318,6 +329,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Import {
             source,
+            creds,
+            authfile,
+            tls_verify,
             tag,
             platform,
             jobs,
@@ -330,6 +344,14 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 tag: tag.clone(),
                 platform: platform.as_deref().map(Platform::parse).transpose()?,
                 progress: &bars,
+                registry: layerstore_import::registry::RegistryOptions {
+                    creds: creds
+                        .as_deref()
+                        .map(layerstore_import::registry::Credentials::parse)
+                        .transpose()?,
+                    authfile: authfile.clone(),
+                    tls_verify: *tls_verify,
+                },
                 ..ImportOptions::default()
             };
             if let Some(j) = jobs {
@@ -381,6 +403,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                             "layers": i.layers.len(),
                             "logical_size": i.logical_size,
                             "created": i.created,
+                            "origin": i.origin,
                         })
                     })
                     .collect();
@@ -388,18 +411,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             } else {
                 writeln!(
                     out,
-                    "{:<30} {:<19} {:>6} {:>10}  CREATED",
-                    "NAME", "DIGEST", "LAYERS", "SIZE"
+                    "{:<30} {:<19} {:>6} {:>10}  {:<25} ORIGIN",
+                    "NAME", "DIGEST", "LAYERS", "SIZE", "CREATED"
                 )?;
                 for (name, i) in &images {
                     writeln!(
                         out,
-                        "{:<30} {:<19} {:>6} {:>10}  {}",
+                        "{:<30} {:<19} {:>6} {:>10}  {:<25} {}",
                         name,
                         &i.manifest_digest.to_string()[..19],
                         i.layers.len(),
                         fmt::bytes(i.logical_size),
-                        i.created.as_deref().unwrap_or("-")
+                        i.created.as_deref().unwrap_or("-"),
+                        i.origin.as_deref().unwrap_or("-")
                     )?;
                 }
             }
@@ -434,6 +458,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     "manifest_digest": info.manifest_digest,
                     "config_digest": info.config_digest,
                     "created": info.created,
+                    "origin": info.origin,
                     "layers": layers,
                     "labels": labels,
                     "manifest": manifest,
@@ -448,6 +473,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 )?;
                 writeln!(out, "Config:   {}", info.config_digest)?;
                 writeln!(out, "Created:  {}", info.created.as_deref().unwrap_or("-"))?;
+                writeln!(out, "Origin:   {}", info.origin.as_deref().unwrap_or("-"))?;
                 if let Some(p) = config.get("architecture") {
                     writeln!(
                         out,

@@ -20,6 +20,7 @@
 pub mod dedup;
 pub mod error;
 pub mod layer;
+pub mod registry;
 pub mod resolve;
 pub mod source;
 pub mod tarparse;
@@ -62,6 +63,8 @@ pub struct ImportOptions<'a> {
     /// Limits for this import (default: the store's, from `meta.json`).
     pub limits: Option<layerstore_store::Limits>,
     pub progress: &'a dyn Progress,
+    /// How to reach registries (`docker://` sources).
+    pub registry: registry::RegistryOptions,
 }
 
 impl Default for ImportOptions<'_> {
@@ -74,6 +77,7 @@ impl Default for ImportOptions<'_> {
                 .unwrap_or(2),
             limits: None,
             progress: &NoProgress,
+            registry: registry::RegistryOptions::default(),
         }
     }
 }
@@ -109,6 +113,21 @@ pub fn resolve_source(
     platform: &Platform,
     limits: &layerstore_store::Limits,
 ) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
+    resolve_source_with(
+        spec,
+        platform,
+        limits,
+        &registry::RegistryOptions::default(),
+    )
+}
+
+/// [`resolve_source`], reaching registries as `registry_opts` says.
+pub fn resolve_source_with(
+    spec: &SourceSpec,
+    platform: &Platform,
+    limits: &layerstore_store::Limits,
+    registry_opts: &registry::RegistryOptions,
+) -> Result<(Box<dyn source::Container>, ResolvedImage)> {
     let limits = *limits;
     let (container, resolved): (Box<dyn source::Container>, _) = match spec {
         SourceSpec::OciDir { path, reference } => {
@@ -124,6 +143,10 @@ pub fn resolve_source(
         SourceSpec::DockerArchive { path, reference } => {
             let c = source::TarContainer::open(path)?;
             let r = resolve::resolve_docker(&c, reference.as_deref(), &limits)?;
+            (Box::new(c), r)
+        }
+        SourceSpec::Registry { reference } => {
+            let (c, r) = registry::resolve(reference, registry_opts, platform, &limits)?;
             (Box::new(c), r)
         }
     };
@@ -142,7 +165,9 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
     let spec_parsed = SourceSpec::parse(spec)?;
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let limits = opts.limits.unwrap_or_else(|| store.limits());
-    let (container, image) = resolve_source(&spec_parsed, &platform, &limits)?;
+    let (container, image) = resolve_source_with(&spec_parsed, &platform, &limits, &opts.registry)?;
+    // Recorded as the image's origin (and names the import's lease).
+    let spec = &spec_parsed.origin(spec);
     let name = opts
         .tag
         .clone()
@@ -379,6 +404,7 @@ fn import_resolved(
         config_digest: image.config_digest,
         config: image.config.clone(),
         created: image.created.clone(),
+        origin: Some(spec.to_string()),
         layers: image
             .layers
             .iter()

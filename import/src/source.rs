@@ -30,6 +30,10 @@ pub enum SourceSpec {
         path: PathBuf,
         reference: Option<String>,
     },
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`.
+    Registry {
+        reference: crate::registry::Reference,
+    },
 }
 
 impl SourceSpec {
@@ -39,6 +43,10 @@ impl SourceSpec {
             spec: spec.into(),
             reason: reason.into(),
         };
+        if let Some(r) = spec.strip_prefix("docker://") {
+            let reference = crate::registry::Reference::parse(r)?;
+            return Ok(SourceSpec::Registry { reference });
+        }
         let (transport, rest) = spec.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE")
         })?;
@@ -74,6 +82,16 @@ impl SourceSpec {
             SourceSpec::OciDir { reference, .. }
             | SourceSpec::OciArchive { reference, .. }
             | SourceSpec::DockerArchive { reference, .. } => reference.as_deref(),
+            SourceSpec::Registry { .. } => None,
+        }
+    }
+
+    /// What an image imported from here records as its origin: `docker://` references in
+    /// canonical form (registry, repository, tag, digest), other specs as given.
+    pub fn origin(&self, spec: &str) -> String {
+        match self {
+            SourceSpec::Registry { reference } => format!("docker://{reference}"),
+            _ => spec.to_string(),
         }
     }
 }

@@ -171,6 +171,11 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE objects;
     ALTER TABLE objects_v4 RENAME TO objects;
     "#,
+    // 5 (registry): where an image came from, `docker://HOST/REPO:TAG` or the source spec as
+    // given; the last import of the image sets it. NULL for images imported before.
+    r#"
+    ALTER TABLE images ADD COLUMN origin TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,7 +16,9 @@ fn corpus() -> Option<PathBuf> {
     match std::env::var_os("LAYERSTORE_CORPUS") {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
         _ => {
-            layerstore_tests::skip("corpus tier: set LAYERSTORE_CORPUS to a corpus built by shared/corpus/build-debian-series");
+            layerstore_tests::skip(
+                "corpus tier: set LAYERSTORE_CORPUS to a corpus built by shared/corpus/build-debian-series",
+            );
             None
         }
     }
