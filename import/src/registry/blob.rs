@@ -179,12 +179,29 @@ impl Read for BlobReader<'_> {
                     let dropped = (n as u64).min(self.skip);
                     self.skip -= dropped;
                     let keep = n - dropped as usize;
+                    if self.pos + keep as u64 > self.size {
+                        return Err(io::Error::other(RegistryError::BlobTooLong {
+                            digest: self.digest.to_string(),
+                            expected: self.size,
+                            sent: self.pos + keep as u64,
+                        }));
+                    }
                     if keep > 0 {
                         buf.copy_within(dropped as usize..n, 0);
                         self.pos += keep as u64;
                         self.resumes_without_progress = 0;
                         return Ok(keep);
                     }
+                }
+                Ok(n) if self.pos + n as u64 > self.size => {
+                    // A registry sending more than the descriptor promises is not trusted
+                    // with the rest (the caller would only learn it from a size mismatch, or
+                    // from a decompressor choking on what follows).
+                    return Err(io::Error::other(RegistryError::BlobTooLong {
+                        digest: self.digest.to_string(),
+                        expected: self.size,
+                        sent: self.pos + n as u64,
+                    }));
                 }
                 Ok(n) => {
                     self.pos += n as u64;

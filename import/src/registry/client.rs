@@ -84,7 +84,7 @@ impl Client {
             &["https", "http"]
         };
         let mut last_err = None;
-        for scheme in schemes {
+        for (i, scheme) in schemes.iter().enumerate() {
             let base = Url::parse(&format!("{scheme}://{api_host}/")).map_err(|e| {
                 RegistryError::InvalidReference {
                     reference: api_host.into(),
@@ -100,7 +100,10 @@ impl Client {
                 tokens: Mutex::new(HashMap::new()),
                 backoff: Duration::from_millis(200),
             };
-            match client.ping() {
+            // HTTPS probed against a plain-HTTP port fails at once and for good: only the
+            // last scheme tried is worth retrying.
+            let attempts = if i + 1 == schemes.len() { ATTEMPTS } else { 1 };
+            match client.ping(attempts) {
                 Ok(()) => return Ok(client),
                 Err(e @ RegistryError::Transport { .. }) => {
                     log::debug!("{scheme}://{api_host}: {e}");
@@ -114,9 +117,9 @@ impl Client {
 
     /// `GET /v2/`: learns the challenge. Credentials are checked later, per repository (a token
     /// server grants per scope).
-    fn ping(&self) -> Result<(), RegistryError> {
+    fn ping(&self, attempts: u32) -> Result<(), RegistryError> {
         let url = self.url("v2/");
-        let resp = self.send_retrying(&url, &[], None)?;
+        let resp = self.send_retrying_to(&url, &[], None, &self.base, attempts)?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {
@@ -238,7 +241,7 @@ impl Client {
         let asked = Instant::now();
         // The realm is a host the registry names: credentials go there by design (this is how
         // the token flow works), but not on to wherever it redirects.
-        let mut resp = self.send_retrying_to(&url, &[], basic.as_deref(), &url)?;
+        let mut resp = self.send_retrying_to(&url, &[], basic.as_deref(), &url, ATTEMPTS)?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RegistryError::Unauthorized {
@@ -289,10 +292,10 @@ impl Client {
         headers: &[(&str, &str)],
         auth: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
-        self.send_retrying_to(url, headers, auth, &self.base)
+        self.send_retrying_to(url, headers, auth, &self.base, ATTEMPTS)
     }
 
-    /// Send, retrying 5xx, 429 and transport failures up to [`ATTEMPTS`] times with backoff.
+    /// Send, retrying 5xx, 429 and transport failures up to `attempts` times with backoff.
     /// `auth` goes only to `origin`'s scheme, host and port.
     fn send_retrying_to(
         &self,
@@ -300,6 +303,7 @@ impl Client {
         headers: &[(&str, &str)],
         auth: Option<&str>,
         origin: &Url,
+        attempts: u32,
     ) -> Result<Response<Body>, RegistryError> {
         let mut attempt = 1;
         loop {
@@ -307,7 +311,7 @@ impl Client {
             let wait = match &res {
                 Ok(resp) if retryable(resp.status().as_u16()) => {
                     let status = resp.status().as_u16();
-                    if attempt >= ATTEMPTS {
+                    if attempt >= attempts {
                         return Err(RegistryError::RetriesExhausted {
                             url: url.to_string(),
                             attempts: attempt,
@@ -317,7 +321,7 @@ impl Client {
                     retry_after(resp).unwrap_or_else(|| self.backoff(attempt))
                 }
                 Err(RegistryError::Transport { source, .. }) if transient(source) => {
-                    if attempt >= ATTEMPTS {
+                    if attempt >= attempts {
                         return res;
                     }
                     self.backoff(attempt)
