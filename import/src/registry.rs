@@ -73,6 +73,12 @@ pub enum RegistryError {
         #[source]
         source: Box<ureq::Error>,
     },
+    #[error("{url}: TLS handshake failed (a registry without TLS needs --tls-verify=false)")]
+    TlsHandshake {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
     #[error("{url}: HTTP {status}: {message}")]
     Status {
         url: String,

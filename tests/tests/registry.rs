@@ -461,6 +461,8 @@ impl Resp {
 /// One request per connection (`Connection: close`), a thread each.
 struct FaultServer {
     port: u16,
+    /// Connections accepted, HTTP or not.
+    connections: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<Req>>>,
     stop: Arc<AtomicBool>,
 }
@@ -472,19 +474,22 @@ impl FaultServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);
-        let (reqs, stopped) = (requests.clone(), stop.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (reqs, stopped, conns) = (requests.clone(), stop.clone(), connections.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let (handler, reqs) = (handler.clone(), reqs.clone());
                 std::thread::spawn(move || serve_one(conn, &*handler, &reqs));
             }
         });
         FaultServer {
             port,
+            connections,
             requests,
             stop,
         }
@@ -517,8 +522,15 @@ fn serve_one(conn: TcpStream, handler: &dyn Fn(&Req) -> Resp, reqs: &Mutex<Vec<R
         .unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
-    // Not HTTP (a TLS ClientHello probing for HTTPS): drop the connection.
-    if reader.read_line(&mut line).is_err() || !line.ends_with("HTTP/1.1\r\n") {
+    // Not HTTP (a TLS ClientHello, 0x16, probing for HTTPS): answer at once in plain HTTP, as
+    // docker-registry does, rather than wait for a line that never comes.
+    let tls = reader
+        .fill_buf()
+        .map(|b| b.first() == Some(&0x16))
+        .unwrap_or(true);
+    if tls || reader.read_line(&mut line).is_err() || !line.ends_with("HTTP/1.1\r\n") {
+        let mut conn = conn;
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
         return;
     }
     let mut parts = line.split_whitespace();
@@ -1069,8 +1081,11 @@ fn plain_http_needs_tls_verify_false() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, Error::Registry(RegistryError::Transport { .. })),
+        matches!(err, Error::Registry(RegistryError::TlsHandshake { .. })),
         "{err:#}"
     );
     assert_failed_cleanly(&store);
+    // A TLS failure is not retried: another try fails the same way.
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
+    assert!(srv.requests("/v2/").is_empty());
 }

@@ -105,7 +105,7 @@ impl Client {
             let attempts = if i + 1 == schemes.len() { ATTEMPTS } else { 1 };
             match client.ping(attempts) {
                 Ok(()) => return Ok(client),
-                Err(e @ RegistryError::Transport { .. }) => {
+                Err(e @ (RegistryError::Transport { .. } | RegistryError::TlsHandshake { .. })) => {
                     log::debug!("{scheme}://{api_host}: {e}");
                     last_err = Some(e);
                 }
@@ -425,15 +425,37 @@ fn retry_after(resp: &Response<Body>) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// Failures a new connection may not have: dropped, reset, timed out.
+/// Failures a new connection may not have: dropped, reset, refused, timed out. Not a failed
+/// TLS handshake (ureq reports rustls's errors as `InvalidData`): another try fails the same.
 pub(crate) fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
-    )
+    use std::io::ErrorKind::*;
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ConnectionReset
+                | ConnectionAborted
+                | ConnectionRefused
+                | NotConnected
+                | BrokenPipe
+                | UnexpectedEof
+                | TimedOut
+                | WouldBlock
+                | Interrupted
+        ),
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
 }
 
 pub(crate) fn transport(url: &Url, e: ureq::Error) -> RegistryError {
+    if url.scheme() == "https"
+        && matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData)
+    {
+        return RegistryError::TlsHandshake {
+            url: url.to_string(),
+            source: Box::new(e),
+        };
+    }
     RegistryError::Transport {
         url: url.to_string(),
         source: Box::new(e),
