@@ -100,6 +100,24 @@ enum Command {
         #[arg(long = "limit", value_name = "NAME=VALUE")]
         limits: Vec<String>,
     },
+    /// Push a stored image to a registry: docker://HOST[:PORT]/REPO[:TAG].
+    Push {
+        image: String,
+        destination: String,
+        /// Registry credentials USER[:PASSWORD].
+        #[arg(long, value_name = "USER[:PASSWORD]")]
+        creds: Option<String>,
+        /// Registry auth file (default: $REGISTRY_AUTH_FILE, then podman's and docker's).
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Verify registry TLS certificates; false also allows plain HTTP.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        tls_verify: bool,
+        /// Compression of layers the registry has under no known digest.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compress: PushCompressArg,
+    },
     /// List images.
     Images,
     /// Show an image's manifest, config and layers.
@@ -258,6 +276,13 @@ fn default_store() -> PathBuf {
     data.join("layerstore")
 }
 
+/// `push --compress`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PushCompressArg {
+    Gzip,
+    Zstd,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.global.quiet, cli.global.verbose) {
@@ -386,6 +411,49 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     report.new_objects,
                     fmt::bytes(report.new_bytes),
                     report.dedup_hits,
+                )?;
+            }
+        }
+        Command::Push {
+            image,
+            destination,
+            creds,
+            authfile,
+            tls_verify,
+            compress,
+        } => {
+            use layerstore_import::registry::{Credentials, RegistryOptions, push};
+            let store = open(&store_path)?;
+            let opts = push::PushOptions {
+                registry: RegistryOptions {
+                    creds: creds.as_deref().map(Credentials::parse).transpose()?,
+                    authfile: authfile.clone(),
+                    tls_verify: *tls_verify,
+                },
+                compression: match compress {
+                    PushCompressArg::Gzip => push::PushCompression::Gzip,
+                    PushCompressArg::Zstd => push::PushCompression::Zstd,
+                },
+            };
+            let report = push::push(&store, image, destination, &opts)
+                .with_context(|| format!("cannot push {image} to {destination}"))?;
+            if g.json {
+                print_json(&report)?;
+            } else if !g.quiet {
+                let uploaded = report
+                    .layers
+                    .iter()
+                    .filter(|l| l.how == push::LayerPush::Uploaded)
+                    .count();
+                writeln!(
+                    out,
+                    "pushed {image} to {} {}: {} layers ({} uploaded, {} already there or mounted), {} uploaded",
+                    report.destination,
+                    report.manifest_digest,
+                    report.layers.len(),
+                    uploaded,
+                    report.layers.len() - uploaded,
+                    fmt::bytes(report.uploaded_bytes),
                 )?;
             }
         }

@@ -19,6 +19,7 @@
 pub mod auth;
 mod blob;
 mod client;
+pub mod push;
 pub mod reference;
 
 use std::collections::HashMap;
@@ -117,6 +118,12 @@ pub enum RegistryError {
         digest: String,
         expected: u64,
         sent: u64,
+    },
+    #[error("{url}: the registry answered {status} to an upload: {message}")]
+    Upload {
+        url: String,
+        status: u16,
+        message: String,
     },
     #[error("blob {digest}: cannot resume at byte {offset}: {reason}")]
     ResumeFailed {
@@ -324,6 +331,17 @@ pub fn resolve(
     platform: &Platform,
     limits: &Limits,
 ) -> Result<(RegistryContainer, ResolvedImage)> {
+    let client = connect(reference, opts)?;
+    let container = RegistryContainer {
+        client,
+        reference: reference.clone(),
+        sizes: Mutex::new(HashMap::new()),
+    };
+    resolve_in(container, reference, platform, limits)
+}
+
+/// Credentials for `reference` as `opts` says, and a client for its registry.
+fn connect(reference: &Reference, opts: &RegistryOptions) -> Result<Client> {
     let creds = match (&opts.creds, &opts.authfile) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(f)) => {
@@ -351,17 +369,20 @@ pub fn resolve(
         reference.registry,
         creds.as_ref().map(|c| &c.username)
     );
-    let client = Client::connect(
+    Ok(Client::connect(
         reference.api_host(),
         &reference.registry,
         creds,
         opts.tls_verify,
-    )?;
-    let container = RegistryContainer {
-        client,
-        reference: reference.clone(),
-        sizes: Mutex::new(HashMap::new()),
-    };
+    )?)
+}
+
+fn resolve_in(
+    container: RegistryContainer,
+    reference: &Reference,
+    platform: &Platform,
+    limits: &Limits,
+) -> Result<(RegistryContainer, ResolvedImage)> {
     let (mut data, mut media_type, mut digest) = container.fetch_manifest(
         &reference.manifest_reference(),
         reference.digest.map(|d| (d, None)),

@@ -410,6 +410,120 @@ fn htpasswd_basic_auth_takes_creds_or_an_auth_file_and_refuses_wrong_ones() {
     assert_sound(&store2);
 }
 
+#[test]
+fn a_pushed_image_reads_back_with_skopeo_and_pulls_back_equal_and_pushes_again_as_a_no_op() {
+    use layerstore_import::registry::push::{LayerPush, PushOptions, push};
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (oci, v1, _) = two_versions(tmp.path());
+    let store = new_store(tmp.path());
+    import(&store, &format!("oci:{}:v1", oci.display())).unwrap();
+    let dest = format!("docker://{}/pushed:v1", reg.host());
+    let opts = PushOptions {
+        registry: insecure(),
+        ..PushOptions::default()
+    };
+    // The registry has none of the layout's blobs: every layer is compressed anew.
+    let r = push(&store, "v1", &dest, &opts).unwrap();
+    assert!(
+        r.layers.iter().all(|l| l.how == LayerPush::Uploaded),
+        "{r:?}"
+    );
+    let diff_ids: Vec<String> = r.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let want: Vec<String> = v1.layers.iter().map(|l| l.diff_id.clone()).collect();
+    assert_eq!(diff_ids, want);
+
+    // skopeo reads it back (verifying every digest) with the same diff_ids.
+    let out = tmp.path().join("back");
+    let st = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+        .arg(&dest)
+        .arg(format!("oci:{}:v1", out.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let back = import(
+        &new_store(&tmp.path().join("s2")),
+        &format!("oci:{}:v1", out.display()),
+    )
+    .unwrap();
+    assert_eq!(back.manifest_digest, r.manifest_digest);
+    assert_eq!(
+        back.layers
+            .iter()
+            .map(|l| l.diff_id.to_string())
+            .collect::<Vec<_>>(),
+        want
+    );
+
+    // layerstore pulls it back to the same tree.
+    let s3 = new_store(&tmp.path().join("s3"));
+    let pulled = pull(&s3, &dest, &options(insecure())).unwrap();
+    assert_eq!(pulled.manifest_digest, r.manifest_digest);
+    let t_ours = store
+        .merged_tree(&store.resolve_image("v1").unwrap())
+        .unwrap();
+    let t_back = s3
+        .merged_tree(&s3.resolve_image(&pulled.name).unwrap())
+        .unwrap();
+    assert_eq!(format!("{t_ours:?}"), format!("{t_back:?}"));
+
+    // Compression is reproducible: a second push finds every blob and uploads nothing.
+    let again = push(&store, "v1", &dest, &opts).unwrap();
+    assert_eq!(again.manifest_digest, r.manifest_digest);
+    assert_eq!(again.uploaded_bytes, 0);
+    assert!(again.layers.iter().all(|l| l.how == LayerPush::Present));
+    assert_sound(&store);
+    assert_sound(&s3);
+}
+
+#[test]
+fn a_pulled_image_pushed_to_another_repository_is_mounted_with_its_digests() {
+    use layerstore_import::registry::push::{LayerPush, PushOptions, push};
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (oci, v1, _) = two_versions(tmp.path());
+    reg.push(&oci, "v1", "app:v1", None);
+    let store = new_store(tmp.path());
+    let pulled = pull(
+        &store,
+        &format!("docker://{}/app:v1", reg.host()),
+        &options(insecure()),
+    )
+    .unwrap();
+    let opts = PushOptions {
+        registry: insecure(),
+        ..PushOptions::default()
+    };
+    let r = push(
+        &store,
+        &pulled.name,
+        &format!("docker://{}/copy:v1", reg.host()),
+        &opts,
+    )
+    .unwrap();
+    assert!(
+        r.layers.iter().all(|l| l.how == LayerPush::Mounted),
+        "{r:?}"
+    );
+    assert_eq!(r.uploaded_bytes, 0);
+    // The exact manifest: the same digest as the original.
+    assert_eq!(r.manifest_digest.to_string(), v1.manifest_digest);
+    let s2 = new_store(&tmp.path().join("s2"));
+    let back = pull(
+        &s2,
+        &format!("docker://{}/copy:v1", reg.host()),
+        &options(insecure()),
+    )
+    .unwrap();
+    assert_eq!(back.manifest_digest.to_string(), v1.manifest_digest);
+    assert_sound(&s2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A fault-injecting registry of our own
 

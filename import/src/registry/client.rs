@@ -4,6 +4,7 @@
 //! connections with backoff (`Retry-After` honoured).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Seek;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,34 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
      application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The HTTP methods the client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// A request body, re-sendable on a retry.
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    None,
+    Bytes(&'a [u8]),
+    File(&'a std::fs::File),
+}
 
 struct Token {
     value: String,
@@ -119,7 +148,15 @@ impl Client {
     /// server grants per scope).
     fn ping(&self, attempts: u32) -> Result<(), RegistryError> {
         let url = self.url("v2/");
-        let resp = self.send_retrying_to(&url, &[], None, &self.base, attempts)?;
+        let resp = self.send_retrying_to(
+            Method::Get,
+            &url,
+            &[],
+            None,
+            &self.base,
+            attempts,
+            Payload::None,
+        )?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {
@@ -156,11 +193,36 @@ impl Client {
         repo: &str,
         headers: &[(&str, &str)],
     ) -> Result<Response<Body>, RegistryError> {
-        let scope = format!("repository:{repo}:pull");
+        self.request(Method::Get, url, repo, false, headers, Payload::None)
+    }
+
+    /// [`Client::get`] for any method; with `push`, the token asked for allows pushing.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        repo: &str,
+        push: bool,
+        headers: &[(&str, &str)],
+        payload: Payload<'_>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let scope = if push {
+            format!("repository:{repo}:pull,push")
+        } else {
+            format!("repository:{repo}:pull")
+        };
         let mut reauthenticated = false;
         loop {
             let auth = self.authorization(&scope)?;
-            let resp = self.send_retrying(url, headers, auth.as_deref())?;
+            let resp = self.send_retrying_to(
+                method,
+                url,
+                headers,
+                auth.as_deref(),
+                &self.base,
+                ATTEMPTS,
+                payload,
+            )?;
             if resp.status().as_u16() != 401 {
                 return Ok(resp);
             }
@@ -241,7 +303,15 @@ impl Client {
         let asked = Instant::now();
         // The realm is a host the registry names: credentials go there by design (this is how
         // the token flow works), but not on to wherever it redirects.
-        let mut resp = self.send_retrying_to(&url, &[], basic.as_deref(), &url, ATTEMPTS)?;
+        let mut resp = self.send_retrying_to(
+            Method::Get,
+            &url,
+            &[],
+            basic.as_deref(),
+            &url,
+            ATTEMPTS,
+            Payload::None,
+        )?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RegistryError::Unauthorized {
@@ -285,29 +355,22 @@ impl Client {
         })
     }
 
-    /// Send with retries against the registry's origin.
-    fn send_retrying(
-        &self,
-        url: &Url,
-        headers: &[(&str, &str)],
-        auth: Option<&str>,
-    ) -> Result<Response<Body>, RegistryError> {
-        self.send_retrying_to(url, headers, auth, &self.base, ATTEMPTS)
-    }
-
     /// Send, retrying 5xx, 429 and transport failures up to `attempts` times with backoff.
     /// `auth` goes only to `origin`'s scheme, host and port.
+    #[allow(clippy::too_many_arguments)]
     fn send_retrying_to(
         &self,
+        method: Method,
         url: &Url,
         headers: &[(&str, &str)],
         auth: Option<&str>,
         origin: &Url,
         attempts: u32,
+        payload: Payload<'_>,
     ) -> Result<Response<Body>, RegistryError> {
         let mut attempt = 1;
         loop {
-            let res = self.send(url, headers, auth, origin);
+            let res = self.send(method, url, headers, auth, origin, payload);
             let wait = match &res {
                 Ok(resp) if retryable(resp.status().as_u16()) => {
                     let status = resp.status().as_u16();
@@ -338,19 +401,24 @@ impl Client {
         self.backoff * 2u32.pow(attempt.saturating_sub(1).min(6))
     }
 
-    /// One request, following redirects by hand.
+    /// One request, following redirects by hand (for GET and HEAD; an upload's redirect is
+    /// the caller's to judge).
     fn send(
         &self,
+        method: Method,
         url: &Url,
         headers: &[(&str, &str)],
         auth: Option<&str>,
         origin: &Url,
+        payload: Payload<'_>,
     ) -> Result<Response<Body>, RegistryError> {
         let mut url = url.clone();
         let mut seen = HashSet::new();
         loop {
             seen.insert(url.clone());
-            let mut req = self.agent.get(url.as_str());
+            let mut req = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(url.as_str());
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
@@ -360,9 +428,27 @@ impl Client {
             {
                 req = req.header("Authorization", a);
             }
-            let resp = req.call().map_err(|e| transport(&url, e))?;
+            let bad_request = |e: ureq::http::Error| RegistryError::Status {
+                url: url.to_string(),
+                status: 0,
+                message: format!("cannot build the request: {e}"),
+            };
+            let resp = match payload {
+                Payload::None => self.agent.run(req.body(()).map_err(bad_request)?),
+                Payload::Bytes(b) => self.agent.run(req.body(b).map_err(bad_request)?),
+                Payload::File(f) => {
+                    // A retry sends the file again from its start.
+                    (&*f)
+                        .seek(std::io::SeekFrom::Start(0))
+                        .map_err(|e| transport(&url, ureq::Error::Io(e)))?;
+                    self.agent.run(req.body(f).map_err(bad_request)?)
+                }
+            }
+            .map_err(|e| transport(&url, e))?;
             let status = resp.status().as_u16();
-            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            if !matches!(status, 301 | 302 | 303 | 307 | 308)
+                || !matches!(method, Method::Get | Method::Head)
+            {
                 return Ok(resp);
             }
             let location = resp
