@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use layerstore_import::registry::{Credentials, RegistryError, RegistryOptions};
-use layerstore_import::{Error, ImportOptions, ImportReport};
+use layerstore_import::{Error, ImportOptions, ImportReport, Platform};
 use layerstore_store::{RefKind, Store};
 use layerstore_tests::rng::Rng;
 use layerstore_tests::{
@@ -170,6 +170,72 @@ fn a_pull_by_digest_fetches_exactly_that_manifest() {
     )
     .unwrap();
     assert_eq!(r.manifest_digest.to_string(), v2.manifest_digest);
+    assert_sound(&store);
+}
+
+#[test]
+fn an_index_resolves_to_the_host_platform_or_the_one_asked_for() {
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let host = layerstore_tests::oci_architecture();
+    let other = if host == "arm64" { "amd64" } else { "arm64" };
+    let idx = OciLayout::create(&oci)
+        .unwrap()
+        .add_index_image(
+            "multi",
+            &[
+                (
+                    "linux",
+                    other,
+                    None,
+                    ImageSpec::new(vec![layer("other", 1000, Compression::Gzip)]),
+                ),
+                (
+                    "linux",
+                    host,
+                    None,
+                    ImageSpec::new(vec![layer("host", 1000, Compression::Gzip)]),
+                ),
+            ],
+        )
+        .unwrap();
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--all",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:multi", oci.display()))
+        .arg(format!("docker://{}/multi:v1", reg.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = new_store(tmp.path());
+    let spec = format!("docker://{}/multi:v1", reg.host());
+    let r = pull(&store, &spec, &options(insecure())).unwrap();
+    assert_eq!(r.manifest_digest.to_string(), idx.images[1].manifest_digest);
+    let opts = ImportOptions {
+        tag: Some("other".into()),
+        platform: Some(Platform::parse(&format!("linux/{other}")).unwrap()),
+        ..options(insecure())
+    };
+    let r = pull(&store, &spec, &opts).unwrap();
+    assert_eq!(r.manifest_digest.to_string(), idx.images[0].manifest_digest);
+    let opts = ImportOptions {
+        platform: Some(Platform::parse("plan9/mips").unwrap()),
+        ..options(insecure())
+    };
+    let err = pull(&store, &spec, &opts).unwrap_err();
+    assert!(matches!(err, Error::NoMatchingImage { .. }), "{err:#}");
     assert_sound(&store);
 }
 
