@@ -85,7 +85,7 @@ enum Command {
         authfile: Option<PathBuf>,
         /// Verify registry TLS certificates; false also allows plain HTTP.
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-              num_args = 0..=1, default_missing_value = "true")]
+              num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         tls_verify: bool,
         /// Name of the image ref (default: the source's reference or tag).
         #[arg(long)]
@@ -112,7 +112,7 @@ enum Command {
         authfile: Option<PathBuf>,
         /// Verify registry TLS certificates; false also allows plain HTTP.
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-              num_args = 0..=1, default_missing_value = "true")]
+              num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         tls_verify: bool,
         /// Compression of layers the registry has under no known digest.
         #[arg(long, value_enum, default_value = "gzip")]

@@ -375,3 +375,50 @@ fn rewrite_manifest(manifest: &[u8], layers: &[PushedLayer]) -> Result<Vec<u8>> 
     }
     Ok(serde_json::to_vec(&v).expect("a JSON value serializes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_manifest_keeps_all_but_the_recompressed_layer_descriptors() {
+        let old = Digest::of(b"old");
+        let new = Digest::of(b"new");
+        let config = Digest::of(b"config");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.to_string(), "size": 6},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": old.to_string(), "size": 3,
+                        "urls": ["https://elsewhere.example/blob"],
+                        "annotations": {"a": "b"}}],
+            "annotations": {"x": "y"}
+        });
+        let layers = [PushedLayer {
+            diff_id: old,
+            digest: new,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 42,
+            how: LayerPush::Uploaded,
+        }];
+        let out = rewrite_manifest(&serde_json::to_vec(&manifest).unwrap(), &layers).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["config"], manifest["config"]);
+        assert_eq!(v["annotations"], manifest["annotations"]);
+        let l = &v["layers"][0];
+        assert_eq!(l["digest"], new.to_string());
+        assert_eq!(l["size"], 42);
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(l["annotations"], manifest["layers"][0]["annotations"]);
+        assert!(l.get("urls").is_none(), "the old blob's URLs are dropped");
+        assert!(
+            rewrite_manifest(&out, &[]).is_err(),
+            "layer counts must agree"
+        );
+    }
+}
