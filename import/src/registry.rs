@@ -11,6 +11,8 @@
 //! - [`auth`]: credentials (podman's lookup order) and `WWW-Authenticate` challenges.
 //! - `client`: HTTP (ureq, rustls), auth, redirects by hand, retries with backoff.
 //! - `blob`: a blob reader that resumes a dropped connection with `Range`.
+//! - [`push`]: pushing a stored image (blobs the registry has or can mount are not uploaded;
+//!   others are rebuilt from the store and compressed reproducibly).
 //!
 //! Why ureq and threads rather than an async client: the pipeline is thread-per-layer already
 //! (a blocking reader feeding inflate and parse threads), so a blocking `Read` per layer slots in
