@@ -202,7 +202,12 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
                 log::info!("a concurrent gc removed object {id} this import relied on; retrying");
                 attempt += 1;
             }
-            res => return res,
+            res => {
+                if let (Ok(report), SourceSpec::Registry { reference }) = (&res, &spec_parsed) {
+                    registry::remember_blobs(store, reference, report);
+                }
+                return res;
+            }
         }
     }
 }

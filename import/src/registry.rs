@@ -325,6 +325,21 @@ impl RegistryContainer {
     }
 }
 
+/// Remember where the blobs of an image pulled from `reference` live (the blob info cache a
+/// push consults). A cache: failing to write it is logged, not an error.
+pub fn remember_blobs(
+    store: &layerstore_store::Store,
+    reference: &Reference,
+    report: &crate::ImportReport,
+) {
+    let mut digests: Vec<Digest> = report.layers.iter().map(|l| l.blob_digest).collect();
+    digests.push(report.config_digest);
+    let location = format!("{}/{}", reference.registry, reference.repository);
+    if let Err(e) = store.record_blob_locations(&digests, &location) {
+        log::warn!("cannot remember the blobs of {location}: {e}");
+    }
+}
+
 /// Connect to the registry `reference` names and resolve it to one image (an index narrowed to
 /// `platform`), with its config.
 pub fn resolve(

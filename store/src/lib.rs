@@ -44,6 +44,7 @@
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
 //!   holder.
 
+mod blob_cache;
 pub mod checkout;
 pub mod df;
 pub mod digest;

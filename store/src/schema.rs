@@ -176,6 +176,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE images ADD COLUMN origin TEXT;
     "#,
+    // 6 (registry): the blob info cache, see blob_cache.rs.
+    r#"
+    CREATE TABLE blob_locations (
+        digest TEXT NOT NULL,       -- compressed blob digest
+        location TEXT NOT NULL,     -- HOST[:PORT]/REPO it was seen in
+        seen INTEGER NOT NULL,
+        PRIMARY KEY (digest, location)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

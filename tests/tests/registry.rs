@@ -479,6 +479,34 @@ fn a_pulled_image_pushed_to_another_repository_is_mounted_with_its_digests() {
     .unwrap();
     assert_eq!(back.manifest_digest.to_string(), v1.manifest_digest);
     assert_sound(&s2);
+
+    // The same image imported again from the layout now has the layout as its origin; the
+    // store still remembers where its blobs live in the registry, and mounts them from there.
+    import(&store, &format!("oci:{}:v1", oci.display())).unwrap();
+    let info = store.resolve_image("v1").unwrap();
+    assert!(info.origin.as_deref().unwrap().starts_with("oci:"));
+    let mut seen = store.blob_locations(&info.layers[0].blob_digest).unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            format!("{}/app", reg.host()),
+            format!("{}/copy", reg.host())
+        ]
+    );
+    let r = push(
+        &store,
+        "v1",
+        &format!("docker://{}/third:v1", reg.host()),
+        &opts,
+    )
+    .unwrap();
+    assert!(
+        r.layers.iter().all(|l| l.how == LayerPush::Mounted),
+        "{r:?}"
+    );
+    assert_eq!(r.manifest_digest.to_string(), v1.manifest_digest);
+    assert_sound(&store);
 }
 
 fn blob_path(digest: &str) -> String {

@@ -90,14 +90,38 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
     let (manifest, config) = store.image_documents(&info)?;
     let client = super::connect(&reference, &opts.registry)?;
     let repo = reference.repository.as_str();
-    // Where the image was pulled from, when that is another repository of this registry.
-    let mount_from = info
+    // Other repositories of this registry a blob can be mounted from: where the store saw it
+    // (the blob info cache), else where the image came from.
+    let origin_repo = info
         .origin
         .as_deref()
         .and_then(|o| o.strip_prefix("docker://"))
         .and_then(|o| Reference::parse(o).ok())
         .filter(|o| o.registry == reference.registry && o.repository != reference.repository)
         .map(|o| o.repository);
+    let mount_sources = |digest: &Digest| -> Result<Vec<String>> {
+        let prefix = format!("{}/", reference.registry);
+        let mut repos: Vec<String> = store
+            .blob_locations(digest)?
+            .into_iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .filter(|r| *r != reference.repository)
+            .collect();
+        if let Some(o) = &origin_repo
+            && !repos.contains(o)
+        {
+            repos.push(o.clone());
+        }
+        Ok(repos)
+    };
+    let try_mount = |digest: &Digest| -> Result<bool> {
+        for from in mount_sources(digest)? {
+            if mount(&client, repo, digest, &from)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
 
     let docker = info.manifest_media_type == "application/vnd.docker.distribution.manifest.v2+json";
     let mut layers = Vec::new();
@@ -113,9 +137,7 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
             ));
             continue;
         }
-        if let Some(from) = &mount_from
-            && mount(&client, repo, &l.blob_digest, from)?
-        {
+        if try_mount(&l.blob_digest)? {
             layers.push(pushed(
                 l,
                 l.blob_digest,
@@ -146,11 +168,8 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
         };
         layers.push(pushed(l, digest, media_type, size, how));
     }
-    let config_there = blob_exists(&client, repo, &info.config_digest)?
-        || match &mount_from {
-            Some(from) => mount(&client, repo, &info.config_digest, from)?,
-            None => false,
-        };
+    let config_there =
+        blob_exists(&client, repo, &info.config_digest)? || try_mount(&info.config_digest)?;
     if !config_there {
         upload(&client, repo, &info.config_digest, Payload::Bytes(&config))?;
         uploaded_bytes += config.len() as u64;
@@ -177,6 +196,12 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
     let status = resp.status().as_u16();
     if status != 201 && status != 200 {
         return Err(upload_error(&url, status, resp).into());
+    }
+    let mut digests: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
+    digests.push(info.config_digest);
+    let location = format!("{}/{}", reference.registry, reference.repository);
+    if let Err(e) = store.record_blob_locations(&digests, &location) {
+        log::warn!("cannot remember the blobs of {location}: {e}");
     }
     Ok(PushReport {
         destination: format!("docker://{reference}"),
