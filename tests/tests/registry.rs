@@ -240,6 +240,74 @@ fn an_index_resolves_to_the_host_platform_or_the_one_asked_for() {
 }
 
 #[test]
+fn a_docker_schema2_image_pulls_and_pushes_as_docker_schema2() {
+    use layerstore_import::registry::push::{PushOptions, push};
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // v2's layers are all gzip, which Docker schema2 can carry.
+    let (oci, _, v2) = two_versions(tmp.path());
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--format=v2s2"])
+        .arg("--dest-tls-verify=false")
+        .arg(format!("oci:{}:v2", oci.display()))
+        .arg(format!("docker://{}/docker:v2", reg.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = new_store(tmp.path());
+    let r = pull(
+        &store,
+        &format!("docker://{}/docker:v2", reg.host()),
+        &options(insecure()),
+    )
+    .unwrap();
+    let info = store.resolve_image(&r.name).unwrap();
+    assert_eq!(
+        info.manifest_media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        info.layers
+            .iter()
+            .map(|l| l.diff_id.to_string())
+            .collect::<Vec<_>>(),
+        v2.layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    );
+    // Pushed elsewhere in the registry: the same bytes under the same media type.
+    let opts = PushOptions {
+        registry: insecure(),
+        ..PushOptions::default()
+    };
+    let p = push(
+        &store,
+        &r.name,
+        &format!("docker://{}/docker2:v2", reg.host()),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(p.manifest_digest, r.manifest_digest);
+    let s2 = new_store(&tmp.path().join("s2"));
+    let back = pull(
+        &s2,
+        &format!("docker://{}/docker2:v2", reg.host()),
+        &options(insecure()),
+    )
+    .unwrap();
+    assert_eq!(back.manifest_digest, r.manifest_digest);
+    assert_sound(&store);
+    assert_sound(&s2);
+}
+
+#[test]
 fn a_second_pull_fetches_only_the_layers_the_store_lacks() {
     let Some(reg) = DockerRegistry::start(None) else {
         return;
