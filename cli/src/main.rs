@@ -76,7 +76,11 @@ enum Command {
     /// Import an image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:N|NAME],
     /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST].
     Import {
-        source: String,
+        #[arg(required_unless_present = "prepared")]
+        source: Option<String>,
+        /// Import exactly the update `prepare` cached for NAME (its digest, not its tag).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["source", "tag"])]
+        prepared: Option<String>,
         /// Registry credentials USER[:PASSWORD] (docker:// sources).
         #[arg(long, value_name = "USER[:PASSWORD]")]
         creds: Option<String>,
@@ -118,6 +122,33 @@ enum Command {
         #[arg(long, value_enum, default_value = "gzip")]
         compress: PushCompressArg,
     },
+    /// Check an image's origin (or SOURCE with --tag NAME) for an update: fetch only its
+    /// manifest and config, and cache them when they differ from the stored image.
+    Prepare {
+        /// An image name (its origin is checked), or a source with --tag.
+        target: String,
+        /// The image name SOURCE updates.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Drop the cached update of the image instead.
+        #[arg(long, conflicts_with = "tag")]
+        clear: bool,
+        /// Platform to pick from an image index, os/arch[/variant] (default: the host's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Registry credentials USER[:PASSWORD].
+        #[arg(long, value_name = "USER[:PASSWORD]")]
+        creds: Option<String>,
+        /// Registry auth file (default: $REGISTRY_AUTH_FILE, then podman's and docker's).
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Verify registry TLS certificates; false also allows plain HTTP.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+              num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        tls_verify: bool,
+    },
+    /// Images with origin, digest and version, and their cached updates (reads the store only).
+    Status { names: Vec<String> },
     /// List images.
     Images,
     /// Show an image's manifest, config and layers.
@@ -354,6 +385,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Import {
             source,
+            prepared,
             creds,
             authfile,
             tls_verify,
@@ -386,8 +418,28 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 opts.limits = Some(apply_limits(store.limits(), limits)?);
             }
             let started = std::time::Instant::now();
-            let report = layerstore_import::import(&store, source, &opts)
-                .with_context(|| format!("cannot import {source}"))?;
+            let (source, cached) = match (source, prepared) {
+                (Some(s), _) => (s.clone(), None),
+                (None, Some(name)) => {
+                    let (spec, u) = layerstore_import::prepare::prepared_source(&store, name)?;
+                    opts.tag = Some(name.clone());
+                    (spec, Some(u))
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let source = &source;
+            let report = match layerstore_import::import(&store, source, &opts) {
+                Err(layerstore_import::Error::Registry(
+                    e @ layerstore_import::registry::RegistryError::ManifestUnknown { .. },
+                )) if cached.is_some() => {
+                    let u = cached.as_ref().expect("checked");
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the prepared update {} of {} is no longer in the registry; run `layerstore prepare {}` again",
+                        u.manifest_digest, u.name, u.name
+                    )));
+                }
+                res => res.with_context(|| format!("cannot import {source}"))?,
+            };
             drop(bars);
             if g.json {
                 print_json(&report)?;
@@ -455,6 +507,98 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     report.layers.len() - uploaded,
                     fmt::bytes(report.uploaded_bytes),
                 )?;
+            }
+        }
+        Command::Prepare {
+            target,
+            tag,
+            clear,
+            platform,
+            creds,
+            authfile,
+            tls_verify,
+        } => {
+            use layerstore_import::registry::{Credentials, RegistryOptions};
+            let store = open(&store_path)?;
+            if *clear {
+                let gone = store.clear_prepared_update(target, None)?;
+                if g.json {
+                    print_json(&serde_json::json!({ "name": target, "cleared": gone }))?;
+                } else if !g.quiet {
+                    writeln!(
+                        out,
+                        "{}",
+                        if gone {
+                            format!("dropped the prepared update of {target}")
+                        } else {
+                            format!("{target} has no prepared update")
+                        }
+                    )?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let opts = ImportOptions {
+                platform: platform.as_deref().map(Platform::parse).transpose()?,
+                registry: RegistryOptions {
+                    creds: creds.as_deref().map(Credentials::parse).transpose()?,
+                    authfile: authfile.clone(),
+                    tls_verify: *tls_verify,
+                },
+                ..ImportOptions::default()
+            };
+            let (name, source) = match tag {
+                Some(t) => (t.as_str(), Some(target.as_str())),
+                None => (target.as_str(), None),
+            };
+            let r = layerstore_import::prepare::prepare(&store, name, source, &opts)
+                .with_context(|| format!("cannot check {name} for an update"))?;
+            if g.json {
+                print_json(&r)?;
+            } else if !g.quiet {
+                if !r.update {
+                    writeln!(out, "{name}: no update ({} at {})", r.available, r.source)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{name}: update {} from {}\n  version: {}\n  created: {}\n  layers to fetch: {} ({}), already stored: {}, removed: {}",
+                        r.available,
+                        r.source,
+                        r.version.as_deref().unwrap_or("-"),
+                        r.created.as_deref().unwrap_or("-"),
+                        r.to_fetch.len(),
+                        fmt::bytes(r.fetch_bytes),
+                        r.stored.len(),
+                        r.removed.len(),
+                    )?;
+                }
+            }
+        }
+        Command::Status { names } => {
+            let store = open(&store_path)?;
+            let _l = store.lock(LockMode::Shared)?;
+            let st = layerstore_import::prepare::status(&store, names)?;
+            if g.json {
+                print_json(&st)?;
+            } else {
+                for s in &st {
+                    writeln!(
+                        out,
+                        "{}  {}  version {}  from {}",
+                        s.name,
+                        s.manifest_digest,
+                        s.version.as_deref().unwrap_or("-"),
+                        s.origin.as_deref().unwrap_or("-")
+                    )?;
+                    if let Some(u) = &s.update {
+                        writeln!(
+                            out,
+                            "  update: {}  version {}  created {}",
+                            u.manifest_digest,
+                            u.version.as_deref().unwrap_or("-"),
+                            u.created.as_deref().unwrap_or("-")
+                        )?;
+                    }
+                }
             }
         }
         Command::Images => {

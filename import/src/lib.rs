@@ -20,6 +20,7 @@
 pub mod dedup;
 pub mod error;
 pub mod layer;
+pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
@@ -203,8 +204,8 @@ pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<Imp
                 attempt += 1;
             }
             res => {
-                if let (Ok(report), SourceSpec::Registry { reference }) = (&res, &spec_parsed) {
-                    registry::remember_blobs(store, reference, report);
+                if let Ok(report) = &res {
+                    prepare::after_import(store, &spec_parsed, report);
                 }
                 return res;
             }

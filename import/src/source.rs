@@ -87,10 +87,18 @@ impl SourceSpec {
     }
 
     /// What an image imported from here records as its origin: `docker://` references in
-    /// canonical form (registry, repository, tag, digest), other specs as given.
+    /// canonical form (registry, repository, and the tag, or else the digest: the origin is
+    /// where updates are looked for, so a tag pinned to a digest records the tag), other specs
+    /// as given.
     pub fn origin(&self, spec: &str) -> String {
         match self {
-            SourceSpec::Registry { reference } => format!("docker://{reference}"),
+            SourceSpec::Registry { reference } => {
+                let mut r = reference.clone();
+                if r.tag.is_some() {
+                    r.digest = None;
+                }
+                format!("docker://{r}")
+            }
             _ => spec.to_string(),
         }
     }

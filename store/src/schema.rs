@@ -185,6 +185,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (digest, location)
     ) WITHOUT ROWID;
     "#,
+    // 7 (registry): prepared updates, see prepared.rs.
+    r#"
+    CREATE TABLE prepared_updates (
+        name TEXT PRIMARY KEY,      -- the image name it updates
+        manifest_digest TEXT NOT NULL,
+        manifest_media_type TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        config_digest TEXT NOT NULL,
+        config BLOB NOT NULL,
+        source TEXT NOT NULL,
+        checked INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1036,3 +1036,110 @@ fn plain_http_needs_tls_verify_false() {
     assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
     assert!(srv.requests("/v2/").is_empty());
 }
+
+#[test]
+fn a_prepared_update_is_cached_shown_offline_and_imported_by_its_digest() {
+    use layerstore_import::prepare::{prepare, prepared_source, status};
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    let base = layer("base", 50_000, Compression::Gzip);
+    let version = |v: &str, app: &str| {
+        ImageSpec::new(vec![base.clone(), layer(app, 20_000, Compression::Gzip)])
+            .with_label("org.opencontainers.image.version", v)
+    };
+    let v1 = layout.add_image("v1", &version("1.0", "app1")).unwrap();
+    let v2 = layout.add_image("v2", &version("2.0", "app2")).unwrap();
+    reg.push(&oci, "v1", "app:latest", None);
+    let store = new_store(tmp.path());
+    let source = format!("docker://{}/app:latest", reg.host());
+    let name = pull(&store, &source, &options(insecure())).unwrap().name;
+    let opts = options(insecure());
+
+    // Nothing new: no update, nothing cached.
+    let r = prepare(&store, &name, None, &opts).unwrap();
+    assert!(!r.update);
+    assert!(store.prepared_update(&name).unwrap().is_none());
+
+    // The tag moves to v2: the update is cached with the update's version and what it needs.
+    reg.push(&oci, "v2", "app:latest", None);
+    let r = prepare(&store, &name, None, &opts).unwrap();
+    assert!(r.update);
+    assert_eq!(r.available.to_string(), v2.manifest_digest);
+    assert_eq!(r.version.as_deref(), Some("2.0"));
+    assert_eq!(r.to_fetch.len(), 1);
+    assert_eq!(r.to_fetch[0].diff_id.to_string(), v2.layers[1].diff_id);
+    assert_eq!(r.fetch_bytes, v2.layers[1].blob_size);
+    assert_eq!(r.stored.len(), 1);
+    assert_eq!(
+        r.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        [v1.layers[1].diff_id.clone()]
+    );
+    let st = status(&store, std::slice::from_ref(&name)).unwrap();
+    assert_eq!(st[0].version.as_deref(), Some("1.0"));
+    let u = st[0].update.as_ref().unwrap();
+    assert_eq!(u.manifest_digest.to_string(), v2.manifest_digest);
+    assert_eq!(u.version.as_deref(), Some("2.0"));
+
+    // The prepared manifest is deleted from the registry: import --prepared fails cleanly,
+    // naming it; the image is unchanged.
+    let (spec, cached) = prepared_source(&store, &name).unwrap();
+    assert!(
+        spec.ends_with(&format!("@{}", v2.manifest_digest)),
+        "{spec}"
+    );
+    let st = Command::new("skopeo")
+        .args(["--insecure-policy", "delete", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/app@{}",
+            reg.host(),
+            v2.manifest_digest
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let by_name = ImportOptions {
+        tag: Some(name.clone()),
+        ..options(insecure())
+    };
+    let err = pull(&store, &spec, &by_name).unwrap_err();
+    assert!(
+        matches!(&err, Error::Registry(RegistryError::ManifestUnknown { reference, .. })
+            if *reference == v2.manifest_digest),
+        "{err:#}"
+    );
+    assert_eq!(
+        store
+            .resolve_image(&name)
+            .unwrap()
+            .manifest_digest
+            .to_string(),
+        v1.manifest_digest
+    );
+    assert_sound(&store);
+
+    // v2 is back under another tag while latest moves back to v1: import --prepared fetches
+    // the cached digest, not the tag, and clears the cached update.
+    reg.push(&oci, "v2", "app:other", None);
+    reg.push(&oci, "v1", "app:latest", None);
+    let r = pull(&store, &spec, &by_name).unwrap();
+    assert_eq!(r.manifest_digest, cached.manifest_digest);
+    assert_eq!(r.config_digest, cached.config_digest);
+    assert_eq!(r.name, name);
+    assert!(store.prepared_update(&name).unwrap().is_none());
+    // The origin stays the tag (where the next update is looked for), not the pinned digest.
+    assert_eq!(
+        store.resolve_image(&name).unwrap().origin.as_deref(),
+        Some(source.as_str())
+    );
+
+    // Status needs no network.
+    drop(reg);
+    let st = status(&store, &[]).unwrap();
+    assert_eq!(st[0].manifest_digest.to_string(), v2.manifest_digest);
+    assert!(st[0].update.is_none());
+    assert_sound(&store);
+}
