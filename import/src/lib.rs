@@ -20,13 +20,17 @@
 //!
 //! Modules: [`source`] (specs and the files of a source), [`resolve`] (to one image),
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
-//! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`], and
-//! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing).
+//! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
+//! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
+//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
+//! updates and `status`).
 
 mod attempt;
 pub mod dedup;
 pub mod error;
 pub mod layer;
+pub mod prepare;
+pub mod registry;
 pub mod resolve;
 pub mod source;
 pub mod tarparse;
@@ -68,6 +72,8 @@ pub struct ImportOptions<'a> {
     /// Limits for this import (default: the store's, from `meta.json`).
     pub limits: Option<layerstore_store::Limits>,
     pub progress: &'a dyn Progress,
+    /// How to reach registries (`docker://` sources).
+    pub registry: registry::RegistryOptions,
 }
 
 impl Default for ImportOptions<'_> {
@@ -80,6 +86,7 @@ impl Default for ImportOptions<'_> {
                 .unwrap_or(2),
             limits: None,
             progress: &NoProgress,
+            registry: registry::RegistryOptions::default(),
         }
     }
 }
@@ -109,9 +116,10 @@ pub struct ImportReport {
     pub content_bytes: u64,
 }
 
-/// Import the image `spec` names into `store`: [`Source::open`], then [`import_source`].
+/// Import the image `spec` names into `store`: [`Source::open_with`] (registries reached as
+/// `opts.registry` says), then [`import_source`].
 pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<ImportReport> {
-    import_source(store, &Source::open(spec)?, opts)
+    import_source(store, &Source::open_with(spec, &opts.registry)?, opts)
 }
 
 /// Import the image an opened source holds into `store`. Open the source before opening or
@@ -140,6 +148,7 @@ pub fn import_source(
     let job = attempt::ImportJob {
         store,
         spec: source.spec(),
+        origin: source.origin(),
         container: source.container(),
         image: &image,
         image_ref: RefName::image(&name)?,
@@ -156,7 +165,12 @@ pub fn import_source(
                 log::info!("a concurrent gc removed object {id} this import relied on; retrying");
                 attempt += 1;
             }
-            res => return res,
+            res => {
+                if let Ok(report) = &res {
+                    prepare::after_import(store, source.parsed(), report);
+                }
+                return res;
+            }
         }
     }
 }

@@ -4,12 +4,14 @@
 //! - `lifecycle`: disk generation, gc, why, and the crash and concurrency guarantees (SIGKILL
 //!   at many points, concurrent processes);
 //! - `output`: what users see: JSON and text, prefixes, pipes, exit codes, and the regressions
-//!   found trying the command as a new user would.
+//!   found trying the command as a new user would;
+//! - `registry`: the registry flags as the binary parses them.
 
 mod checkout_integrity;
 mod commands;
 mod lifecycle;
 mod output;
+mod registry;
 
 use std::path::Path;
 use std::process::Command;
