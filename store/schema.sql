@@ -30,8 +30,7 @@ CREATE TABLE layers (
     entry_count INTEGER NOT NULL,
     content_size INTEGER NOT NULL,
     skeleton BLOB NOT NULL,     -- zstd tar skeleton (skeleton.rs): the tar minus contents
-    imported_at INTEGER NOT NULL,
-    origin TEXT                 -- `docker://HOST/REPO:TAG` or the source as given; NULL if older
+    imported_at INTEGER NOT NULL
 );
 
 -- Each layer's tree, in tar order. Paths are bytes.
@@ -80,7 +79,8 @@ CREATE TABLE images (
     config_digest TEXT NOT NULL,
     config BLOB NOT NULL,
     created TEXT,               -- the config's `created`, RFC 3339
-    imported_at INTEGER NOT NULL
+    imported_at INTEGER NOT NULL,
+    origin TEXT                 -- `docker://HOST/REPO:TAG` or the source as given; NULL if older
 );
 
 CREATE TABLE image_layers (
