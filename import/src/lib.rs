@@ -72,7 +72,8 @@ pub struct ImportOptions<'a> {
     /// Limits for this import (default: the store's, from `meta.json`).
     pub limits: Option<layerstore_store::Limits>,
     pub progress: &'a dyn Progress,
-    /// How to reach registries (`docker://` sources).
+    /// How [`import`] and [`prepare::prepare`] reach registries (`docker://` sources); a
+    /// [`Source`] given to [`import_source`] was opened with its own ([`Source::open_with`]).
     pub registry: registry::RegistryOptions,
 }
 
