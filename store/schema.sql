@@ -79,7 +79,8 @@ CREATE TABLE images (
     config_digest TEXT NOT NULL,
     config BLOB NOT NULL,
     created TEXT,               -- the config's `created`, RFC 3339
-    imported_at INTEGER NOT NULL
+    imported_at INTEGER NOT NULL,
+    origin TEXT                 -- `docker://HOST/REPO:TAG` or the source as given; NULL if older
 );
 
 CREATE TABLE image_layers (
@@ -156,4 +157,26 @@ CREATE INDEX layer_claims_lease ON layer_claims(lease);
 CREATE TABLE counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The registry blob info cache (blob_cache.rs): which repositories a compressed blob was seen in,
+-- so a push can mount it from there instead of uploading it.
+CREATE TABLE blob_locations (
+    digest TEXT NOT NULL,       -- compressed blob digest
+    location TEXT NOT NULL,     -- HOST[:PORT]/REPO it was seen in
+    seen INTEGER NOT NULL,
+    PRIMARY KEY (digest, location)
+) WITHOUT ROWID;
+
+-- Updates `prepare` found (prepared.rs): the manifest and config inline, so nothing is pinned;
+-- `import --prepared NAME` fetches exactly this digest, and any import of it clears the row.
+CREATE TABLE prepared_updates (
+    name TEXT PRIMARY KEY,      -- the image name it updates
+    manifest_digest TEXT NOT NULL,
+    manifest_media_type TEXT NOT NULL,
+    manifest BLOB NOT NULL,
+    config_digest TEXT NOT NULL,
+    config BLOB NOT NULL,
+    source TEXT NOT NULL,       -- the reference it was checked against
+    checked INTEGER NOT NULL
 ) WITHOUT ROWID;

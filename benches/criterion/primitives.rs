@@ -560,6 +560,7 @@ fn image_for(record: &LayerRecord) -> ImageRecord {
         config_digest: Digest::of(b"bench config"),
         config: b"{}".to_vec(),
         created: None,
+        origin: None,
         layers: vec![ImageLayer {
             diff_id: record.diff_id,
             blob_digest: record.diff_id,

@@ -37,6 +37,9 @@ struct Cli {
 enum Command {
     Init(cmd::init::Args),
     Import(cmd::import::Args),
+    Push(cmd::push::Args),
+    Prepare(cmd::prepare::Args),
+    Status(cmd::status::Args),
     Images(cmd::images::Args),
     Inspect(cmd::inspect::Args),
     Ls(cmd::ls::Args),
@@ -76,6 +79,9 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Init(a) => cmd::init::run(&ctx, a),
         Command::Import(a) => cmd::import::run(&ctx, a),
+        Command::Push(a) => cmd::push::run(&ctx, a),
+        Command::Prepare(a) => cmd::prepare::run(&ctx, a),
+        Command::Status(a) => cmd::status::run(&ctx, a),
         Command::Images(a) => cmd::images::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Ls(a) => cmd::ls::run(&ctx, a),

@@ -27,6 +27,8 @@ pub(crate) struct ImportJob<'a> {
     pub store: &'a Store,
     /// The source spec, for the lease's description.
     pub spec: &'a str,
+    /// Recorded as the image's origin ([`crate::Source::origin`]).
+    pub origin: String,
     pub container: &'a dyn Container,
     pub image: &'a ResolvedImage,
     pub name: String,
@@ -273,6 +275,7 @@ impl<'a> Attempt<'a> {
             config_digest: image.config_digest,
             config: image.config.clone(),
             created: image.created.clone(),
+            origin: Some(self.job.origin.clone()),
             layers: image
                 .layers
                 .iter()

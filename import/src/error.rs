@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] layerstore_store::Error),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("invalid image source {spec:?}: {reason}")]
     InvalidSource { spec: String, reason: String },
     /// A file of an image's `usr/lib/bootc/bound-images.d/` that bootc's convention refuses.

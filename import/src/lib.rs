@@ -20,14 +20,18 @@
 //!
 //! Modules: [`source`] (specs and the files of a source), [`resolve`] (to one image),
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
-//! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`], and
-//! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing).
+//! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
+//! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
+//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
+//! updates and `status`).
 
 mod attempt;
 pub mod bound;
 pub mod dedup;
 pub mod error;
 pub mod layer;
+pub mod prepare;
+pub mod registry;
 pub mod resolve;
 pub mod source;
 pub mod tarparse;
@@ -74,6 +78,9 @@ pub struct ImportOptions<'a> {
     pub layers_only: bool,
     /// Local labels to keep with the image, `(KEY, VALUE)`; its digest does not change.
     pub labels: Vec<(String, String)>,
+    /// How [`import`] and [`prepare::prepare`] reach registries (`docker://` sources); a
+    /// [`Source`] given to [`import_source`] was opened with its own ([`Source::open_with`]).
+    pub registry: registry::RegistryOptions,
 }
 
 impl Default for ImportOptions<'_> {
@@ -88,6 +95,7 @@ impl Default for ImportOptions<'_> {
             progress: &NoProgress,
             layers_only: false,
             labels: Vec::new(),
+            registry: registry::RegistryOptions::default(),
         }
     }
 }
@@ -117,9 +125,10 @@ pub struct ImportReport {
     pub content_bytes: u64,
 }
 
-/// Import the image `spec` names into `store`: [`Source::open`], then [`import_source`].
+/// Import the image `spec` names into `store`: [`Source::open_with`] (registries reached as
+/// `opts.registry` says), then [`import_source`].
 pub fn import(store: &Store, spec: &str, opts: &ImportOptions<'_>) -> Result<ImportReport> {
-    import_source(store, &Source::open(spec)?, opts)
+    import_source(store, &Source::open_with(spec, &opts.registry)?, opts)
 }
 
 /// Import the image an opened source holds into `store`. Open the source before opening or
@@ -161,6 +170,7 @@ pub fn import_source(
     let job = attempt::ImportJob {
         store,
         spec: source.spec(),
+        origin: source.origin(),
         container: source.container(),
         image: &image,
         image_ref,
@@ -181,6 +191,7 @@ pub fn import_source(
                 if !opts.labels.is_empty() {
                     store.set_local_labels(&report.manifest_digest, &opts.labels)?;
                 }
+                prepare::after_import(store, source.parsed(), &report);
                 return Ok(report);
             }
             Err(e) => return Err(e),

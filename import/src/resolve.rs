@@ -314,7 +314,8 @@ pub fn resolve_oci(
     })
 }
 
-fn finish_manifest(
+/// Parse a verified manifest, fetch and verify its config, and list its layers.
+pub(crate) fn finish_manifest(
     c: &dyn Container,
     manifest_digest: Digest,
     media_type: String,

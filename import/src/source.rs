@@ -1,6 +1,7 @@
 //! Image sources, named with skopeo's syntax: `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`,
-//! `docker-archive:FILE[:N or NAME]`; `docker://` (registries) is refused for now. A [`Source`]
-//! is opened first (the file or directory exists and is of its transport's kind), then resolves
+//! `docker-archive:FILE[:N or NAME]`, `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]` (a registry, see
+//! [`crate::registry`]). A [`Source`] is opened first (the file or directory exists and is of
+//! its transport's kind; a registry answers), then resolves
 //! to one image (manifest, config, layer descriptors) and opens blobs by digest. Files are read
 //! through a [`Container`]: a directory handle (no symlink leaves it) or an indexed tar archive
 //! (members read in place, never extracted).
@@ -32,6 +33,10 @@ pub enum SourceSpec {
         path: PathBuf,
         reference: Option<String>,
     },
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`.
+    Registry {
+        reference: crate::registry::Reference,
+    },
 }
 
 impl SourceSpec {
@@ -41,6 +46,10 @@ impl SourceSpec {
             spec: spec.into(),
             reason: reason.into(),
         };
+        if let Some(r) = spec.strip_prefix("docker://") {
+            let reference = crate::registry::Reference::parse(r)?;
+            return Ok(SourceSpec::Registry { reference });
+        }
         let (transport, rest) = spec.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE")
         })?;
@@ -49,15 +58,16 @@ impl SourceSpec {
             "oci" => |path, reference| SourceSpec::OciDir { path, reference },
             "oci-archive" => |path, reference| SourceSpec::OciArchive { path, reference },
             "docker-archive" => |path, reference| SourceSpec::DockerArchive { path, reference },
+            // `docker://` was taken above: `docker:NAME` lacks the slashes.
             "docker" => {
                 return Err(bad(
-                    "registries are not supported yet; copy the image into an archive first \
-                     (skopeo copy docker://IMAGE oci-archive:FILE) and import that",
+                    "a registry source is docker://HOST[:PORT]/REPO[:TAG|@DIGEST]",
                 ));
             }
             _ => {
                 return Err(bad(
-                    "unknown transport; supported: oci:DIR, oci-archive:FILE, docker-archive:FILE",
+                    "unknown transport; supported: oci:DIR, oci-archive:FILE, docker-archive:FILE, \
+                     docker://HOST/REPO",
                 ));
             }
         };
@@ -86,6 +96,24 @@ impl SourceSpec {
             SourceSpec::OciDir { reference, .. }
             | SourceSpec::OciArchive { reference, .. }
             | SourceSpec::DockerArchive { reference, .. } => reference.as_deref(),
+            SourceSpec::Registry { .. } => None,
+        }
+    }
+
+    /// What an image imported from here records as its origin: `docker://` references in
+    /// canonical form (registry, repository, and the tag, or else the digest: the origin is
+    /// where updates are looked for, so a tag pinned to a digest records the tag), other specs
+    /// as given.
+    pub fn origin(&self, spec: &str) -> String {
+        match self {
+            SourceSpec::Registry { reference } => {
+                let mut r = reference.clone();
+                if r.tag.is_some() {
+                    r.digest = None;
+                }
+                format!("docker://{r}")
+            }
+            _ => spec.to_string(),
         }
     }
 }
@@ -96,13 +124,24 @@ impl SourceSpec {
 pub struct Source {
     spec: String,
     parsed: SourceSpec,
-    container: Box<dyn Container>,
+    container: Opened,
+}
+
+/// What a [`Source`] reads from: files, or a registry (which resolves by itself).
+enum Opened {
+    Files(Box<dyn Container>),
+    Registry(Box<crate::registry::RegistryContainer>),
 }
 
 impl Source {
-    /// Parse `spec` (`oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, `docker-archive:FILE[:N|NAME]`)
-    /// and open what it names.
+    /// Parse `spec` (`oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, `docker-archive:FILE[:N|NAME]`,
+    /// `docker://…`) and open what it names; registries are reached with the default options.
     pub fn open(spec: &str) -> Result<Self> {
+        Self::open_with(spec, &crate::registry::RegistryOptions::default())
+    }
+
+    /// [`Source::open`], reaching a registry (connecting and authenticating) as `registry` says.
+    pub fn open_with(spec: &str, registry: &crate::registry::RegistryOptions) -> Result<Self> {
         let parsed = SourceSpec::parse(spec)?;
         let not_a = |path: &Path, what: &str| Error::NoMatchingImage {
             source_spec: path.display().to_string(),
@@ -116,6 +155,15 @@ impl Source {
             e => e,
         };
         let container: Box<dyn Container> = match &parsed {
+            SourceSpec::Registry { reference } => {
+                return Ok(Source {
+                    spec: spec.into(),
+                    container: Opened::Registry(Box::new(crate::registry::open(
+                        reference, registry,
+                    )?)),
+                    parsed,
+                });
+            }
             SourceSpec::OciDir { path, .. } => {
                 let c = DirContainer::open(path)?;
                 if c.open_optional(OCI_LAYOUT)?.is_none() {
@@ -143,7 +191,7 @@ impl Source {
         Ok(Source {
             spec: spec.into(),
             parsed,
-            container,
+            container: Opened::Files(container),
         })
     }
 
@@ -157,9 +205,22 @@ impl Source {
         self.parsed.reference()
     }
 
+    /// The parsed spec.
+    pub fn parsed(&self) -> &SourceSpec {
+        &self.parsed
+    }
+
+    /// What an image imported from here records as its origin ([`SourceSpec::origin`]).
+    pub fn origin(&self) -> String {
+        self.parsed.origin(&self.spec)
+    }
+
     /// The files of the source.
     pub fn container(&self) -> &dyn Container {
-        &*self.container
+        match &self.container {
+            Opened::Files(c) => &**c,
+            Opened::Registry(c) => &**c,
+        }
     }
 
     /// Resolve the source to one image. `platform` picks a manifest from an image index (the
@@ -186,14 +247,20 @@ impl Source {
         platform: &Platform,
         limits: &Limits,
     ) -> Result<ResolvedImage> {
-        let c = &*self.container;
-        match &self.parsed {
-            SourceSpec::OciDir { reference, .. } | SourceSpec::OciArchive { reference, .. } => {
-                resolve::resolve_oci(c, reference.as_deref(), platform, limits)
+        // A registry container knows its reference; files are resolved by their transport.
+        match (&self.container, &self.parsed) {
+            (Opened::Registry(r), _) => r.resolve(platform, limits),
+            (
+                Opened::Files(c),
+                SourceSpec::OciDir { reference, .. } | SourceSpec::OciArchive { reference, .. },
+            ) => resolve::resolve_oci(&**c, reference.as_deref(), platform, limits),
+            (Opened::Files(c), SourceSpec::DockerArchive { reference, .. }) => {
+                resolve::resolve_docker(&**c, reference.as_deref(), limits)
             }
-            SourceSpec::DockerArchive { reference, .. } => {
-                resolve::resolve_docker(c, reference.as_deref(), limits)
-            }
+            (Opened::Files(_), SourceSpec::Registry { .. }) => Err(Error::InvalidSource {
+                spec: self.spec.clone(),
+                reason: "a registry source was opened as files".into(),
+            }),
         }
     }
 }
@@ -467,18 +534,29 @@ mod tests {
     }
 
     #[test]
-    fn the_crate_description_promises_no_registries_while_docker_is_refused() {
-        let refused = SourceSpec::parse("docker://debian:12")
+    fn docker_sources_parse_into_registry_references() {
+        let SourceSpec::Registry { reference } =
+            SourceSpec::parse("docker://localhost:5000/app/web:v1").unwrap()
+        else {
+            panic!("docker:// is a registry source");
+        };
+        assert_eq!(reference.registry, "localhost:5000");
+        assert_eq!(reference.repository, "app/web");
+        assert_eq!(reference.tag.as_deref(), Some("v1"));
+        // Without the slashes it is no transport of its own, and says what the syntax is.
+        let refused = SourceSpec::parse("docker:debian:12")
             .unwrap_err()
             .to_string();
-        assert!(
-            refused.contains("registries are not supported yet"),
-            "{refused}"
-        );
+        assert!(refused.contains("docker://HOST"), "{refused}");
+    }
+
+    #[test]
+    fn the_crate_description_mentions_registries_now_that_docker_sources_import() {
+        assert!(SourceSpec::parse("docker://debian:12").is_ok());
         let description = env!("CARGO_PKG_DESCRIPTION");
         assert!(
-            !description.contains("registr") || description.contains("registries come later"),
-            "the description promises registries: {description}"
+            description.contains("registries") && !description.contains("registries come later"),
+            "the description does not promise registries: {description}"
         );
     }
 }

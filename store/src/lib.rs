@@ -62,6 +62,7 @@
 //!   each ref kind keeps ([`RefKind::keeps`], which fsck checks against too) — through the typed
 //!   calls of [`collect`].
 
+mod blob_cache;
 pub mod checkout;
 pub mod collect;
 pub mod df;
@@ -77,6 +78,7 @@ pub mod lease;
 pub mod lookup;
 pub mod merged;
 pub mod object;
+pub mod prepared;
 pub mod publish;
 pub mod query;
 mod readonly;
@@ -96,6 +98,7 @@ pub use heal::DamagedLayer;
 pub use lease::{LayerState, Lease};
 pub use lookup::Follow;
 pub use object::{LooseFile, NewObject, ObjectData, ObjectReader, PutOutcome, Staging};
+pub use prepared::PreparedUpdate;
 pub use publish::{ImageLayer, ImageRecord, LayerRecord};
 pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};

@@ -42,6 +42,8 @@ pub struct ImageRecord {
     pub config_digest: Digest,
     pub config: Vec<u8>,
     pub created: Option<String>,
+    /// Where the image was imported from (`docker://HOST/REPO:TAG`, or the source spec).
+    pub origin: Option<String>,
     pub layers: Vec<ImageLayer>,
 }
 
@@ -236,12 +238,19 @@ fn insert_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
         )
         .optional()?;
     if exists.is_some() {
+        // The same image imported again, perhaps from elsewhere: the last origin wins.
+        if image.origin.is_some() {
+            tx.execute(
+                "UPDATE images SET origin = ?2 WHERE manifest_digest = ?1",
+                params![digest, image.origin],
+            )?;
+        }
         return Ok(());
     }
     tx.execute(
         "INSERT INTO images (manifest_digest, manifest_media_type, manifest, config_digest, config,
-                             created, imported_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                             created, imported_at, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             digest,
             image.manifest_media_type,
@@ -249,7 +258,8 @@ fn insert_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
             image.config_digest.to_string(),
             image.config,
             image.created,
-            now()
+            now(),
+            image.origin
         ],
     )?;
     let id = tx.last_insert_rowid();

@@ -24,6 +24,9 @@ pub struct ImageInfo {
     pub manifest_media_type: String,
     pub config_digest: Digest,
     pub created: Option<String>,
+    /// Where it was imported from (`docker://HOST/REPO:TAG`, or the source spec); `None` for
+    /// images imported before origins were recorded.
+    pub origin: Option<String>,
     pub layers: Vec<ImageLayer>,
     /// Sum of the regular file contents of all layers.
     pub logical_size: u64,
@@ -68,7 +71,8 @@ impl Store {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT id, manifest_media_type, config_digest, created FROM images WHERE manifest_digest = ?1",
+                "SELECT id, manifest_media_type, config_digest, created, origin FROM images
+                 WHERE manifest_digest = ?1",
                 [digest.to_string()],
                 |r| {
                     Ok((
@@ -76,11 +80,12 @@ impl Store {
                         r.get::<_, String>(1)?,
                         parse_digest(r.get(2)?)?,
                         r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((id, media_type, config_digest, created)) = row else {
+        let Some((id, media_type, config_digest, created, origin)) = row else {
             return Ok(None);
         };
         let mut stmt = conn.prepare_cached(
@@ -124,6 +129,7 @@ impl Store {
             manifest_media_type: media_type,
             config_digest,
             created,
+            origin,
             layers,
             logical_size,
             tar_size,

@@ -209,6 +209,33 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (root, image)
     ) WITHOUT ROWID;
     "#,
+    // 7 (registry): where an image came from, `docker://HOST/REPO:TAG` or the source spec as
+    // given; the last import of the image sets it. NULL for images imported before.
+    r#"
+    ALTER TABLE images ADD COLUMN origin TEXT;
+    "#,
+    // 8 (registry): the blob info cache, see blob_cache.rs.
+    r#"
+    CREATE TABLE blob_locations (
+        digest TEXT NOT NULL,       -- compressed blob digest
+        location TEXT NOT NULL,     -- HOST[:PORT]/REPO it was seen in
+        seen INTEGER NOT NULL,
+        PRIMARY KEY (digest, location)
+    ) WITHOUT ROWID;
+    "#,
+    // 9 (registry): prepared updates, see prepared.rs.
+    r#"
+    CREATE TABLE prepared_updates (
+        name TEXT PRIMARY KEY,      -- the image name it updates
+        manifest_digest TEXT NOT NULL,
+        manifest_media_type TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        config_digest TEXT NOT NULL,
+        config BLOB NOT NULL,
+        source TEXT NOT NULL,
+        checked INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -33,6 +33,9 @@ struct Image {
     layers: usize,
     logical_size: u64,
     created: Option<String>,
+    /// Where the image was imported from (`docker://HOST/REPO:TAG`, or the source as given);
+    /// null for images imported before origins were recorded.
+    origin: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -72,6 +75,7 @@ impl View for Images {
                     i.layers.to_string(),
                     fmt::bytes(i.logical_size),
                     i.created.clone().unwrap_or_else(|| "-".into()),
+                    i.origin.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
@@ -84,6 +88,7 @@ impl View for Images {
                 ("LAYERS", Align::Right),
                 ("SIZE", Align::Right),
                 ("CREATED", Align::Left),
+                ("ORIGIN", Align::Left),
             ],
             &rows,
         )
@@ -105,6 +110,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
             layers: i.layers.len(),
             logical_size: i.logical_size,
             created: i.created,
+            origin: i.origin,
         })
         .collect();
     ctx.emit(&Images(images))?;

@@ -1,9 +1,11 @@
-//! `import`: read an image from a local source into the store.
+//! `import`: read an image from a local source or a registry into the store.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use layerstore_import::registry::{Credentials, RegistryError, RegistryOptions};
 use layerstore_import::{ImportOptions, ImportReport, Platform};
 use serde::Serialize;
 
@@ -12,7 +14,7 @@ use crate::fmt::{self, plural};
 use crate::parse::{self, LimitSetting};
 use crate::progress;
 
-/// Import an image from a local source
+/// Import an image from a local source or a registry
 ///
 /// Sources (the forms skopeo names them by):
 ///   oci:DIR[:REF]                 an OCI image layout directory; REF is a tag
@@ -20,12 +22,18 @@ use crate::progress;
 ///   oci-archive:FILE[:REF]        the same layout as a tar archive
 ///   docker-archive:FILE[:N|NAME]  a `docker save` / `podman save` archive; N picks the
 ///                                 N-th image (from 0), NAME a repository tag in it
+///   docker://HOST[:PORT]/REPO[:TAG|@DIGEST]
+///                                 a registry; only layers the store lacks are fetched
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// What to import: oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:N|NAME].
-    #[arg(value_name = "SOURCE", value_parser = parse::source)]
-    source: String,
+    /// What to import: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:N|NAME] or
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST].
+    #[arg(value_name = "SOURCE", value_parser = parse::source, required_unless_present = "prepared")]
+    source: Option<String>,
+    /// Import exactly the update `prepare` cached for NAME (its digest, not its tag).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["source", "tag"])]
+    prepared: Option<String>,
     /// Name of the image ref (default: the source's reference or tag).
     #[arg(long)]
     tag: Option<String>,
@@ -46,6 +54,35 @@ pub struct Args {
     /// image; the image's config and digest do not change. `inspect` shows it apart.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse::label)]
     labels: Vec<(String, String)>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach a registry: the flags import, push and prepare share.
+#[derive(clap::Args)]
+pub struct RegistryArgs {
+    /// Registry credentials USER[:PASSWORD] (docker:// sources).
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    creds: Option<String>,
+    /// Registry auth file (default: $REGISTRY_AUTH_FILE, then podman's and docker's).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Verify registry TLS certificates; false also allows plain HTTP. Only as
+    /// --tls-verify=BOOL, so that `--tls-verify SOURCE` does not take SOURCE for its value.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tls_verify: bool,
+}
+
+impl RegistryArgs {
+    /// The library's options (credentials parsed).
+    pub fn options(&self) -> Result<RegistryOptions> {
+        Ok(RegistryOptions {
+            creds: self.creds.as_deref().map(Credentials::parse).transpose()?,
+            authfile: self.authfile.clone(),
+            tls_verify: self.tls_verify,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -104,17 +141,43 @@ impl View for Imported<'_> {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
+    let registry = a.registry.options()?;
+    // `--prepared NAME`: the source is the cached update's, pinned to its digest; it needs the
+    // store (which must exist) before the source is opened.
+    let (spec, cached) = match (a.source, &a.prepared) {
+        (Some(s), _) => (s, None),
+        (None, Some(name)) => {
+            let store = ctx.open()?;
+            let (spec, u) = layerstore_import::prepare::prepared_source(&store, name)
+                .with_context(|| format!("cannot import the prepared update of {name}"))?;
+            (spec, Some(u))
+        }
+        (None, None) => anyhow::bail!("give a SOURCE or --prepared NAME"),
+    };
+    // A prepared update the registry no longer has is named, with what to do.
+    let gone = |e: layerstore_import::Error| -> anyhow::Error {
+        match (e, &cached) {
+            (
+                layerstore_import::Error::Registry(e @ RegistryError::ManifestUnknown { .. }),
+                Some(u),
+            ) => anyhow::Error::new(e).context(format!(
+                "the prepared update {} of {} is no longer in the registry; run `layerstore prepare {}` again",
+                u.manifest_digest, u.name, u.name
+            )),
+            (e, _) => anyhow::Error::new(e).context(format!("cannot import {spec}")),
+        }
+    };
     // A source that cannot be read fails before a store is created for it.
-    let source = layerstore_import::Source::open(&a.source)
-        .with_context(|| format!("cannot import {}", a.source))?;
+    let source = layerstore_import::Source::open_with(&spec, &registry).map_err(&gone)?;
     let store = ctx.open_or_init()?;
     let bars = progress::Bars::new(!ctx.json && !ctx.quiet && std::io::stderr().is_terminal());
     let mut opts = ImportOptions {
-        tag: a.tag,
+        tag: a.tag.or(a.prepared),
         platform: a.platform,
         progress: &bars,
         layers_only: a.layers_only,
         labels: a.labels,
+        registry,
         ..ImportOptions::default()
     };
     if let Some(j) = a.jobs {
@@ -124,8 +187,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         opts.limits = Some(parse::apply_limits(store.limits(), &a.limits));
     }
     let started = std::time::Instant::now();
-    let report = layerstore_import::import_source(&store, &source, &opts)
-        .with_context(|| format!("cannot import {}", a.source))?;
+    let report = layerstore_import::import_source(&store, &source, &opts).map_err(&gone)?;
     drop(bars);
     ctx.emit(&Imported {
         report: &report,

@@ -39,6 +39,8 @@ struct Inspect {
     created: Option<String>,
     /// `os/architecture[/variant]` from the config.
     platform: Option<String>,
+    /// Where the image was imported from (`docker://HOST/REPO:TAG`, or the source as given).
+    origin: Option<String>,
     layers: Vec<Layer>,
     labels: BTreeMap<String, String>,
     /// Labels the store keeps beside the image (`import --label`), not in its config.
@@ -59,6 +61,7 @@ impl View for Inspect {
         writeln!(w, "Config:   {}", self.config_digest)?;
         writeln!(w, "Created:  {}", self.created.as_deref().unwrap_or("-"))?;
         writeln!(w, "Platform: {}", self.platform.as_deref().unwrap_or("-"))?;
+        writeln!(w, "Origin:   {}", self.origin.as_deref().unwrap_or("-"))?;
         if !self.labels.is_empty() {
             writeln!(w, "Labels:")?;
             for (k, v) in &self.labels {
@@ -149,6 +152,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         config_digest: info.config_digest,
         created: info.created,
         platform,
+        origin: info.origin,
         layers,
         labels,
         local_labels: store.labels(&info.manifest_digest)?.local,

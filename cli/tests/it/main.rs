@@ -4,7 +4,8 @@
 //! - `lifecycle`: disk generation, gc, why, and the crash and concurrency guarantees (SIGKILL
 //!   at many points, concurrent processes);
 //! - `output`: what users see: JSON and text, prefixes, pipes, exit codes, and the regressions
-//!   found trying the command as a new user would.
+//!   found trying the command as a new user would;
+//! - `registry`: the registry flags as the binary parses them.
 
 mod bound;
 mod checkout_integrity;
@@ -12,6 +13,7 @@ mod commands;
 mod labels;
 mod lifecycle;
 mod output;
+mod registry;
 mod roots;
 
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! The tests of layerstore through its libraries, one test binary (as ripgrep and ostree-rs-ext
 //! do): scenarios on the sample series, garbage collection, compressed objects, hostile input,
-//! the tar parser against the reference readers, image sources, dedup figures and the opt-in
+//! the tar parser against the reference readers, image sources, registries (pull, push,
+//! prepared updates, over loopback only), dedup figures and the opt-in
 //! corpus tier (`LAYERSTORE_CORPUS`). Select a group by its module: `cargo test -p
 //! layerstore-tests --test it hostile::`.
 
@@ -12,5 +13,6 @@ mod dedup;
 mod differential;
 mod gc;
 mod hostile;
+mod registry;
 mod scenario;
 mod sources;

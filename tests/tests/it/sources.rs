@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::common::*;
-use layerstore_import::{Error, ImportOptions, Platform, Source};
+use layerstore_import::{Error, ImportOptions, Platform, Source, SourceSpec};
 use layerstore_tests::{Compression, Entry, ImageSpec, Layer, LayerBuilder, TarFormat};
 
 /// An error and all its causes, as the CLI prints it with `{:#}`.
@@ -30,15 +30,17 @@ fn image_for(architecture: &str, file: &str) -> ImageSpec {
 }
 
 #[test]
-fn registry_sources_say_registries_are_not_supported_yet() {
-    for spec in ["docker://debian:12", "docker:", "docker://"] {
-        let e = Source::open(spec).err().expect("refused");
-        let msg = e.to_string();
-        assert!(
-            msg.contains("registries are not supported yet"),
-            "{spec}: {msg}"
-        );
-    }
+fn docker_sources_are_registry_references() {
+    // Docker's defaults fill in the registry, the library/ namespace and the tag.
+    let Ok(SourceSpec::Registry { reference }) = SourceSpec::parse("docker://debian:12") else {
+        panic!("docker:// is a registry source");
+    };
+    assert_eq!(reference.to_string(), "docker.io/library/debian:12");
+    // Nothing is fetched to know what is wrong with these.
+    let e = Source::open("docker:").err().expect("refused");
+    assert!(e.to_string().contains("docker://HOST"), "{e}");
+    let e = Source::open("docker://").err().expect("refused");
+    assert!(e.to_string().contains("invalid registry reference"), "{e}");
     let e = Source::open("ftp:x").err().expect("refused");
     assert!(e.to_string().contains("unknown transport"), "{e}");
 }
