@@ -281,21 +281,7 @@ impl RegistryContainer {
         }
         let digest = Digest::of(&data);
         if let Some((d, size)) = expect {
-            if d != digest {
-                return Err(Error::DigestMismatch {
-                    digest: d.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
-            if let Some(s) = size
-                && s != data.len() as u64
-            {
-                return Err(Error::SizeMismatch {
-                    digest: d.to_string(),
-                    expected: s,
-                    actual: data.len() as u64,
-                });
-            }
+            resolve::verify_blob(&data, &d, size)?;
         }
         let v: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::BadJson {
             what: format!("manifest {digest}"),

@@ -118,22 +118,10 @@ fn digest(s: &str, what: &str) -> Result<Digest> {
         })
 }
 
-/// Read a blob of known digest and size, verifying both.
-fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) -> Result<Vec<u8>> {
-    if let Some(s) = size
-        && s > limits.max_json_bytes
-    {
-        return Err(Error::TooLarge {
-            what: format!("blob {d}"),
-            limit: limits.max_json_bytes,
-        });
-    }
-    let data = c
-        .read_optional(&blob_path(d), limits.max_json_bytes)?
-        .ok_or_else(|| Error::BlobMissing {
-            digest: d.to_string(),
-        })?;
-    let actual = Digest::of(&data);
+/// `data` is the blob its descriptor names: it hashes to `d` and, where the descriptor says, has
+/// `size` bytes.
+pub(crate) fn verify_blob(data: &[u8], d: &Digest, size: Option<u64>) -> Result<()> {
+    let actual = Digest::of(data);
     if actual != *d {
         return Err(Error::DigestMismatch {
             digest: d.to_string(),
@@ -149,6 +137,25 @@ fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) 
             actual: data.len() as u64,
         });
     }
+    Ok(())
+}
+
+/// Read a blob of known digest and size, verifying both.
+fn read_blob(c: &dyn Container, d: &Digest, size: Option<u64>, limits: &Limits) -> Result<Vec<u8>> {
+    if let Some(s) = size
+        && s > limits.max_json_bytes
+    {
+        return Err(Error::TooLarge {
+            what: format!("blob {d}"),
+            limit: limits.max_json_bytes,
+        });
+    }
+    let data = c
+        .read_optional(&blob_path(d), limits.max_json_bytes)?
+        .ok_or_else(|| Error::BlobMissing {
+            digest: d.to_string(),
+        })?;
+    verify_blob(&data, d, size)?;
     Ok(data)
 }
 
