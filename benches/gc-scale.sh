@@ -42,7 +42,9 @@ gc_mean=$(python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]
 rm -rf "$work/store" && cp -a "$work/store.before-gc" "$work/store"
 gc_once=$(mktemp)
 "$ls" gc --json > "$gc_once"
-read -r held unlink < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ms=lambda k: d[k]["secs"]*1000 + d[k]["nanos"]/1e6; print("%.1f %.1f" % (ms("lock_held"), ms("unlink")))' "$gc_once")
+# gc --json durations are seconds (a number); binaries before the CLI split printed {secs, nanos}:
+# both are read, so the script can A/B an old binary against a new one.
+read -r held unlink < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ms=lambda k: d[k]*1000 if isinstance(d[k], (int, float)) else d[k]["secs"]*1000 + d[k]["nanos"]/1e6; print("%.1f %.1f" % (ms("lock_held"), ms("unlink")))' "$gc_once")
 "$ls" fsck -q >/dev/null
 # An import that arrives while gc holds the exclusive lock: `import oci:…:img0 --tag probe`
 # (its layer is stored and survives gc, so the import itself is short and its wall time is
@@ -64,7 +66,7 @@ for i in $(seq 1 "${PROBES:-5}"); do
   while flock -n -s "$work/store/lock" true 2> /dev/null && kill -0 "$gc_pid" 2> /dev/null; do :; done
   p0=$(date +%s.%N); probe; p1=$(date +%s.%N); during+=("$(ms "$p0" "$p1")")
   wait "$gc_pid"
-  holds+=("$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["lock_held"]["secs"]*1000 + d["lock_held"]["nanos"]/1e6))' "$gc_once")")
+  holds+=("$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); h=d["lock_held"]; print("%.1f" % (h*1000 if isinstance(h, (int, float)) else h["secs"]*1000 + h["nanos"]/1e6))' "$gc_once")")
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 cp -a "$work/store.before-gc" "$work/store.full"

@@ -45,7 +45,7 @@ for _ in $(seq "$RUNS"); do
 import json, sys
 t0, p0, p1, e1, g1 = map(float, sys.argv[1:6])
 d = json.load(open(sys.argv[6]))
-ms = lambda k: d[k]["secs"] * 1000 + d[k]["nanos"] / 1e6
+ms = lambda k: d[k] * 1000 if isinstance(d[k], (int, float)) else d[k]["secs"] * 1000 + d[k]["nanos"] / 1e6  # seconds, or {secs, nanos} from older binaries
 print(f"read done {e1 - t0:.2f} s | gc done {g1 - t0:.2f} s (lock wait {ms('lock_wait'):.0f} ms, "
       f"held {ms('lock_held'):.0f} ms) | import arriving at 0.8 s took {1000 * (p1 - p0):.0f} ms")
 PY
