@@ -18,7 +18,8 @@ pub(crate) fn sweeps(conn: &rusqlite::Connection) -> Result<u64> {
     )? as u64)
 }
 
-/// An operation in flight. Dropping it without [`Lease::release`] removes its row and staging.
+/// An operation in flight. A publish ([`Store::publish`]) ends it in its own transaction; dropping
+/// it unpublished removes its row and staging.
 pub struct Lease<'s> {
     store: &'s Store,
     id: String,
