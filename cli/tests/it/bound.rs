@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use layerstore_tests::{Compression, Entry, ImageSpec, OciLayout, TarFormat};
 
 use crate::commands::layer;
-use crate::{assert_fsck_clean, layerstore, ok};
+use crate::{assert_fsck_clean, import, layerstore, ok};
 
 /// An OCI layout with `app-v1` and `app-v2` (to bind) and a root image whose
 /// bound-images.d declares `unit` (written at usr/share/containers/systemd/app.image).
@@ -38,17 +38,6 @@ fn layout(dir: &Path, unit: &str, extra: Vec<Entry>) -> PathBuf {
     let spec = ImageSpec::new(vec![layer(TarFormat::Pax, entries, Compression::Gzip)]);
     layout.add_image("os", &spec).unwrap();
     oci
-}
-
-fn import(store: &Path, oci: &Path, tag: &str) -> String {
-    ok(
-        store,
-        &["--json", "import", &format!("oci:{}:{tag}", oci.display())],
-    )
-    .json()["manifest_digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

@@ -1,15 +1,7 @@
 //! Labels: `images --filter label=…`, `import --label` (local, digest unchanged), `inspect`,
 //! `latest --label`.
 
-use std::path::PathBuf;
-
-use crate::{assert_fsck_clean, layerstore, ok};
-
-fn sample(dir: &std::path::Path) -> PathBuf {
-    let oci = dir.join("sample");
-    layerstore_tests::sample_series(&oci).unwrap();
-    oci
-}
+use crate::{assert_fsck_clean, layerstore, ok, sample};
 
 #[test]
 fn filters_local_labels_and_latest() {

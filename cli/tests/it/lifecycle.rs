@@ -1,23 +1,17 @@
 //! Real-binary tests of the ref lifecycle: disk generation through a temporary merged ref, gc,
 //! why, and the crash and concurrency guarantees (SIGKILL at many points, concurrent processes).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, layerstore, ok};
+use crate::{bin, layerstore, ok, sample};
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn sample(dir: &Path) -> PathBuf {
-    let oci = dir.join("sample");
-    layerstore_tests::sample_series(&oci).unwrap();
-    oci
 }
 
 fn run_tool(cmd: &mut Command) {

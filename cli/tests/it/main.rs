@@ -74,6 +74,25 @@ pub fn ok(store: &Path, args: &[&str]) -> Run {
     r
 }
 
+/// The sample series written as an OCI layout under `dir`.
+pub fn sample(dir: &Path) -> std::path::PathBuf {
+    let oci = dir.join("sample");
+    layerstore_tests::sample_series(&oci).unwrap();
+    oci
+}
+
+/// Import `TAG` of the layout `oci`; its manifest digest.
+pub fn import(store: &Path, oci: &Path, tag: &str) -> String {
+    ok(
+        store,
+        &["--json", "import", &format!("oci:{}:{tag}", oci.display())],
+    )
+    .json()["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// fsck finds nothing.
 #[track_caller]
 pub fn assert_fsck_clean(store: &Path) {

@@ -1,25 +1,8 @@
 //! Roots: `root set/list/rm`, `disk --root` (coreos-assembler's flow), `import --layers-only`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::{assert_fsck_clean, layerstore, ok};
-
-fn sample(dir: &Path) -> PathBuf {
-    let oci = dir.join("sample");
-    layerstore_tests::sample_series(&oci).unwrap();
-    oci
-}
-
-fn import(store: &Path, oci: &Path, tag: &str) -> String {
-    ok(
-        store,
-        &["--json", "import", &format!("oci:{}:{tag}", oci.display())],
-    )
-    .json()["manifest_digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
+use crate::{assert_fsck_clean, import, layerstore, ok, sample};
 
 /// How many layers the store holds.
 fn layers(store: &Path) -> u64 {

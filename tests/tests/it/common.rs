@@ -232,3 +232,19 @@ pub fn assert_same_tree(ours: &Path, theirs: &Path) {
     );
     assert_eq!(ga, gb, "hard-link groups differ");
 }
+
+/// The Go `archive/tar` reference, built once per test binary (the hostile and differential
+/// tests share it); `None` (with a note) without a Go toolchain.
+pub fn go() -> Option<&'static layerstore_tests::GoTar> {
+    static GO: std::sync::OnceLock<Option<layerstore_tests::GoTar>> = std::sync::OnceLock::new();
+    GO.get_or_init(
+        || match layerstore_tests::GoTar::build(env!("CARGO_TARGET_TMPDIR").as_ref()) {
+            Ok(g) => Some(g),
+            Err(why) => {
+                eprintln!("SKIP: Go archive/tar reference not run: {why}");
+                None
+            }
+        },
+    )
+    .as_ref()
+}

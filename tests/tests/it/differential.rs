@@ -4,7 +4,7 @@
 //! xattrs, device numbers). Archives layerstore refuses are listed with how the references
 //! disagree about them.
 
-use std::sync::OnceLock;
+use crate::common::go;
 
 use layerstore_import::tarparse::{TarEntry, TarKind, TarLimits, TarParser, TarRule};
 use layerstore_tests::tar_refs::have;
@@ -13,21 +13,6 @@ use layerstore_tests::{
     explain_disagreement, gnu_tar_rows, go_rows, reference_readings,
 };
 use sha2::Digest as _;
-
-/// The Go reference, built once per test binary; `None` (with a note) without a Go toolchain.
-fn go() -> Option<&'static GoTar> {
-    static GO: OnceLock<Option<GoTar>> = OnceLock::new();
-    GO.get_or_init(
-        || match GoTar::build(env!("CARGO_TARGET_TMPDIR").as_ref()) {
-            Ok(g) => Some(g),
-            Err(why) => {
-                eprintln!("SKIP: Go archive/tar reference not run: {why}");
-                None
-            }
-        },
-    )
-    .as_ref()
-}
 
 fn limits() -> TarLimits {
     TarLimits {

@@ -3,7 +3,6 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use crate::common::*;
 use layerstore_import::Error;
@@ -209,21 +208,6 @@ impl Case {
             "{name}: something was written outside the store"
         );
     }
-}
-
-/// The Go reference, built once per test binary; `None` (with a note) without a Go toolchain.
-fn go() -> Option<&'static GoTar> {
-    static GO: OnceLock<Option<GoTar>> = OnceLock::new();
-    GO.get_or_init(
-        || match GoTar::build(env!("CARGO_TARGET_TMPDIR").as_ref()) {
-            Ok(g) => Some(g),
-            Err(why) => {
-                eprintln!("SKIP: Go archive/tar reference not run: {why}");
-                None
-            }
-        },
-    )
-    .as_ref()
 }
 
 /// A name as containerd roots it: components without `.` and empty ones; `None` with `..`

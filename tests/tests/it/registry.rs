@@ -82,6 +82,17 @@ fn pull(
     layerstore_import::import(store, spec, opts)
 }
 
+/// The error of a pull of `docker://HOST/REFERENCE` (plain HTTP allowed) that must fail.
+#[track_caller]
+fn refused(store: &Store, host: &str, reference: &str) -> Error {
+    pull(
+        store,
+        &format!("docker://{host}/{reference}"),
+        &options(insecure()),
+    )
+    .unwrap_err()
+}
+
 /// The registry error behind `err`, also where a reader passed it on as an I/O error.
 fn registry_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RegistryError> {
     let mut e = Some(err);
@@ -687,12 +698,7 @@ fn a_registry_failing_for_good_is_retried_a_bounded_number_of_times() {
         }
         c.serve(req)
     });
-    let err = pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap_err();
+    let err = refused(&store, &srv.host(), "app:v1");
     assert!(
         matches!(
             err,
@@ -716,12 +722,7 @@ fn a_redirect_loop_is_a_clear_error() {
         "/loop/b" => Resp::new(302, "").header("Location", "/loop/a"),
         _ => c.serve(req),
     });
-    let err = pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap_err();
+    let err = refused(&store, &srv.host(), "app:v1");
     assert!(
         matches!(err, Error::Registry(RegistryError::RedirectLoop { .. })),
         "{err:#}"
@@ -748,12 +749,7 @@ fn a_blob_longer_than_its_descriptor_is_refused() {
             }
             c.serve(req)
         });
-        let err = pull(
-            &store,
-            &format!("docker://{}/app:v1", srv.host()),
-            &options(insecure()),
-        )
-        .unwrap_err();
+        let err = refused(&store, &srv.host(), "app:v1");
         if announced {
             // Refused before a byte is read.
             assert!(
@@ -790,12 +786,7 @@ fn a_wrong_blob_or_manifest_digest_is_refused() {
         }
         c.serve(req)
     });
-    let err = pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap_err();
+    let err = refused(&store, &srv.host(), "app:v1");
     assert!(
         format!("{err:#}").contains(&base),
         "the error names the blob: {err:#}"
@@ -863,12 +854,7 @@ fn an_oversized_or_mislabelled_manifest_is_refused() {
         );
         assert_failed_cleanly(&store);
     }
-    let err = pull(
-        &store,
-        &format!("docker://{}/app:mislabelled", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap_err();
+    let err = refused(&store, &srv.host(), "app:mislabelled");
     assert!(
         matches!(
             err,
@@ -876,12 +862,7 @@ fn an_oversized_or_mislabelled_manifest_is_refused() {
         ),
         "{err:#}"
     );
-    let err = pull(
-        &store,
-        &format!("docker://{}/app:nope", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap_err();
+    let err = refused(&store, &srv.host(), "app:nope");
     assert!(
         matches!(err, Error::Registry(RegistryError::ManifestUnknown { .. })),
         "{err:#}"
