@@ -164,6 +164,23 @@ impl<'a> Attempt<'a> {
         progress: &ProgressAdapter<'_>,
     ) -> Result<(LayerRecord, LayerStats)> {
         let l = &self.image.layers[i];
+        // A zstd:chunked layer from a registry: fetch only what the store lacks, if it can.
+        let mut partial = None;
+        if let Some(reg) = self.job.container.registry() {
+            match crate::chunked::pull(
+                self.job.store,
+                reg,
+                self.image,
+                i,
+                &self.job.limits,
+                self.lease.staging(),
+                progress,
+            )? {
+                crate::chunked::Outcome::Pulled(done) => return Ok(*done),
+                crate::chunked::Outcome::Whole(p) => partial = Some(p),
+                crate::chunked::Outcome::NotChunked => {}
+            }
+        }
         let (blob, _) =
             self.job
                 .container
@@ -171,13 +188,18 @@ impl<'a> Attempt<'a> {
                 .ok_or_else(|| Error::BlobMissing {
                     digest: l.digest.to_string(),
                 })?;
-        layer::import_layer(
+        let (record, mut stats) = layer::import_layer(
             &LayerInput::of(i, l),
             blob,
             self.lease.staging(),
             &self.job.limits,
             progress,
-        )
+        )?;
+        if let Some(mut p) = partial {
+            p.fetched_bytes += l.size;
+            stats.partial = Some(p);
+        }
+        Ok((record, stats))
     }
 
     /// Wait until the layers `theirs` names (claimed by other imports) are stored; returns those

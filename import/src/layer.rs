@@ -50,6 +50,9 @@ pub struct LayerStats {
     pub new_bytes: u64,
     pub dedup_hits: u64,
     pub inline_objects: u64,
+    /// How a zstd:chunked layer was pulled (partially, or whole and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<crate::chunked::PartialPull>,
 }
 
 impl LayerInput {

@@ -27,6 +27,7 @@
 
 mod attempt;
 pub mod bound;
+pub mod chunked;
 pub mod dedup;
 pub mod error;
 pub mod layer;

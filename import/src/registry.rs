@@ -22,6 +22,7 @@ pub mod auth;
 mod blob;
 mod client;
 pub mod push;
+pub mod ranges;
 pub mod reference;
 
 use std::collections::HashMap;
@@ -180,6 +181,10 @@ impl Container for RegistryContainer {
 
     fn describe(&self) -> String {
         format!("docker://{}", self.reference)
+    }
+
+    fn registry(&self) -> Option<&RegistryContainer> {
+        Some(self)
     }
 }
 

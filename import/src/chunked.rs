@@ -1,0 +1,314 @@
+//! Partial pulls of zstd:chunked layers: fetch only the files the store lacks.
+//!
+//! A `tar+zstd` layer whose descriptor carries the zstd:chunked annotations (either family, see
+//! [`toc`]) has a table of contents naming each file's sha256 and compressed byte range. When
+//! the store already holds some of those contents, the pull:
+//!
+//! 1. fetches the TOC (one range), checks it against the annotated sha256 and the `json-bytes`
+//!    limit before reading anything in it, and checks the payload table ([`plan::payloads`]);
+//! 2. looks the files' sha256 up in the store ([`layerstore_store::content_sha256`]), hashing
+//!    the stored objects of matching sizes first if they have no sha256 yet (the backfill);
+//! 3. plans the ranges to fetch: the complement of the held payloads ([`plan`]);
+//! 4. fetches them with multi-range requests and rebuilds the exact uncompressed stream into a
+//!    temporary file in `staging/`, checking each fetched file against its TOC digest and the
+//!    whole stream against the config's diff_id ([`rebuild`]);
+//! 5. only then imports that stream through the normal layer pipeline, which verifies the
+//!    diff_id again: the stored layer is the same as after a full pull (same rows, same
+//!    skeleton, same byte-exact export).
+//!
+//! Any failure before step 5 (a TOC not matching its checksum, a registry that ignores `Range`,
+//! bytes that do not decompress or hash as promised) makes the layer pulled whole instead, and
+//! the reason is returned in [`PartialPull::whole`]; nothing is printed. The sha256 of contents
+//! fetched and verified here are remembered afterwards, so the next partial pull finds them
+//! without a backfill.
+
+pub mod plan;
+pub mod rebuild;
+pub mod toc;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufReader, Seek, Write};
+
+use layerstore_store::{Digest, LayerRecord, Limits, Staging, Store};
+
+use crate::error::{Error, Result};
+use crate::layer::{self, LayerInput, LayerProgress, LayerStats};
+use crate::registry::RegistryContainer;
+use crate::registry::ranges::RangeError;
+use crate::resolve::ResolvedImage;
+
+/// Why a partial pull could not be made; the layer is then pulled whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkedError {
+    #[error("annotation {key}={value:?}: {reason}")]
+    BadAnnotation {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("the TOC ({size} bytes) exceeds the json-bytes limit of {limit}")]
+    TocTooLarge { size: u64, limit: u64 },
+    #[error("the TOC has sha256 {actual}, its manifest-checksum annotation says {expected}")]
+    TocChecksum { expected: Digest, actual: Digest },
+    #[error("bad TOC: {reason}")]
+    BadToc { reason: String },
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error("file {digest}: {reason}")]
+    Payload { digest: Digest, reason: String },
+    #[error("the rebuilt layer has diff_id {actual}, the config says {expected}")]
+    DiffId { expected: Digest, actual: Digest },
+    #[error("cannot rebuild the layer: {reason}")]
+    Rebuild { reason: String },
+    #[error("the store: {0}")]
+    Store(#[from] layerstore_store::Error),
+}
+
+impl ChunkedError {
+    fn output(e: std::io::Error) -> Self {
+        ChunkedError::Rebuild {
+            reason: format!("cannot write the rebuilt stream: {e}"),
+        }
+    }
+}
+
+/// How a zstd:chunked layer was pulled: reported per layer in the import report and `--json`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PartialPull {
+    /// The blob's size.
+    pub blob_size: u64,
+    /// Response bytes fetched for this layer: the TOC and the ranges, plus the whole blob when
+    /// it was pulled whole after all.
+    pub fetched_bytes: u64,
+    /// Range requests made (the TOC's included).
+    pub requests: u64,
+    /// Regular files with content in the layer, and those taken from the store.
+    pub files: u64,
+    pub held_files: u64,
+    /// Uncompressed bytes taken from the store.
+    pub held_bytes: u64,
+    /// Stored objects hashed with sha256 for this pull (the backfill).
+    pub backfilled_objects: u64,
+    pub backfilled_bytes: u64,
+    /// Set when the layer was pulled whole: why.
+    pub whole: Option<String>,
+}
+
+/// A stored content smaller than this (compressed bytes in the blob) is fetched even when held:
+/// skipping it would cost a range and a multipart part header (~100 bytes) for little.
+pub const MIN_HOLD: u64 = 512;
+
+/// What [`pull`] did.
+pub(crate) enum Outcome {
+    /// Not a zstd:chunked layer: pull it as usual.
+    NotChunked,
+    /// Pulled partially and imported.
+    Pulled(Box<(LayerRecord, LayerStats)>),
+    /// Pull it whole; this says why and what was fetched so far.
+    Whole(PartialPull),
+}
+
+/// The annotations of layer `index` of the image's manifest.
+fn layer_annotations(image: &ResolvedImage, index: usize) -> BTreeMap<String, String> {
+    serde_json::from_slice::<serde_json::Value>(&image.manifest)
+        .ok()
+        .and_then(|m| {
+            let a = m
+                .get("layers")?
+                .get(index)?
+                .get("annotations")?
+                .as_object()?
+                .clone();
+            Some(
+                a.into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Pull layer `index` of `image` from `reg` partially if it is zstd:chunked and the store holds
+/// some of its files. Errors of the import itself (after the stream is verified) are returned
+/// as they would be from a full pull.
+pub(crate) fn pull(
+    store: &Store,
+    reg: &RegistryContainer,
+    image: &ResolvedImage,
+    index: usize,
+    limits: &Limits,
+    staging: &Staging<'_>,
+    progress: &dyn LayerProgress,
+) -> Result<Outcome> {
+    let l = &image.layers[index];
+    if layer::media_type_compression(&l.media_type) != Some(layer::BlobCompression::Zstd) {
+        return Ok(Outcome::NotChunked);
+    }
+    let mut report = PartialPull {
+        blob_size: l.size,
+        ..PartialPull::default()
+    };
+    let loc = match toc::locate(&layer_annotations(image, index), l.size) {
+        Ok(Some(loc)) => loc,
+        Ok(None) => return Ok(Outcome::NotChunked),
+        Err(e) => return Ok(whole(report, &e)),
+    };
+    match try_pull(
+        store,
+        reg,
+        image,
+        index,
+        &loc,
+        limits,
+        staging,
+        progress,
+        &mut report,
+    ) {
+        Ok(Some(done)) => Ok(Outcome::Pulled(Box::new(done))),
+        Ok(None) => Ok(Outcome::Whole(report)),
+        Err(Fail::Chunked(e)) => Ok(whole(report, &e)),
+        Err(Fail::Import(e)) => Err(e),
+    }
+}
+
+fn whole(mut report: PartialPull, why: &dyn std::fmt::Display) -> Outcome {
+    log::info!("pulling the layer whole: {why}");
+    report.whole = Some(why.to_string());
+    Outcome::Whole(report)
+}
+
+enum Fail {
+    /// The partial pull cannot be made: pull whole.
+    Chunked(ChunkedError),
+    /// The import of a verified stream failed: as a full pull would.
+    Import(Error),
+}
+
+impl From<ChunkedError> for Fail {
+    fn from(e: ChunkedError) -> Self {
+        Fail::Chunked(e)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_pull(
+    store: &Store,
+    reg: &RegistryContainer,
+    image: &ResolvedImage,
+    index: usize,
+    loc: &toc::TocLocation,
+    limits: &Limits,
+    staging: &Staging<'_>,
+    progress: &dyn LayerProgress,
+    report: &mut PartialPull,
+) -> Result<Option<(LayerRecord, LayerStats)>, Fail> {
+    let l = &image.layers[index];
+    if loc.compressed > limits.max_json_bytes || loc.uncompressed > limits.max_json_bytes {
+        return Err(ChunkedError::TocTooLarge {
+            size: loc.compressed.max(loc.uncompressed),
+            limit: limits.max_json_bytes,
+        }
+        .into());
+    }
+    let fetched = reg
+        .fetch_ranges(
+            &l.digest,
+            l.size,
+            &[loc.offset..loc.offset + loc.compressed],
+        )
+        .map_err(ChunkedError::from)?;
+    report.fetched_bytes += fetched.body_bytes;
+    report.requests += u64::from(fetched.requests);
+    progress.read(index, fetched.body_bytes);
+    let compressed = fetched.ranges.into_iter().next().unwrap_or_default();
+    let toc = toc::parse(&compressed, loc, limits.max_json_bytes)?;
+    let payloads = plan::payloads(&toc.entries, loc)?;
+    let digests: Vec<Digest> = payloads.iter().map(|(_, d, _)| *d).collect();
+    let mut held = store
+        .objects_by_sha256(&digests)
+        .map_err(ChunkedError::from)?;
+    let sizes: HashSet<u64> = payloads
+        .iter()
+        .filter(|(r, d, _)| r.end - r.start >= MIN_HOLD && !held.contains_key(d))
+        .map(|(_, _, size)| *size)
+        .collect();
+    if !sizes.is_empty() {
+        let b = store.backfill_sha256(&sizes).map_err(ChunkedError::from)?;
+        report.backfilled_objects = b.objects;
+        report.backfilled_bytes = b.bytes;
+        if b.objects > 0 {
+            held = store
+                .objects_by_sha256(&digests)
+                .map_err(ChunkedError::from)?;
+        }
+    }
+    let p = plan::plan(&toc.entries, loc, &held, MIN_HOLD)?;
+    report.files = p.files;
+    report.held_files = p.held_files;
+    report.held_bytes = p.held_bytes;
+    if p.held_files == 0 {
+        report.whole = Some("the store holds none of its files".into());
+        return Ok(None);
+    }
+    // Rebuild into an unlinked file in staging/ (gone with the process whatever happens).
+    let staging_dir = store.path().join("staging");
+    let mut file = tempfile::tempfile_in(&staging_dir)
+        .map_err(|e| Fail::Import(Error::io(&staging_dir, e)))?;
+    let fetched_bytes = Cell::new(0u64);
+    let mut fetch = |ranges: &[std::ops::Range<u64>]| {
+        let f = reg.fetch_ranges(&l.digest, l.size, ranges)?;
+        progress.read(index, f.body_bytes);
+        fetched_bytes.set(fetched_bytes.get() + f.body_bytes);
+        Ok((f.ranges, f.body_bytes))
+    };
+    let objects = store.object_reader().map_err(ChunkedError::from)?;
+    let mut held_fn = |id: &layerstore_store::ObjectId, w: &mut dyn Write| {
+        let data = objects.read(id)?;
+        let mut w = w;
+        data.copy_to(&mut w).map_err(|e| ChunkedError::Rebuild {
+            reason: format!("object {}: {e}", id.hex()),
+        })
+    };
+    let rebuilt = {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        let r = rebuild::rebuild(
+            &p,
+            &mut fetch,
+            &mut held_fn,
+            &mut out,
+            &l.diff_id,
+            limits.max_layer_bytes,
+        );
+        // Count what was fetched even when the rebuild failed.
+        report.fetched_bytes += fetched_bytes.get();
+        let r = r?;
+        out.flush().map_err(ChunkedError::output)?;
+        r
+    };
+    drop(objects);
+    report.requests += rebuilt.requests;
+    file.rewind().map_err(ChunkedError::output)?;
+    let input = LayerInput {
+        index,
+        blob_digest: l.diff_id,
+        blob_size: rebuilt.tar_size,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        expected_diff_id: l.diff_id,
+    };
+    let (record, mut stats) = layer::import_layer(
+        &input,
+        Box::new(BufReader::with_capacity(1 << 20, file)),
+        staging,
+        limits,
+        &crate::NoProgress,
+    )
+    .map_err(Fail::Import)?;
+    // The pairs are facts whether or not this import publishes: remember them now.
+    if let Err(e) = store.record_sha256(&rebuilt.verified) {
+        log::warn!("cannot remember the sha256 of fetched contents: {e}");
+    }
+    stats.partial = Some(report.clone());
+    Ok(Some((record, stats)))
+}
