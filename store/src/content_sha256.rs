@@ -84,7 +84,8 @@ impl Store {
                 "SELECT o.id, o.size FROM objects o LEFT JOIN object_sha256 s ON s.object = o.id
                  WHERE s.object IS NULL",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
             let mut todo = Vec::new();
             for row in rows {
                 let (raw, size) = row?;
