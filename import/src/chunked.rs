@@ -25,6 +25,7 @@
 pub mod plan;
 pub mod rebuild;
 pub mod toc;
+pub mod write;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};

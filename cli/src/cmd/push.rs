@@ -33,6 +33,9 @@ pub struct Args {
 enum CompressArg {
     Gzip,
     Zstd,
+    /// zstd with a table of contents, for partial pulls.
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 #[derive(Serialize)]
@@ -75,6 +78,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         compression: match a.compress {
             CompressArg::Gzip => PushCompression::Gzip,
             CompressArg::Zstd => PushCompression::Zstd,
+            CompressArg::ZstdChunked => PushCompression::ZstdChunked,
         },
     };
     let report = push::push(&store, &a.image, &a.destination, &opts)

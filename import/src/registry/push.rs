@@ -25,6 +25,10 @@ pub enum PushCompression {
     #[default]
     Gzip,
     Zstd,
+    /// zstd:chunked (see [`crate::chunked::write`]): plain zstd to any reader, and pullable
+    /// partially by layerstore and containers-storage.
+    #[serde(rename = "zstd:chunked")]
+    ZstdChunked,
 }
 
 /// Options for [`push`].
@@ -54,6 +58,9 @@ pub struct PushedLayer {
     pub media_type: String,
     pub size: u64,
     pub how: LayerPush,
+    /// Annotations the blob needs on its descriptor (zstd:chunked's TOC position and checksum).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What a push did.
@@ -153,11 +160,21 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
         } else {
             opts.compression
         };
-        let (file, digest, size) = compress_layer(store, &l.diff_id, compression)?;
+        let (file, digest, size, annotations) = match compression {
+            PushCompression::ZstdChunked => {
+                crate::chunked::write::compress_layer(store, &l.diff_id)?
+            }
+            _ => {
+                let (file, digest, size) = compress_layer(store, &l.diff_id, compression)?;
+                (file, digest, size, Default::default())
+            }
+        };
         let media_type = match (docker, compression) {
             (true, _) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
             (false, PushCompression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
-            (false, PushCompression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (false, PushCompression::Zstd | PushCompression::ZstdChunked) => {
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            }
         };
         let how = if blob_exists(&client, repo, &digest)? {
             LayerPush::Present
@@ -166,7 +183,9 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
             uploaded_bytes += size;
             LayerPush::Uploaded
         };
-        layers.push(pushed(l, digest, media_type, size, how));
+        let mut layer = pushed(l, digest, media_type, size, how);
+        layer.annotations = annotations;
+        layers.push(layer);
     }
     let config_there =
         blob_exists(&client, repo, &info.config_digest)? || try_mount(&info.config_digest)?;
@@ -224,6 +243,7 @@ fn pushed(
         media_type: media_type.into(),
         size,
         how,
+        annotations: Default::default(),
     }
 }
 
@@ -351,7 +371,7 @@ fn compress_layer(
             store.export_layer_tar(diff_id, &mut gz)?;
             gz.finish().map_err(|e| Error::io(&what, e))?
         }
-        PushCompression::Zstd => {
+        PushCompression::Zstd | PushCompression::ZstdChunked => {
             let mut z =
                 zstd::stream::write::Encoder::new(out, 3).map_err(|e| Error::io(&what, e))?;
             store.export_layer_tar(diff_id, &mut z)?;
@@ -395,8 +415,27 @@ fn rewrite_manifest(manifest: &[u8], layers: &[PushedLayer]) -> Result<Vec<u8>> 
         d.insert("mediaType".into(), l.media_type.clone().into());
         d.insert("digest".into(), l.digest.to_string().into());
         d.insert("size".into(), l.size.into());
-        // A URL list belongs to the old blob.
+        // A URL list belongs to the old blob, and so does a zstd:chunked TOC's position.
         d.remove("urls");
+        if let Some(a) = d.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            a.retain(|k, _| !crate::chunked::write::is_chunked_annotation(k));
+        }
+        if !l.annotations.is_empty() {
+            let a = d
+                .entry("annotations")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let Some(a) = a.as_object_mut() {
+                for (k, v) in &l.annotations {
+                    a.insert(k.clone(), v.clone().into());
+                }
+            }
+        }
+        if d.get("annotations")
+            .and_then(|a| a.as_object())
+            .is_some_and(|a| a.is_empty())
+        {
+            d.remove("annotations");
+        }
     }
     Ok(serde_json::to_vec(&v).expect("a JSON value serializes"))
 }
@@ -404,6 +443,46 @@ fn rewrite_manifest(manifest: &[u8], layers: &[PushedLayer]) -> Result<Vec<u8>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recompressed_layer_loses_the_old_blobs_chunked_annotations_and_gets_its_own() {
+        let old = Digest::of(b"old");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                        "digest": old.to_string(), "size": 3,
+                        "annotations": {
+                            "io.containers.zstd-chunked.manifest-checksum": "sha256:x",
+                            "io.containers.zstd-chunked.manifest-position": "1:2:3:1",
+                            "keep": "me"}}]
+        });
+        let mut layer = pushed(
+            &layerstore_store::ImageLayer {
+                diff_id: old,
+                blob_digest: old,
+                media_type: String::new(),
+                blob_size: 3,
+            },
+            Digest::of(b"new"),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            9,
+            LayerPush::Uploaded,
+        );
+        layer.annotations = [(
+            "io.github.containers.zstd-chunked.manifest-position".to_string(),
+            "5:6:7:1".to_string(),
+        )]
+        .into();
+        let out = rewrite_manifest(&serde_json::to_vec(&manifest).unwrap(), &[layer]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["layers"][0]["annotations"],
+            serde_json::json!({
+                "io.github.containers.zstd-chunked.manifest-position": "5:6:7:1",
+                "keep": "me"
+            })
+        );
+    }
 
     #[test]
     fn a_rewritten_manifest_keeps_all_but_the_recompressed_layer_descriptors() {
@@ -427,6 +506,7 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             size: 42,
             how: LayerPush::Uploaded,
+            annotations: Default::default(),
         }];
         let out = rewrite_manifest(&serde_json::to_vec(&manifest).unwrap(), &layers).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
