@@ -4,6 +4,7 @@
 //! 503/429, redirect loops, lies about sizes and digests, Bearer tokens). Every failure ends
 //! with no image ref and a sound store.
 
+mod partial;
 mod servers;
 
 use std::path::{Path, PathBuf};
