@@ -101,6 +101,9 @@ pub struct PartialPull {
 /// skipping it would cost a range and a multipart part header (~100 bytes) for little.
 pub const MIN_HOLD: u64 = 512;
 
+/// A partial pull that would fetch more than this many tenths of the blob pulls it whole.
+pub const MAX_FETCH_TENTHS: u64 = 8;
+
 /// What [`pull`] did.
 pub(crate) enum Outcome {
     /// Not a zstd:chunked layer: pull it as usual.
@@ -251,6 +254,15 @@ fn try_pull(
     report.held_bytes = p.held_bytes;
     if p.held_files == 0 {
         report.whole = Some("the store holds none of its files".into());
+        return Ok(None);
+    }
+    // Rebuilding costs a pass through a temporary file that a streamed whole pull does not:
+    // worth it only when it saves a good part of the blob.
+    if p.fetch_bytes.saturating_mul(10) > l.size.saturating_mul(MAX_FETCH_TENTHS) {
+        report.whole = Some(format!(
+            "the store holds too little of it ({} of {} bytes would be fetched)",
+            p.fetch_bytes, l.size
+        ));
         return Ok(None);
     }
     // Rebuild into an unlinked file in staging/ (gone with the process whatever happens).

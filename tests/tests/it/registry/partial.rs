@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use super::servers::{Content, DockerRegistry, FaultServer, Req, Resp};
-use super::{insecure, options, pull};
+use super::{insecure, pulled};
 use crate::common::*;
 use layerstore_import::ImportReport;
 use layerstore_import::registry::push::{PushCompression, PushOptions};
@@ -140,18 +140,8 @@ fn a_skopeo_zstd_chunked_update_is_pulled_partially_and_equals_a_full_pull() {
         &format!("docker://{host}/base:v2"),
     ]);
     let store = new_store(&tmp.path().join("s"));
-    pull(
-        &store,
-        &format!("docker://{host}/base:v1"),
-        &options(insecure()),
-    )
-    .unwrap();
-    let r = pull(
-        &store,
-        &format!("docker://{host}/base:v2"),
-        &options(insecure()),
-    )
-    .unwrap();
+    pulled(&store, &host, "base:v1");
+    let r = pulled(&store, &host, "base:v2");
     let p = partial(&r);
     assert_eq!(p.whole, None, "pulled partially");
     assert!(p.held_files > 0 && p.held_files <= p.files);
@@ -212,22 +202,12 @@ fn a_layerstore_zstd_chunked_push_is_plain_zstd_and_pulled_partially() {
     assert_checkout_equals_umoci(&src, "base-v2", &back, "v2", tmp.path());
 
     let store = new_store(&tmp.path().join("s"));
-    let r1 = pull(
-        &store,
-        &format!("docker://{host}/lz:v1"),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r1 = pulled(&store, &host, "lz:v1");
     assert_eq!(
         partial(&r1).whole.as_deref(),
         Some("the store holds none of its files")
     );
-    let r2 = pull(
-        &store,
-        &format!("docker://{host}/lz:v2"),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r2 = pulled(&store, &host, "lz:v2");
     let p = partial(&r2);
     assert_eq!(p.whole, None);
     assert!(p.fetched_bytes < p.blob_size, "{p:?}");
@@ -340,12 +320,7 @@ fn multipart(blob: &[u8], ranges: &[(usize, usize)], tamper: impl Fn(&mut [u8]))
 /// exact layer, pulled whole for a reason containing `why` (or partially with `why` empty).
 fn pull_through(f: &Chunked, handler: impl Fn(&Req) -> Resp + Send + Sync + 'static, why: &str) {
     let srv = FaultServer::start(handler);
-    let r = pull(
-        &f.store,
-        &format!("docker://{}/app:v2", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r = pulled(&f.store, &srv.host(), "app:v2");
     let p = partial(&r);
     match &p.whole {
         None => assert!(
