@@ -223,7 +223,7 @@ fn try_pull(
         .fetch_ranges(
             &l.digest,
             l.size,
-            &[loc.offset..loc.offset + loc.compressed],
+            std::slice::from_ref(&(loc.offset..loc.offset + loc.compressed)),
         )
         .map_err(ChunkedError::from)?;
     report.fetched_bytes += fetched.body_bytes;

@@ -21,8 +21,11 @@ pub const MAX_RANGES: usize = 1000;
 /// Bytes asked per request, about: bounds the memory a request's answer takes.
 pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
 
-/// Fetches requests of ranges: returns each range's bytes and the bytes the answer took.
-pub type FetchFn<'a> = dyn FnMut(&[Range<u64>]) -> Result<(Vec<Vec<u8>>, u64), ChunkedError> + 'a;
+/// Each asked range's bytes, and the response bytes the answer took.
+pub type Fetched = Result<(Vec<Vec<u8>>, u64), ChunkedError>;
+
+/// Fetches requests of ranges.
+pub type FetchFn<'a> = dyn FnMut(&[Range<u64>]) -> Fetched + 'a;
 
 /// Bytes of the blob in order, fetched a request at a time.
 struct Fetcher<'a, 'f> {
@@ -323,9 +326,7 @@ mod tests {
         (blob, tar, toc, loc)
     }
 
-    fn serve(
-        blob: &[u8],
-    ) -> impl FnMut(&[Range<u64>]) -> Result<(Vec<Vec<u8>>, u64), ChunkedError> + '_ {
+    fn serve(blob: &[u8]) -> impl FnMut(&[Range<u64>]) -> Fetched + '_ {
         move |rs: &[Range<u64>]| {
             let v: Vec<Vec<u8>> = rs
                 .iter()
