@@ -22,8 +22,9 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
-//! updates and `status`).
+//! [`registry`] (`docker://` sources: the registry client, and push), [`chunked`] (partial pulls
+//! of zstd:chunked layers from registries, and the zstd:chunked writer push uses) and
+//! [`prepare`] (prepared updates and `status`).
 
 mod attempt;
 pub mod bound;

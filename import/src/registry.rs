@@ -11,6 +11,7 @@
 //! - [`auth`]: credentials (podman's lookup order) and `WWW-Authenticate` challenges.
 //! - `client`: HTTP (ureq, rustls), auth, redirects by hand, retries with backoff.
 //! - `blob`: a blob reader that resumes a dropped connection with `Range`.
+//! - [`ranges`]: multi-range reads of a blob (`multipart/byteranges`), for partial pulls.
 //! - [`push`]: pushing a stored image (blobs the registry has or can mount are not uploaded;
 //!   others are rebuilt from the store and compressed reproducibly).
 //!
