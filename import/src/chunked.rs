@@ -9,14 +9,14 @@
 //! 2. looks the files' sha256 up in the store ([`layerstore_store::content_sha256`]), hashing
 //!    the stored objects of matching sizes first if they have no sha256 yet (the backfill);
 //! 3. plans the ranges to fetch: the complement of the held payloads ([`plan`]);
-//! 4. fetches them with multi-range requests and rebuilds the exact uncompressed stream into a
-//!    temporary file in `staging/`, checking each fetched file against its TOC digest and the
-//!    whole stream against the config's diff_id ([`rebuild`]);
-//! 5. only then imports that stream through the normal layer pipeline, which verifies the
-//!    diff_id again: the stored layer is the same as after a full pull (same rows, same
-//!    skeleton, same byte-exact export).
+//! 4. fetches them with multi-range requests and rebuilds the exact uncompressed stream,
+//!    checking each fetched file against its TOC digest and the whole stream against the
+//!    config's diff_id ([`rebuild`]);
+//! 5. streams it, as it is rebuilt, through the normal layer pipeline, which verifies the
+//!    diff_id itself before anything is published: the stored layer is the same as after a
+//!    full pull (same rows, same skeleton, same byte-exact export).
 //!
-//! Any failure before step 5 (a TOC not matching its checksum, a registry that ignores `Range`,
+//! Any failure of the rebuild (a TOC not matching its checksum, a registry that ignores `Range`,
 //! bytes that do not decompress or hash as promised) makes the layer pulled whole instead, and
 //! the reason is returned in [`PartialPull::whole`]; nothing is printed. The sha256 of contents
 //! fetched and verified here are remembered afterwards, so the next partial pull finds them
@@ -27,9 +27,10 @@ pub mod rebuild;
 pub mod toc;
 pub mod write;
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufReader, Seek, Write};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 use layerstore_store::{Digest, LayerRecord, Limits, Staging, Store};
 
@@ -103,6 +104,70 @@ pub struct PartialPull {
 /// `min_hold` table): 128 and 256 fetch the least (12.7 % of the blob with part headers, 512:
 /// 13.0 %, 4096: 18.3 %); 256 needs 7 % fewer ranges than 128.
 pub const MIN_HOLD: u64 = 256;
+
+/// Chunks of the rebuilt stream in flight between the rebuild and the import, and their size.
+const PIPE_DEPTH: usize = 8;
+const PIPE_CHUNK: usize = 256 << 10;
+
+/// The rebuild's end of the pipe to the import. `closed`: the import stopped reading.
+struct PipeWriter {
+    tx: mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+impl PipeWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        self.tx.send(full).map_err(|_| {
+            self.closed = true;
+            io::Error::new(io::ErrorKind::BrokenPipe, "the import stopped reading")
+        })
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PIPE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+/// The import's end of the pipe: the rebuilt tar stream.
+struct PipeReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.cur = next;
+                    self.pos = 0;
+                }
+                // The rebuild ended; if it failed, its error explains the short stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
 
 /// A partial pull that would fetch more than this many tenths of the blob pulls it whole.
 pub const MAX_FETCH_TENTHS: u64 = 8;
@@ -259,8 +324,8 @@ fn try_pull(
         report.whole = Some("the store holds none of its files".into());
         return Ok(None);
     }
-    // Rebuilding costs a pass through a temporary file that a streamed whole pull does not:
-    // worth it only when it saves a good part of the blob.
+    // A partial pull pays a range's cost at the registry per skipped file, and the store's
+    // reads of the held contents: worth it only when it saves a good part of the blob.
     if p.fetch_bytes.saturating_mul(10) > l.size.saturating_mul(MAX_FETCH_TENTHS) {
         report.whole = Some(format!(
             "the store holds too little of it ({} of {} bytes would be fetched)",
@@ -268,59 +333,79 @@ fn try_pull(
         ));
         return Ok(None);
     }
-    // Rebuild into an unlinked file in staging/ (gone with the process whatever happens).
-    let staging_dir = store.path().join("staging");
-    let mut file = tempfile::tempfile_in(&staging_dir)
-        .map_err(|e| Fail::Import(Error::io(&staging_dir, e)))?;
-    let fetched_bytes = Cell::new(0u64);
-    let mut fetch = |ranges: &[std::ops::Range<u64>]| {
+    // The rebuilt stream goes straight into the layer pipeline, which verifies its diff_id
+    // before anything is published (and so does the rebuild, which also checks each fetched
+    // file): fetching, rebuilding and importing overlap.
+    let fetched_bytes = AtomicU64::new(0);
+    let fetch = |ranges: &[std::ops::Range<u64>]| {
         let f = reg.fetch_ranges(&l.digest, l.size, ranges)?;
         progress.read(index, f.body_bytes);
-        fetched_bytes.set(fetched_bytes.get() + f.body_bytes);
+        fetched_bytes.fetch_add(f.body_bytes, Ordering::Relaxed);
         Ok((f.ranges, f.body_bytes))
     };
-    let objects = store.object_reader().map_err(ChunkedError::from)?;
-    let mut held_fn = |id: &layerstore_store::ObjectId, w: &mut dyn Write| {
-        let data = objects.read(id)?;
-        let mut w = w;
-        data.copy_to(&mut w).map_err(|e| ChunkedError::Rebuild {
-            reason: format!("object {}: {e}", id.hex()),
-        })
-    };
-    let rebuilt = {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-        let r = rebuild::rebuild(
-            &p,
-            &mut fetch,
-            &mut held_fn,
-            &mut out,
-            &l.diff_id,
-            limits.max_layer_bytes,
-        );
-        // Count what was fetched even when the rebuild failed.
-        report.fetched_bytes += fetched_bytes.get();
-        let r = r?;
-        out.flush().map_err(ChunkedError::output)?;
-        r
-    };
-    drop(objects);
-    report.requests += rebuilt.requests;
-    file.rewind().map_err(ChunkedError::output)?;
     let input = LayerInput {
         index,
         blob_digest: l.diff_id,
-        blob_size: rebuilt.tar_size,
+        blob_size: layer::UNKNOWN_SIZE,
         media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         expected_diff_id: l.diff_id,
     };
-    let (record, mut stats) = layer::import_layer(
-        &input,
-        Box::new(BufReader::with_capacity(1 << 20, file)),
-        staging,
-        limits,
-        &crate::NoProgress,
-    )
-    .map_err(Fail::Import)?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+    let (rebuilt, imported) = std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            let mut out = PipeWriter {
+                tx,
+                buf: Vec::with_capacity(PIPE_CHUNK),
+                closed: false,
+            };
+            let objects = store
+                .object_reader()
+                .map_err(|e| (ChunkedError::from(e), false))?;
+            let mut held_fn = |id: &layerstore_store::ObjectId, w: &mut dyn Write| {
+                let data = objects.read(id)?;
+                let mut w = w;
+                data.copy_to(&mut w).map_err(|e| ChunkedError::Rebuild {
+                    reason: format!("object {}: {e}", id.hex()),
+                })
+            };
+            let mut fetch = fetch;
+            let r = rebuild::rebuild(
+                &p,
+                &mut fetch,
+                &mut held_fn,
+                &mut out,
+                &l.diff_id,
+                limits.max_layer_bytes,
+            );
+            let closed = out.closed;
+            // Whatever happened, the reader sees the end of the stream now.
+            drop(out);
+            r.map_err(|e| (e, closed))
+        });
+        let imported = layer::import_layer(
+            &input,
+            Box::new(PipeReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            }),
+            staging,
+            limits,
+            &crate::NoProgress,
+        );
+        let rebuilt = producer.join().expect("the rebuild does not panic");
+        (rebuilt, imported)
+    });
+    // Count what was fetched even when the rebuild failed.
+    report.fetched_bytes += fetched_bytes.load(Ordering::Relaxed);
+    let (record, mut stats, rebuilt) = match (rebuilt, imported) {
+        (Ok(r), Ok((record, stats))) => (record, stats, r),
+        // The import stopped reading (a tar the pipeline refuses): its error is the cause.
+        (Err((_, true)), Err(e)) | (Ok(_), Err(e)) => return Err(Fail::Import(e)),
+        // The stream could not be rebuilt as promised: pull the layer whole.
+        (Err((e, _)), _) => return Err(Fail::Chunked(e)),
+    };
+    report.requests += rebuilt.requests;
     // The pairs are facts whether or not this import publishes: remember them now.
     if let Err(e) = store.record_sha256(&rebuilt.verified) {
         log::warn!("cannot remember the sha256 of fetched contents: {e}");

@@ -22,7 +22,7 @@ use layerstore_store::{Digest, LayerRecord, Limits, Staging};
 use crate::error::{Error, Result};
 use crate::tarparse::{TarError, TarLimits};
 
-pub use blob::{BlobCompression, media_type_compression};
+pub use blob::{BlobCompression, UNKNOWN_SIZE, media_type_compression};
 pub(crate) use blob::{ChannelReader, stream_layer};
 
 /// A blob to import as a layer.
