@@ -96,7 +96,7 @@ if p is None:
     print(l["blob_size"], l["blob_size"], "-", "-", "-", "-", "-", "-")
 else:
     print(p["fetched_bytes"], p["blob_size"], p["files"], p["held_files"], p["requests"],
-          p["backfilled_objects"], p["backfilled_bytes"], json.dumps(p["whole"]))'
+          p["backfilled_objects"], p["backfilled_bytes"], p["whole"] or "-")'
 }
 min_hold_table() { # bytes fetched and ranges per MIN_HOLD, for skopeo's base-v2 blob over base-v1
   python3 - "$GOCI" "$WORK/registry" "$(skopeo inspect --tls-verify=false --raw "docker://$H/bench/chunked:v2")" << 'PY'
