@@ -23,7 +23,8 @@
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
 //! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
-//! updates and `status`).
+//! updates and `status`), [`stash`] (a root tree stashed as a new layer on a parent image,
+//! compared through the index and streamed into the layer pipeline).
 
 mod attempt;
 pub mod bound;
@@ -34,6 +35,7 @@ pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
+pub mod stash;
 pub mod tarparse;
 
 use layerstore_store::{Digest, RefName, Store};
