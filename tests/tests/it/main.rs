@@ -16,3 +16,4 @@ mod hostile;
 mod registry;
 mod scenario;
 mod sources;
+mod stash;
