@@ -15,6 +15,7 @@ mod lifecycle;
 mod output;
 mod registry;
 mod roots;
+mod stash;
 
 use std::path::Path;
 use std::process::Command;
