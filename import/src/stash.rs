@@ -179,7 +179,9 @@ pub fn stash(store: &Store, root: &Path, opts: &StashOptions<'_>) -> Result<Stas
             image_ref: &image_ref,
         };
         match job.run(lease) {
-            Err(Error::Store(layerstore_store::Error::ObjectSwept { id })) if attempt < ATTEMPTS => {
+            Err(Error::Store(layerstore_store::Error::ObjectSwept { id }))
+                if attempt < ATTEMPTS =>
+            {
                 log::info!("a concurrent gc removed object {id} this stash relied on; retrying");
                 attempt += 1;
             }

@@ -259,7 +259,9 @@ impl MergedTree {
                 .collect();
             for (path, e) in &upper.entries {
                 match out.entries.get_mut(path) {
-                    Some(old) if old.kind == EntryKind::Directory && e.kind == EntryKind::Directory => {
+                    Some(old)
+                        if old.kind == EntryKind::Directory && e.kind == EntryKind::Directory =>
+                    {
                         *old = e.clone();
                     }
                     Some(old) => {
@@ -835,17 +837,34 @@ mod stack_tests {
         ]);
         let mut d = TreeEntry::implicit_dir(b"d".to_vec());
         d.mode = 0o700;
-        let upper = tree(vec![file("a", b"now a file"), file("f", b"new"), d, file("d/new", b"4")]);
+        let upper = tree(vec![
+            file("a", b"now a file"),
+            file("f", b"new"),
+            d,
+            file("d/new", b"4"),
+        ]);
         let t = MergedTree::stack([lower, upper]);
         let paths: Vec<&[u8]> = t.entries.keys().map(Vec::as_slice).collect();
         assert_eq!(
             paths,
-            [&b""[..], b"a", b"a-b", b"d", b"d/kept", b"d/new", b"f", b"l"]
+            [
+                &b""[..],
+                b"a",
+                b"a-b",
+                b"d",
+                b"d/kept",
+                b"d/new",
+                b"f",
+                b"l"
+            ]
         );
         assert_eq!(t.entries[&b"d"[..]].mode, 0o700);
         assert_eq!(t.entries[&b"f"[..]].object, Some(ObjectId::of(b"new")));
         // The link's first member was replaced: it keeps the content it had, on its own.
         let l = &t.entries[&b"l"[..]];
-        assert_eq!((l.kind, l.object), (EntryKind::Regular, Some(ObjectId::of(b"old"))));
+        assert_eq!(
+            (l.kind, l.object),
+            (EntryKind::Regular, Some(ObjectId::of(b"old")))
+        );
     }
 }

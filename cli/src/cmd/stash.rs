@@ -28,7 +28,12 @@ pub struct Args {
     #[arg(required_unless_present = "list", conflicts_with = "list")]
     root: Option<PathBuf>,
     /// The image to write, NAME[:TAG].
-    #[arg(long, value_name = "NAME[:TAG]", required_unless_present = "list", conflicts_with = "list")]
+    #[arg(
+        long,
+        value_name = "NAME[:TAG]",
+        required_unless_present = "list",
+        conflicts_with = "list"
+    )]
     tag: Option<String>,
     /// Stash on top of this image (a name, digest or ID).
     #[arg(long, value_name = "IMAGE")]
@@ -143,9 +148,11 @@ impl View for Listed {
 /// `SOURCE_DATE_EPOCH`, if set: seconds since the epoch.
 fn source_date_epoch() -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().parse().with_context(|| {
-            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-        })?)),
+        Ok(v) if !v.trim().is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
         _ => Ok(None),
     }
 }

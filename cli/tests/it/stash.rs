@@ -15,7 +15,13 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
             if m.file_type().is_symlink() {
-                out.push((rel, std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+                out.push((
+                    rel,
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
             } else if m.is_dir() {
                 out.push((rel, b"<dir>".to_vec()));
                 stack.push(p);
@@ -59,8 +65,17 @@ fn stash_on_an_image_then_on_itself_and_check_out_the_stack() {
     let r = ok(
         &store,
         &[
-            "--json", "stash", root_s, "--tag", "kiwi:stash", "--parent", "app-v2", "--label",
-            "stage=1", "--message", "first build",
+            "--json",
+            "stash",
+            root_s,
+            "--tag",
+            "kiwi:stash",
+            "--parent",
+            "app-v2",
+            "--label",
+            "stage=1",
+            "--message",
+            "first build",
         ],
     );
     let rep = r.json();
@@ -100,17 +115,29 @@ fn stash_on_an_image_then_on_itself_and_check_out_the_stack() {
             .starts_with("kiwi:stash@sha256:")
     );
     let text = ok(&store, &["stash", "--list"]).text();
-    assert!(text.starts_with("NAME") && text.contains("kiwi:stash"), "{text}");
+    assert!(
+        text.starts_with("NAME") && text.contains("kiwi:stash"),
+        "{text}"
+    );
 
     // kiwi's stack: the image, then a stash of another tree; later entries win.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("built"), b"from the other stash").unwrap();
-    ok(&store, &["stash", other.to_str().unwrap(), "--tag", "extra"]);
+    ok(
+        &store,
+        &["stash", other.to_str().unwrap(), "--tag", "extra"],
+    );
     let stacked = tmp.path().join("stacked");
     ok(
         &store,
-        &["checkout", "app-v2", "kiwi:stash", "extra", stacked.to_str().unwrap()],
+        &[
+            "checkout",
+            "app-v2",
+            "kiwi:stash",
+            "extra",
+            stacked.to_str().unwrap(),
+        ],
     );
     assert_eq!(
         std::fs::read(stacked.join("built")).unwrap(),
@@ -167,7 +194,10 @@ fn source_date_epoch_makes_a_stash_reproducible() {
 #[test]
 fn stash_without_tag_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = layerstore(&tmp.path().join("s"), &["stash", tmp.path().to_str().unwrap()]);
+    let r = layerstore(
+        &tmp.path().join("s"),
+        &["stash", tmp.path().to_str().unwrap()],
+    );
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--tag"), "{}", r.stderr);
 }

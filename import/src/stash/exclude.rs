@@ -72,7 +72,8 @@ fn glob(pat: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pat.len() && (pat[p] == b'?' && text[t] != b'/' || pat[p] == text[t] && pat[p] != b'*')
+        if p < pat.len()
+            && (pat[p] == b'?' && text[t] != b'/' || pat[p] == text[t] && pat[p] != b'*')
         {
             p += 1;
             t += 1;

@@ -262,7 +262,8 @@ pub(crate) fn plan(
             let same_group = match leaders.iter().next() {
                 Some(Some(l)) if leaders.len() == 1 => {
                     let members: HashSet<&[u8]> = p_groups[l].iter().map(Vec::as_slice).collect();
-                    let ours: HashSet<&[u8]> = g.iter().map(|&m| nodes[m].path.as_slice()).collect();
+                    let ours: HashSet<&[u8]> =
+                        g.iter().map(|&m| nodes[m].path.as_slice()).collect();
                     members == ours
                 }
                 _ => false,
@@ -327,15 +328,15 @@ pub(crate) fn plan(
             children[p].push(i);
         }
     }
-    let carries = |i: usize| {
-        nodes[i].kind == EntryKind::Regular && leader_of.get(&i).is_none_or(|&l| l == i)
-    };
+    let carries =
+        |i: usize| nodes[i].kind == EntryKind::Regular && leader_of.get(&i).is_none_or(|&l| l == i);
     let emitted = |s: Status| !matches!(s, Status::Same);
     let mut full = vec![0u64; nodes.len()];
     let mut best = vec![0u64; nodes.len()];
     let mut opaque = vec![false; nodes.len()];
     for i in (0..nodes.len()).rev() {
-        full[i] = entry_cost(&nodes[i], carries(i)) + children[i].iter().map(|&c| full[c]).sum::<u64>();
+        full[i] =
+            entry_cost(&nodes[i], carries(i)) + children[i].iter().map(|&c| full[c]).sum::<u64>();
         if !both_dir(i) {
             continue;
         }

@@ -94,7 +94,14 @@ pub(crate) fn scan(root: Root<'_>, excludes: &Excludes) -> Result<Scan> {
     let st = rustix::fs::fstat(root.fd).map_err(|e| root.read_error(b"", e))?;
     let xattrs = read_xattrs(root.fd).map_err(|e| root.read_error(b"", e))?;
     let mut scan = Scan {
-        nodes: vec![node(Vec::new(), None, EntryKind::Directory, &st, None, xattrs)],
+        nodes: vec![node(
+            Vec::new(),
+            None,
+            EntryKind::Directory,
+            &st,
+            None,
+            xattrs,
+        )],
         warnings: Vec::new(),
     };
     walk(root, root.fd, 0, &mut scan, excludes)?;
@@ -173,8 +180,9 @@ fn walk(
             FileType::Fifo => EntryKind::Fifo,
             _ => {
                 // A socket has no tar form; it belongs to a running process anyway.
-                scan.warnings
-                    .push(StashWarning::SocketSkipped { path: display_path(&path) });
+                scan.warnings.push(StashWarning::SocketSkipped {
+                    path: display_path(&path),
+                });
                 continue;
             }
         };
@@ -187,9 +195,9 @@ fn walk(
                     Mode::empty(),
                 )
                 .map_err(|e| match e {
-                    rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
-                        root.changed(&path)
-                    }
+                    rustix::io::Errno::NOENT
+                    | rustix::io::Errno::LOOP
+                    | rustix::io::Errno::NOTDIR => root.changed(&path),
                     e => root.read_error(&path, e),
                 })?;
                 let now = rustix::fs::fstat(&fd).map_err(|e| root.read_error(&path, e))?;
@@ -272,8 +280,7 @@ pub(crate) fn unchanged(st: &Stat, n: &Node) -> bool {
 pub(crate) fn open_file(root: Root<'_>, n: &Node) -> Result<std::fs::File> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let fd = match rustix::fs::openat2(root.fd, n.path.as_slice(), flags, Mode::empty(), resolve)
-    {
+    let fd = match rustix::fs::openat2(root.fd, n.path.as_slice(), flags, Mode::empty(), resolve) {
         Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
             // No openat2 here: one component at a time, none followed.
             let mut dir = rustix::fs::openat(
