@@ -108,6 +108,8 @@ pub(crate) fn scan(root: Root<'_>, excludes: &Excludes) -> Result<Scan> {
     Ok(scan)
 }
 
+// `Stat`'s field types differ by target, hence casts that are no-ops on some.
+#[allow(clippy::unnecessary_cast)]
 fn node(
     path: Vec<u8>,
     parent: Option<usize>,
@@ -269,6 +271,7 @@ fn read_xattrs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// Whether a file still is what the walk saw: same inode, size, mtime and ctime (any write,
 /// chmod, chown or xattr change moves the ctime).
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn unchanged(st: &Stat, n: &Node) -> bool {
     (st.st_dev, st.st_ino) == n.ino
         && st.st_size as u64 == n.size

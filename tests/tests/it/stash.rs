@@ -67,15 +67,16 @@ fn checkout(store: &Store, images: &[&str], dest: &Path) {
         .unwrap();
 }
 
-/// Everything a checkout must restore: [`tree_facts`] plus every mtime (seconds; directories
-/// too), and the root directory's own mode and mtime.
-fn full_facts(
-    root: &Path,
-) -> (
+/// A tree's facts, hard-link groups and mtimes (with the root's own mode and mtime).
+type FullFacts = (
     BTreeMap<PathBuf, Facts>,
     Vec<Vec<PathBuf>>,
     BTreeMap<PathBuf, i64>,
-) {
+);
+
+/// Everything a checkout must restore: [`tree_facts`] plus every mtime (seconds; directories
+/// too), and the root directory's own mode and mtime.
+fn full_facts(root: &Path) -> FullFacts {
     let (facts, groups) = tree_facts(root);
     let mut mtimes = BTreeMap::new();
     let m = std::fs::symlink_metadata(root).unwrap();
