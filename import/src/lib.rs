@@ -30,6 +30,8 @@ pub mod bound;
 pub mod dedup;
 pub mod error;
 pub mod layer;
+pub mod layer_out;
+pub mod export;
 pub mod prepare;
 pub mod registry;
 pub mod resolve;
