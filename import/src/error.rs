@@ -110,7 +110,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A compression level the compression does not have.
-    #[error("{compression} has no level {level} (levels: {accepted})")]
+    #[error("{compression} {accepted}, not {level}")]
     BadLevel {
         compression: &'static str,
         level: i32,

@@ -229,7 +229,12 @@ struct Prepared {
 
 /// Export the stored image `image` (a name, or a manifest digest or ID, or a unique prefix of
 /// one) to `dest` (see [`Destination::parse`]).
-pub fn export(store: &Store, image: &str, dest: &str, opts: &ExportOptions) -> Result<ExportReport> {
+pub fn export(
+    store: &Store,
+    image: &str,
+    dest: &str,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
     let destination = Destination::parse(dest)?;
     if let Some(c) = &opts.compression {
         c.check()?;
@@ -345,7 +350,9 @@ pub fn export(store: &Store, image: &str, dest: &str, opts: &ExportOptions) -> R
         layer_blobs,
     };
     let bytes = match (target, &destination) {
-        (Target::Layout(l), Destination::OciDir { tag, .. }) => l.write(prepared, tag.as_deref())?,
+        (Target::Layout(l), Destination::OciDir { tag, .. }) => {
+            l.write(prepared, tag.as_deref())?
+        }
         (Target::Archive(a), Destination::OciArchive { tag, .. }) => {
             a.write(archive::oci_members(&prepared, tag.as_deref())?)?
         }

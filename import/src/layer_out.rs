@@ -179,8 +179,8 @@ impl LayerCompression {
                 compression: self.compression.name(),
                 level,
                 accepted: levels
-                    .map(|r| format!("{}..={}", r.start(), r.end()))
-                    .unwrap_or_else(|| "none: it takes no level".into()),
+                    .map(|r| format!("takes levels {} to {}", r.start(), r.end()))
+                    .unwrap_or_else(|| "takes no level".into()),
             }),
         }
     }
@@ -240,16 +240,12 @@ impl LayerBlob {
                 self.file
                     .sync_all()
                     .map_err(|e| Error::io(path.to_path_buf(), e))?;
-                path.persist(dest)
-                    .map_err(|e| Error::io(dest, e.error))?;
+                path.persist(dest).map_err(|e| Error::io(dest, e.error))?;
                 Ok(())
             }
             None => {
                 let dir = dest.parent().unwrap_or(Path::new("."));
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".layerstore-")
-                    .tempfile_in(dir)
-                    .map_err(|e| Error::io(dir, e))?;
+                let mut tmp = output_temp(dir).map_err(|e| Error::io(dir, e))?;
                 io::copy(&mut self.reader()?, tmp.as_file_mut())
                     .map_err(|e| Error::io(tmp.path(), e))?;
                 tmp.as_file()
@@ -264,6 +260,16 @@ impl LayerBlob {
     fn io(&self, e: io::Error) -> Error {
         Error::io(format!("the temporary blob of layer {}", self.diff_id), e)
     }
+}
+
+/// A named temporary file in `dir` for output that is renamed into place: a dot file, mode
+/// 0644 (less what the umask takes) as blobs and archives are readable by others once placed.
+pub(crate) fn output_temp(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".layerstore-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
 }
 
 /// Counts and hashes what passes on to `inner`.
@@ -301,9 +307,7 @@ pub fn write_layer(
             None,
         ),
         Spool::Named(dir) => {
-            let (f, p) = tempfile::Builder::new()
-                .prefix(".layerstore-")
-                .tempfile_in(dir)
+            let (f, p) = output_temp(dir)
                 .map_err(|e| Error::io(dir, e))?
                 .into_parts();
             (f, Some(p))
@@ -340,7 +344,9 @@ pub fn write_layer(
     )?;
     let actual = tar_hash.ok_or_else(|| {
         // A writer function that never asked for the tar would give an empty blob.
-        blob_err(io::Error::other("the writer function did not write the tar"))
+        blob_err(io::Error::other(
+            "the writer function did not write the tar",
+        ))
     })?;
     if actual != *diff_id {
         return Err(Error::RebuiltDiffId {
@@ -526,7 +532,10 @@ mod tests {
             (Compression::None, 1),
         ] {
             assert!(
-                matches!(LayerCompression::new(c, Some(l)), Err(Error::BadLevel { .. })),
+                matches!(
+                    LayerCompression::new(c, Some(l)),
+                    Err(Error::BadLevel { .. })
+                ),
                 "{c} level {l}"
             );
         }

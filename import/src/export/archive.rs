@@ -65,10 +65,8 @@ impl ArchiveTarget {
 
     /// Write the members and rename the archive into place; returns its size.
     pub(super) fn write(self, members: Members<'_>) -> Result<u64> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".layerstore-")
-            .tempfile_in(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?;
+        let mut tmp =
+            crate::layer_out::output_temp(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let io_err = |e| Error::io(&self.path, e);
         let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file_mut()));
         for (name, body) in &members {
@@ -127,7 +125,10 @@ pub(super) fn oci_members<'a>(p: &'a Prepared, tag: Option<&str>) -> Result<Memb
     let mut m = Members::new();
     m.insert("blobs/".into(), None);
     m.insert("blobs/sha256/".into(), None);
-    m.insert(OCI_LAYOUT.into(), Some(Body::Bytes(OCI_LAYOUT_JSON.to_vec())));
+    m.insert(
+        OCI_LAYOUT.into(),
+        Some(Body::Bytes(OCI_LAYOUT_JSON.to_vec())),
+    );
     m.insert(
         "index.json".into(),
         Some(Body::Bytes(

@@ -229,8 +229,8 @@ fn read_index(dir: &Path) -> Result<Value> {
     if data.len() as u64 > MAX_INDEX {
         return Err(bad(format!("index.json is larger than {MAX_INDEX} bytes")));
     }
-    let v: Value = serde_json::from_slice(&data)
-        .map_err(|e| bad(format!("index.json is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&data).map_err(|e| bad(format!("index.json is not JSON: {e}")))?;
     if !v.get("manifests").is_some_and(Value::is_array) {
         return Err(bad("index.json has no manifests array".into()));
     }
@@ -243,10 +243,7 @@ pub(super) fn write_atomic(dest: &Path, data: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".layerstore-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut tmp = crate::layer_out::output_temp(dir).map_err(|e| Error::io(dir, e))?;
     tmp.write_all(data).map_err(|e| Error::io(tmp.path(), e))?;
     tmp.as_file()
         .sync_all()
