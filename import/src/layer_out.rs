@@ -331,7 +331,7 @@ pub fn write_layer(
             count: 0,
         };
         let n = store.export_layer_tar(diff_id, &mut tee)?;
-        tar_hash = Some(tee.hasher.finish());
+        tar_hash = Some((tee.hasher.finish(), n));
         Ok(n)
     };
     let annotations = (compression.compression.writer())(
@@ -342,7 +342,7 @@ pub fn write_layer(
         },
         &mut out,
     )?;
-    let actual = tar_hash.ok_or_else(|| {
+    let (actual, tar_size) = tar_hash.ok_or_else(|| {
         // A writer function that never asked for the tar would give an empty blob.
         blob_err(io::Error::other(
             "the writer function did not write the tar",
@@ -360,7 +360,6 @@ pub fn write_layer(
         count,
     } = out;
     inner.into_inner().map_err(|e| blob_err(e.into_error()))?;
-    let tar_size = store.layer_info(diff_id)?.tar_size;
     Ok(LayerBlob {
         diff_id: *diff_id,
         digest: hasher.finish(),

@@ -542,3 +542,42 @@ fn refused_exports_are_typed_and_leave_nothing_behind() {
     }
     assert_sound(&store);
 }
+
+#[test]
+fn an_export_of_a_layer_whose_content_changed_on_disk_fails_on_its_diff_id_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    // A loose object changed in place, size kept: only the diff_id check can see it.
+    let mut objects = Vec::new();
+    for d in std::fs::read_dir(store.path().join("objects")).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            objects.push(f.unwrap().path());
+        }
+    }
+    let victim = objects
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut data = std::fs::read(victim).unwrap();
+    data[0] ^= 0xff;
+    let mut perms = std::fs::metadata(victim).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(victim, perms).unwrap();
+    std::fs::write(victim, &data).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for dest in [
+        format!("oci:{}/layout", out.display()),
+        format!("oci-archive:{}/a.tar", out.display()),
+        format!("docker-archive:{}/d.tar", out.display()),
+    ] {
+        let e = export(&store, "app-v3", &dest, &forced(Compression::Zstd)).unwrap_err();
+        assert!(
+            matches!(e, layerstore_import::Error::RebuiltDiffId { .. }),
+            "{dest}: {e:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert!(left.is_empty(), "{dest} left {left:?}");
+    }
+}
