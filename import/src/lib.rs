@@ -23,19 +23,25 @@
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
 //! [`registry`] (`docker://` sources: the registry client, and push), [`chunked`] (partial pulls
-//! of zstd:chunked layers from registries, and the zstd:chunked writer push uses) and
-//! [`prepare`] (prepared updates and `status`).
+//! of zstd:chunked layers from registries, and the zstd:chunked writer), [`layer_out`] (layer
+//! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
+//! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
+//! `status`) and [`stash`] (a root tree stashed as a new layer on a parent image, compared
+//! through the index and streamed into the layer pipeline).
 
 mod attempt;
 pub mod bound;
 pub mod chunked;
 pub mod dedup;
 pub mod error;
+pub mod export;
 pub mod layer;
+pub mod layer_out;
 pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
+pub mod stash;
 pub mod tarparse;
 
 use layerstore_store::{Digest, RefName, Store};

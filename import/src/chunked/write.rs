@@ -8,8 +8,9 @@
 //! per payload (no rolling-checksum chunks: a TOC without chunks is valid, and a partial pull
 //! works per file), the 64-byte footer with its tar-split fields zero. Not written: the
 //! tar-split, so containers-storage versions that insist on one pull such a layer whole.
-//! Reproducible: one zstd thread at a fixed level, and the TOC's keys in a fixed order, so the
-//! same tar always makes the same blob.
+//! Reproducible: one zstd thread at the given level, and the TOC's keys in a fixed order, so the
+//! same tar always makes the same blob. [`crate::layer_out`] calls it for
+//! `Compression::ZstdChunked` (`push` and `export` `--compress zstd:chunked`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -19,9 +20,6 @@ use layerstore_store::Digest;
 use serde::Serialize;
 
 use super::toc::{ANNOTATION_FAMILIES, SKIPPABLE_MAGIC};
-
-/// The zstd level of payload and header frames (the level `push --compress zstd` uses).
-pub const LEVEL: i32 = 3;
 
 /// The magic at the end of the footer ("GNUlInUx").
 const FOOTER_MAGIC: &[u8; 8] = b"GNUlInUx";
@@ -200,13 +198,14 @@ fn frame(
     tar: &mut std::fs::File,
     from: u64,
     len: u64,
+    level: i32,
     out: &mut Counting<impl Write>,
 ) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
     tar.seek(SeekFrom::Start(from))?;
-    let mut z = zstd::stream::write::Encoder::new(&mut *out, LEVEL)?;
+    let mut z = zstd::stream::write::Encoder::new(&mut *out, level)?;
     z.include_contentsize(true)?;
     z.set_pledged_src_size(Some(len))?;
     io::copy(&mut (&mut *tar).take(len), &mut z)?;
@@ -222,11 +221,12 @@ fn skippable(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
     out.write_all(data)
 }
 
-/// Write the tar in `tar` (a file: it is read twice) as a zstd:chunked blob into `out`;
-/// returns the annotations its layer descriptor must carry.
+/// Write the tar in `tar` (a file: it is read twice) as a zstd:chunked blob into `out`, its
+/// frames and the TOC at zstd `level`; returns the annotations its layer descriptor must carry.
 pub fn write_chunked(
     tar: &mut std::fs::File,
     out: impl Write,
+    level: i32,
 ) -> io::Result<BTreeMap<String, String>> {
     let tar_len = tar.seek(SeekFrom::End(0))?;
     tar.seek(SeekFrom::Start(0))?;
@@ -237,20 +237,20 @@ pub fn write_chunked(
     };
     let mut cursor = 0u64;
     for &(i, start, end) in &scanned.payloads {
-        frame(tar, cursor, start - cursor, &mut out)?;
+        frame(tar, cursor, start - cursor, level, &mut out)?;
         let offset = out.count;
-        frame(tar, start, end - start, &mut out)?;
+        frame(tar, start, end - start, level, &mut out)?;
         scanned.entries[i].offset = offset;
         scanned.entries[i].end_offset = out.count;
         cursor = end;
     }
-    frame(tar, cursor, tar_len - cursor, &mut out)?;
+    frame(tar, cursor, tar_len - cursor, level, &mut out)?;
     let json = serde_json::to_vec(&TocOut {
         version: 1,
         entries: &scanned.entries,
     })
     .map_err(io::Error::other)?;
-    let compressed = zstd::bulk::compress(&json, LEVEL)?;
+    let compressed = zstd::bulk::compress(&json, level)?;
     let toc_offset = out.count + 8;
     skippable(&mut out, &compressed)?;
     let mut footer = Vec::with_capacity(64);
@@ -276,50 +276,6 @@ pub fn write_chunked(
             format!("{toc_offset}:{}:{}:1", compressed.len(), json.len()),
         ),
     ]))
-}
-
-/// Rebuild the stored layer `diff_id`'s tar and write it as a zstd:chunked blob into an anonymous
-/// temporary file; returns the file, the blob's digest and size, and its annotations.
-pub(crate) fn compress_layer(
-    store: &layerstore_store::Store,
-    diff_id: &Digest,
-) -> crate::Result<(std::fs::File, Digest, u64, BTreeMap<String, String>)> {
-    let what = format!("layer {diff_id}");
-    let io_err = |e| crate::Error::io(&what, e);
-    let mut tar = tempfile::tempfile().map_err(io_err)?;
-    {
-        let mut w = io::BufWriter::with_capacity(1 << 20, &mut tar);
-        store.export_layer_tar(diff_id, &mut w)?;
-        w.flush().map_err(io_err)?;
-    }
-    let file = tempfile::tempfile().map_err(io_err)?;
-    let mut out = Hashing {
-        inner: io::BufWriter::with_capacity(1 << 20, file.try_clone().map_err(io_err)?),
-        hasher: layerstore_store::DigestHasher::default(),
-        count: 0,
-    };
-    let annotations = write_chunked(&mut tar, &mut out).map_err(io_err)?;
-    out.inner.flush().map_err(io_err)?;
-    Ok((file, out.hasher.finish(), out.count, annotations))
-}
-
-/// Hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: layerstore_store::DigestHasher,
-    count: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The annotation keys that describe a zstd:chunked blob: they go when a layer is recompressed.
@@ -366,7 +322,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&tar).unwrap();
         let mut blob = Vec::new();
-        let ann = write_chunked(&mut f, &mut blob).unwrap();
+        let ann = write_chunked(&mut f, &mut blob, 3).unwrap();
         // Any zstd reader sees the tar.
         assert_eq!(zstd::decode_all(&blob[..]).unwrap(), tar);
         // Our reader finds and checks the TOC.
@@ -418,7 +374,7 @@ mod tests {
         assert_eq!(out, tar);
         // Reproducible.
         let mut again = Vec::new();
-        write_chunked(&mut f, &mut again).unwrap();
+        write_chunked(&mut f, &mut again, 3).unwrap();
         assert_eq!(again, blob);
     }
 

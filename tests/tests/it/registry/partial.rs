@@ -12,7 +12,8 @@ use super::servers::{Content, DockerRegistry, FaultServer, Req, Resp};
 use super::{insecure, pulled};
 use crate::common::*;
 use layerstore_import::ImportReport;
-use layerstore_import::registry::push::{PushCompression, PushOptions};
+use layerstore_import::layer_out::Compression as LayerCompression;
+use layerstore_import::registry::push::PushOptions;
 use layerstore_store::Store;
 use layerstore_tests::{Compression, ImageSpec, Layer, OciLayout};
 
@@ -168,7 +169,7 @@ fn a_layerstore_zstd_chunked_push_is_plain_zstd_and_pulled_partially() {
     }
     let opts = PushOptions {
         registry: insecure(),
-        compression: PushCompression::ZstdChunked,
+        compression: LayerCompression::ZstdChunked,
     };
     for (tag, dest) in [("base-v1", "lz:v1"), ("base-v2", "lz:v2")] {
         let r = layerstore_import::registry::push::push(
