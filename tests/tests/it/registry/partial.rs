@@ -437,3 +437,56 @@ fn a_registry_refusing_many_ranges_is_asked_for_fewer_larger_ones() {
     // Pulled partially after all, with fewer ranges than first asked for.
     assert!(refusals.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn an_export_as_zstd_chunked_is_read_as_zstd_and_pulled_partially_after_a_copy() {
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = series(tmp.path());
+    let src = new_store(&tmp.path().join("src"));
+    import(&src, &format!("oci:{}:base-v2", oci.display())).unwrap();
+    let out = tmp.path().join("exported");
+    let opts = layerstore_import::export::ExportOptions {
+        compression: Some(
+            layerstore_import::layer_out::LayerCompression::new(
+                LayerCompression::ZstdChunked,
+                None,
+            )
+            .unwrap(),
+        ),
+    };
+    let r = layerstore_import::export::export(
+        &src,
+        "base-v2",
+        &format!("oci:{}:v2", out.display()),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(r.layers[0].compression, LayerCompression::ZstdChunked);
+    assert_eq!(
+        r.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    // Any zstd reader sees the same layer: a plain import of the layout.
+    let plain = new_store(&tmp.path().join("plain"));
+    import(&plain, &format!("oci:{}:v2", out.display())).unwrap();
+    assert_same_image(&plain, "v2", &src, "base-v2");
+    // skopeo copies it to a registry as it is (annotations kept); a store holding base-v1
+    // pulls it partially.
+    let host = reg.host();
+    skopeo(&[
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v2", out.display()),
+        &format!("docker://{host}/exp:v2"),
+    ]);
+    let store = new_store(&tmp.path().join("s"));
+    import(&store, &format!("oci:{}:base-v1", oci.display())).unwrap();
+    let pulled = pulled(&store, &host, "exp:v2");
+    let p = partial(&pulled);
+    assert_eq!(p.whole, None, "{p:?}");
+    assert!(p.fetched_bytes < p.blob_size);
+    assert_same_image(&store, &pulled.name, &src, "base-v2");
+    assert_sound(&store);
+}
