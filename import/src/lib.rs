@@ -109,6 +109,9 @@ pub struct LayerReport {
     pub blob_size: u64,
     /// Already stored: not read.
     pub reused: bool,
+    /// Bytes of the blob read from the source (for a registry: fetched over the network); 0
+    /// for a layer already stored, which is never fetched.
+    pub fetched_bytes: u64,
     pub stats: Option<LayerStats>,
 }
 
@@ -119,6 +122,8 @@ pub struct ImportReport {
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
+    /// Blob bytes read from the source, all layers together (see [`LayerReport::fetched_bytes`]).
+    pub fetched_bytes: u64,
     pub new_objects: u64,
     pub new_bytes: u64,
     pub dedup_hits: u64,

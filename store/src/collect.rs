@@ -70,6 +70,9 @@ pub struct Dead {
     /// Loose files no row names (left by an interrupted import), and their bytes.
     pub stray_files: u64,
     pub stray_bytes: u64,
+    /// Rows of the blob info cache (where blobs were seen in registries) about blobs no
+    /// remaining image or layer is known by: a push could never use them.
+    pub blob_locations: u64,
 }
 
 impl Dead {
@@ -81,6 +84,7 @@ impl Dead {
             && self.layers.is_empty()
             && self.objects == 0
             && self.stray_files == 0
+            && self.blob_locations == 0
     }
 
     /// Bytes removing it frees.
@@ -298,6 +302,15 @@ fn mark_rows(conn: &Connection, policy: RootPolicy<'_>) -> Result<Dead> {
     res
 }
 
+/// The blob digests the images and layers the mark leaves stand for: config digests and layer
+/// blob digests of live images, and every blob a live layer was seen as.
+const LIVE_BLOBS: &str = "SELECT config_digest FROM images
+        WHERE id NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT blob_digest FROM image_layers
+        WHERE image NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT digest FROM layer_blobs WHERE diff_id NOT IN
+        (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers))";
+
 /// What the temp tables describe (without the strays).
 fn describe(conn: &Connection) -> Result<Dead> {
     let strings = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
@@ -328,6 +341,11 @@ fn describe(conn: &Connection) -> Result<Dead> {
         )?,
         ..Dead::default()
     };
+    p.blob_locations = conn.query_row(
+        &format!("SELECT count(*) FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
         "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
          FROM gc_dead",
@@ -379,6 +397,11 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
         "DELETE FROM refs WHERE name LIKE ?1
              AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
         [RefKind::Layer.like_pattern()],
+    )?;
+    // The blob info cache first, while the dead sets still name what goes.
+    tx.execute(
+        &format!("DELETE FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
+        [],
     )?;
     tx.execute_batch(
         "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);

@@ -71,7 +71,7 @@ impl View for Pushed<'_> {
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.open()?;
     let opts = push::PushOptions {
-        registry: a.registry.options()?,
+        registry: a.registry.options(ctx)?,
         compression: match a.compress {
             CompressArg::Gzip => PushCompression::Gzip,
             CompressArg::Zstd => PushCompression::Zstd,
