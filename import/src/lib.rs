@@ -26,6 +26,7 @@
 //! updates and `status`).
 
 mod attempt;
+pub mod bind;
 pub mod bound;
 pub mod dedup;
 pub mod error;

@@ -4,7 +4,8 @@
 //! mark and once more when the sweep re-checks under the exclusive lock.
 //!
 //! Leases are always roots: the import and long-read protocols rest on them (see
-//! [`crate::object::Staging`]), so no policy can leave them out.
+//! [`crate::object::Staging`]), so no policy can leave them out. A lease keeps the objects and
+//! layers it pins, and whole the images it pins by digest ([`crate::Lease::pin_images`]).
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
 //! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock and sets
@@ -173,8 +174,11 @@ fn live_sets(suffix: &str) -> String {
          DROP TABLE IF EXISTS temp.gc_live_images{suffix};
          DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
          CREATE TEMP TABLE gc_live_images{suffix} AS
-             SELECT i.id, r.whole FROM images i
-             JOIN gc_root_images{suffix} r ON r.digest = i.manifest_digest;
+             SELECT i.id, max(w.whole) AS whole FROM images i JOIN
+                 (SELECT digest, whole FROM gc_root_images{suffix}
+                  UNION ALL SELECT digest, 1 FROM lease_images
+                  WHERE lease IN (SELECT id FROM leases)) w
+             ON w.digest = i.manifest_digest GROUP BY i.id;
          CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
          INSERT OR IGNORE INTO gc_live_layers{suffix}
              SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
@@ -404,7 +408,9 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
         [],
     )?;
     tx.execute_batch(
-        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
+        "DELETE FROM bindings WHERE 'bound/' || root || '/' || image IN
+             (SELECT name FROM gc_drop_refs);
+         DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
          DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
