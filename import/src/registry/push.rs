@@ -262,7 +262,15 @@ fn mount(client: &Client, repo: &str, digest: &Digest, from: &str) -> Result<boo
     url.query_pairs_mut()
         .append_pair("mount", &digest.to_string())
         .append_pair("from", from);
-    let resp = client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[]))?;
+    let resp = match client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[])) {
+        Ok(r) => r,
+        // No pull access to `from` (a token server grants what the user may): upload instead.
+        Err(RegistryError::Unauthorized { reason, .. }) => {
+            log::debug!("{repo}: cannot mount {digest} from {from}: {reason}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     // 202 means the registry started a plain upload instead; it expires unused.
     Ok(resp.status().as_u16() == 201)
 }

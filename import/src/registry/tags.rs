@@ -39,9 +39,16 @@ impl RegistryContainer {
     /// Every tag of the repository, in the order the registry lists them, following `Link`
     /// pagination (the distribution spec's `n` and `last`).
     pub fn tags(&self) -> Result<Vec<String>> {
+        self.tags_paged(PAGE)
+    }
+
+    /// [`RegistryContainer::tags`], asking for `n` tags per page (the registry may send
+    /// fewer, or ignore `n`).
+    pub fn tags_paged(&self, n: usize) -> Result<Vec<String>> {
         let repo = &self.reference.repository;
         let mut url = self.client.url(&format!("v2/{repo}/tags/list"));
-        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
+        url.query_pairs_mut()
+            .append_pair("n", &n.max(1).to_string());
         let mut tags = Vec::new();
         let mut seen = std::collections::HashSet::new();
         loop {
