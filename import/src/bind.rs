@@ -35,11 +35,13 @@ pub struct BindReport {
 
 /// Bind `targets` to the root `root`: pull each image the store lacks (registries reached as
 /// `opts.registry` says, an index narrowed to `opts.platform`), then record every binding in
-/// one durable transaction.
+/// one durable transaction. With `exactly`, the root's other bindings are dropped in that
+/// transaction (the root binds what its image declares, `bind --from-image`).
 pub fn bind(
     store: &Store,
     root: &str,
     targets: &[BindTarget],
+    exactly: bool,
     opts: &ImportOptions<'_>,
 ) -> Result<BindReport> {
     // A root that does not exist is an error before anything is fetched.
@@ -85,7 +87,11 @@ pub fn bind(
         }
         bindings.push((digest, format!("{}@{digest}", t.repository)));
     }
-    let bindings = store.bind(root, &bindings)?;
+    let bindings = if exactly {
+        store.bind_exactly(root, &bindings)?
+    } else {
+        store.bind(root, &bindings)?
+    };
     // The bindings keep the images now; the pins go with the lease.
     drop(lease);
     Ok(BindReport { bindings, pulled })

@@ -152,10 +152,36 @@ impl Store {
     /// transaction: all or none. Every image must be stored and the root must exist; binding
     /// an image already bound replaces its reference (a rerun changes nothing).
     pub fn bind(&self, root: &str, images: &[(Digest, String)]) -> Result<Vec<Binding>> {
+        self.bind_with(root, images, false)
+    }
+
+    /// [`Store::bind`], and unbind in the same transaction every image of the root that
+    /// `images` does not list: the root's bindings become exactly `images` (`bind
+    /// --from-image`: a root bound to what its image declares drops what its previous image
+    /// declared when it moves).
+    pub fn bind_exactly(&self, root: &str, images: &[(Digest, String)]) -> Result<Vec<Binding>> {
+        self.bind_with(root, images, true)
+    }
+
+    fn bind_with(
+        &self,
+        root: &str,
+        images: &[(Digest, String)],
+        exactly: bool,
+    ) -> Result<Vec<Binding>> {
         let r = RefName::root(root)?;
         self.durable(true, |tx| -> Result<Vec<Binding>> {
             if root_target(tx, &r)?.is_none() {
                 return Err(Error::RootNotFound { name: root.into() });
+            }
+            if exactly {
+                let listed: Vec<Digest> = images.iter().map(|(d, _)| *d).collect();
+                let others: Vec<Digest> = bindings_of(tx, &r)?
+                    .into_iter()
+                    .map(|b| b.image)
+                    .filter(|d| !listed.contains(d))
+                    .collect();
+                remove_bindings(tx, &r, Some(&others))?;
             }
             let mut refs = Vec::new();
             for (image, reference) in images {

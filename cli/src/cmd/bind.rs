@@ -18,7 +18,8 @@ use crate::context::{Context, View};
 /// --resolve-tags, which resolves it once and records the digest (it is never refreshed).
 /// With --from-image, the references come from the root's own image: the symlinks in
 /// usr/lib/bootc/bound-images.d/ to .image or .container files (bootc's convention), read
-/// from the index without a checkout. Every image is pulled first; the bindings are recorded
+/// from the index without a checkout; the root then binds exactly those (images its previous
+/// image declared are unbound in the same transaction). Every image is pulled first; the bindings are recorded
 /// together only if all pulls succeed, so a failure leaves the root's bindings as they were,
 /// and a rerun is idempotent.
 #[derive(clap::Args)]
@@ -29,7 +30,8 @@ pub struct BindArgs {
     /// Images to bind, HOST/REPO@sha256:DIGEST.
     #[arg(required_unless_present = "from_image", conflicts_with = "from_image")]
     refs: Vec<String>,
-    /// Read the images to bind from the root's image (usr/lib/bootc/bound-images.d/).
+    /// Bind exactly the images the root's image declares (usr/lib/bootc/bound-images.d/),
+    /// unbinding the others.
     #[arg(long)]
     from_image: bool,
     /// Accept tags: resolve each once and record the digest it names now.
@@ -173,7 +175,7 @@ pub fn bind(ctx: &Context, a: BindArgs) -> Result<ExitCode> {
         registry: a.registry.options(ctx)?,
         ..ImportOptions::default()
     };
-    let report = layerstore_import::bind::bind(&store, &a.root, &targets, &opts)
+    let report = layerstore_import::bind::bind(&store, &a.root, &targets, a.from_image, &opts)
         .with_context(|| format!("cannot bind images to root {}", a.root))?;
     let (all, pulled) = (report.bindings, report.pulled);
     ctx.emit(&Bound {

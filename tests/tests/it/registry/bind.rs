@@ -55,7 +55,7 @@ fn a_gc_between_binds_pull_and_its_record_cannot_take_the_image() {
             digest: Some(v.manifest_digest.parse().unwrap()),
         })
         .collect();
-    let report = bind(&store, "host", &targets, &options(insecure())).unwrap();
+    let report = bind(&store, "host", &targets, false, &options(insecure())).unwrap();
     let plan = gc_plan
         .lock()
         .unwrap()
@@ -92,13 +92,14 @@ fn a_failed_bind_leaves_the_bindings_and_no_lease() {
         repository: format!("{}/app", srv.host()),
         digest: Some(v.manifest_digest.parse().unwrap()),
     };
-    bind(&store, "host", &[target(&v1)], &options(insecure())).unwrap();
+    bind(&store, "host", &[target(&v1)], false, &options(insecure())).unwrap();
     let before = store.bindings("host").unwrap();
     // v2 is not in the registry: the whole bind fails, v1's binding stands.
     let err = bind(
         &store,
         "host",
         &[target(&v1), target(&v2)],
+        false,
         &options(insecure()),
     )
     .unwrap_err();
