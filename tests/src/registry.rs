@@ -166,6 +166,16 @@ impl DockerRegistry {
         );
     }
 
+    /// How many requests layerstore made whose access-log line contains `needle` (e.g.
+    /// `"PATCH /v2/app/blobs/uploads/"`).
+    pub fn requests_logged(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains("layerstore/"))
+            .count()
+    }
+
     /// How many times layerstore GETs the blob `digest` of `repo`, from the access log.
     pub fn blob_gets(&self, repo: &str, digest: &str) -> usize {
         let needle = format!("\"GET /v2/{repo}/blobs/{digest} ");

@@ -76,6 +76,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
             CompressArg::Gzip => PushCompression::Gzip,
             CompressArg::Zstd => PushCompression::Zstd,
         },
+        chunk_bytes: None,
     };
     let report = push::push(&store, &a.image, &a.destination, &opts)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;

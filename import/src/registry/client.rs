@@ -37,6 +37,7 @@ pub(crate) enum Method {
     Head,
     Post,
     Put,
+    Patch,
 }
 
 impl Method {
@@ -46,6 +47,7 @@ impl Method {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Patch => "PATCH",
         }
     }
 }

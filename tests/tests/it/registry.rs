@@ -7,6 +7,7 @@
 mod bind;
 mod servers;
 mod token;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
