@@ -657,11 +657,10 @@ fn a_bound_image_lives_while_its_root_does() {
     let root = RefName::root("deploy").unwrap();
     let bound = RefName::bound(&root, &app).unwrap();
     assert_eq!(bound.lives_by().as_ref(), Some(&root));
+    // The root ref, then the binding (its row and its bound ref, as `bind` writes them).
+    store.set_refs(&[(root.clone(), base.to_string())]).unwrap();
     store
-        .set_refs(&[
-            (root.clone(), base.to_string()),
-            (bound.clone(), app.to_string()),
-        ])
+        .bind("deploy", &[(app, format!("localhost/app@{app}"))])
         .unwrap();
     store
         .remove_refs(&[
@@ -675,6 +674,8 @@ fn a_bound_image_lives_while_its_root_does() {
     assert_eq!(reasons[0].root, bound.to_string());
     assert_sound(&store);
 
+    // The root ref alone goes (not `root rm`, which unbinds too): gc drops the bound ref and
+    // its binding row.
     store.remove_refs(&[root]).unwrap();
     assert!(
         why(&store, &Subject::Image(app)).unwrap().is_empty(),
