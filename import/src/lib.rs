@@ -22,8 +22,9 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
-//! updates and `status`).
+//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`prepare`] (prepared
+//! updates and `status`), [`bound`] (bootc's bound-images.d) and [`bind`] (binding images to a
+//! root: each pinned to a lease, pulled, then all recorded in one transaction).
 
 mod attempt;
 pub mod bind;
