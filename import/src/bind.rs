@@ -46,7 +46,7 @@ pub fn bind(
 ) -> Result<BindReport> {
     // A root that does not exist is an error before anything is fetched.
     store.root_image(root)?;
-    let limits = opts.limits.clone().unwrap_or_else(|| store.limits());
+    let limits = opts.limits.unwrap_or_else(|| store.limits());
     let lease = store.begin_lease(&format!("bind {root}"))?;
     let mut bindings = Vec::new();
     let mut pulled = Vec::new();
@@ -65,7 +65,7 @@ pub fn bind(
                 tag: None,
                 platform: opts.platform.clone(),
                 jobs: opts.jobs,
-                limits: opts.limits.clone(),
+                limits: opts.limits,
                 progress: opts.progress,
                 layers_only: true,
                 labels: Vec::new(),

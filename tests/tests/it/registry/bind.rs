@@ -205,10 +205,10 @@ fn gc_prunes_the_blob_locations_of_blobs_no_image_needs() {
     let only_v1 = r1.layers[1].blob_digest;
     let shared = r1.layers[0].blob_digest;
     let location = format!("{}/app", reg.host());
-    assert_eq!(store.blob_locations(&only_v1).unwrap(), [location.clone()]);
+    assert_eq!(store.blob_locations(&only_v1).unwrap(), [location.as_str()]);
     assert_eq!(
         store.blob_locations(&r1.config_digest).unwrap(),
-        [location.clone()]
+        [location.as_str()]
     );
 
     store
@@ -219,7 +219,7 @@ fn gc_prunes_the_blob_locations_of_blobs_no_image_needs() {
     assert_eq!(plan.blob_locations, 2, "{plan:?}");
     assert!(store.blob_locations(&only_v1).unwrap().is_empty());
     assert!(store.blob_locations(&r1.config_digest).unwrap().is_empty());
-    assert_eq!(store.blob_locations(&shared).unwrap(), [location.clone()]);
+    assert_eq!(store.blob_locations(&shared).unwrap(), [location.as_str()]);
     let v2_config: layerstore_store::Digest = v2.config_digest.parse().unwrap();
     assert_eq!(store.blob_locations(&v2_config).unwrap(), [location]);
     assert_sound(&store);
@@ -255,7 +255,7 @@ fn fsck_cross_checks_bindings_against_bound_refs_and_repairs_them() {
         image: v1.to_string(),
         reference: reference.clone(),
     };
-    assert_eq!(fsck(false).findings, [want.clone()]);
+    assert_eq!(fsck(false).findings, std::slice::from_ref(&want));
     assert_eq!(fsck(true).repaired, [want]);
     assert!(
         store

@@ -136,7 +136,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The query's values for `key`.
-fn query<'a>(req: &'a Req, key: &str) -> Vec<String> {
+fn query(req: &Req, key: &str) -> Vec<String> {
     let q = req.path.split_once('?').map_or("", |(_, q)| q);
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
