@@ -34,14 +34,25 @@ fn a_gc_between_binds_pull_and_its_record_cannot_take_the_image() {
     let content = Arc::new(Content::of(&oci, &[("v1", &v1), ("v2", &v2)]));
     let store_path = store.path().to_path_buf();
     let gc_plan: Arc<Mutex<Option<GcPlan>>> = Arc::new(Mutex::new(None));
-    let (c, plan, m2) = (
+    let (c, plan, m2, v1_digest) = (
         content.clone(),
         gc_plan.clone(),
         format!("/v2/app/manifests/{}", v2.manifest_digest),
+        v1.manifest_digest.clone(),
     );
     let srv = FaultServer::start(move |req| {
         if req.path == m2 && plan.lock().unwrap().is_none() {
             let s = Store::open(&store_path).unwrap();
+            // why names bind's lease as what keeps v1, as gc sees it.
+            let d1: Digest = v1_digest.parse().unwrap();
+            let reasons =
+                layerstore_gc::why::why(&s, &layerstore_gc::why::Subject::Image(d1)).unwrap();
+            assert!(
+                reasons.len() == 1
+                    && reasons[0].root.starts_with("lease/")
+                    && reasons[0].via == "bind host",
+                "{reasons:?}"
+            );
             let (p, _) = layerstore_gc::collect(&s, &GcOptions::default()).unwrap();
             *plan.lock().unwrap() = Some(p);
         }
