@@ -22,16 +22,20 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`prepare`] (prepared
-//! updates and `status`), [`bound`] (bootc's bound-images.d) and [`bind`] (binding images to a
-//! root: each pinned to a lease, pulled, then all recorded in one transaction).
+//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`layer_out`] (layer
+//! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
+//! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
+//! `status`), [`bound`] (bootc's bound-images.d) and [`bind`] (binding images to a root: each
+//! pinned to a lease, pulled, then all recorded in one transaction).
 
 mod attempt;
 pub mod bind;
 pub mod bound;
 pub mod dedup;
 pub mod error;
+pub mod export;
 pub mod layer;
+pub mod layer_out;
 pub mod prepare;
 pub mod registry;
 pub mod resolve;
