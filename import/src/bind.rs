@@ -18,7 +18,8 @@ use crate::{ImportOptions, Source};
 pub struct BindTarget {
     /// The reference as the user gave it (for messages and the report).
     pub given: String,
-    /// `HOST[:PORT]/REPO`.
+    /// `HOST[:PORT]/REPO`, or `HOST[:PORT]/REPO:TAG` for a tag (the binding's reference then
+    /// keeps the tag it resolved: `HOST/REPO:TAG@sha256:…`).
     pub repository: String,
     /// The manifest digest it is pinned to; `None`: a tag, resolved once now.
     pub digest: Option<Digest>,

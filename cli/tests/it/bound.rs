@@ -374,6 +374,31 @@ fn bound_images_from_a_real_registry_follow_the_root() {
     ok(&store, &["ls", &d2, "/app"]);
     assert_fsck_clean(&store);
 
+    // --resolve-tags resolves a tag once and binds the digest it names now (1.9 is app-v1,
+    // collected above: pulled again).
+    ok(&store, &["root", "set", "other", "os-2"]);
+    let tag = format!("{}/app:1.9", reg.host());
+    let b = ok(
+        &store,
+        &[
+            "--json",
+            "bind",
+            "other",
+            &tag,
+            "--resolve-tags",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    assert_eq!(b["bindings"][0]["image"], d1.as_str(), "{b}");
+    // The reference keeps the tag it resolved, before the digest that binds.
+    assert_eq!(
+        b["bindings"][0]["reference"],
+        format!("{tag}@{d1}").as_str()
+    );
+    assert_eq!(b["pulled"], serde_json::json!([tag]));
+    ok(&store, &["root", "rm", "other"]);
+
     // A tag in a .image file is refused, saying how to pin it.
     import(&store, &roots, "os-tagged");
     ok(&store, &["root", "set", "tagged", "os-tagged"]);
