@@ -25,8 +25,10 @@
 //! [`registry`] (`docker://` sources: the registry client, tags, and push), [`layer_out`] (layer
 //! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
 //! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
-//! `status`), [`bound`] (bootc's bound-images.d) and [`bind`] (binding images to a root: each
-//! pinned to a lease, pulled, then all recorded in one transaction).
+//! `status`), [`stash`] (a root tree stashed as a new layer on a parent image, compared through
+//! the index and streamed into the layer pipeline), [`bound`] (bootc's bound-images.d) and
+//! [`bind`] (binding images to a root: each pinned to a lease, pulled, then all recorded in one
+//! transaction).
 
 mod attempt;
 pub mod bind;
@@ -40,6 +42,7 @@ pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
+pub mod stash;
 pub mod tarparse;
 
 use layerstore_store::{Digest, RefName, Store};
