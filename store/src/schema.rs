@@ -236,7 +236,17 @@ const MIGRATIONS: &[&str] = &[
         checked INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
-    // 10 (partial pulls): the sha256 of stored contents, see content_sha256.rs. Rows are facts
+    // 10 (bind): images a lease pins by manifest digest, whole, from before they are stored
+    // (bind pins each image it is about to pull until its binding is recorded).
+    r#"
+    CREATE TABLE lease_images (
+        digest TEXT NOT NULL,       -- manifest digest
+        lease TEXT NOT NULL,
+        PRIMARY KEY (digest, lease)
+    ) WITHOUT ROWID;
+    CREATE INDEX lease_images_lease ON lease_images(lease);
+    "#,
+    // 11 (partial pulls): the sha256 of stored contents, see content_sha256.rs. Rows are facts
     // about contents and may outlive their objects; lookups join objects.
     r#"
     CREATE TABLE object_sha256 (

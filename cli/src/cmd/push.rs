@@ -75,12 +75,13 @@ impl View for Pushed<'_> {
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.open()?;
     let opts = push::PushOptions {
-        registry: a.registry.options()?,
+        registry: a.registry.options(ctx)?,
         compression: match a.compress {
             CompressArg::Gzip => Compression::Gzip,
             CompressArg::Zstd => Compression::Zstd,
             CompressArg::ZstdChunked => Compression::ZstdChunked,
         },
+        chunk_bytes: None,
     };
     let report = push::push(&store, &a.image, &a.destination, &opts)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;
