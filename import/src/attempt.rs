@@ -282,8 +282,13 @@ impl<'a> Attempt<'a> {
                 report.content_bytes += stats.content_bytes;
                 stats
             });
-            // A layer read was read whole: its digest check saw exactly `size` bytes.
-            let fetched_bytes = if stats.is_some() { l.size } else { 0 };
+            // A layer read whole: its digest check saw exactly `size` bytes. A zstd:chunked layer
+            // counts what its partial pull fetched (the TOC and ranges, plus the blob if it
+            // was pulled whole after all).
+            let fetched_bytes = match &stats {
+                Some(s) => s.partial.as_ref().map_or(l.size, |p| p.fetched_bytes),
+                None => 0,
+            };
             report.fetched_bytes += fetched_bytes;
             report.layers.push(LayerReport {
                 diff_id: l.diff_id,

@@ -95,6 +95,9 @@ pub fn locate(
     if kind != 1 {
         return Err(bad(pk, "unknown TOC type (only 1, CRFS JSON, is known)"));
     }
+    if compressed == 0 {
+        return Err(bad(pk, "an empty TOC"));
+    }
     if offset < SKIPPABLE_HEADER
         || offset
             .checked_add(compressed)
@@ -288,6 +291,7 @@ mod tests {
             "-1:50:400:1",
             "990:50:400:1",
             "4:1:1:1",
+            "8:0:0:1",
             "18446744073709551615:2:1:1",
             "",
         ] {

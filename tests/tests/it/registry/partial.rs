@@ -147,6 +147,9 @@ fn a_skopeo_zstd_chunked_update_is_pulled_partially_and_equals_a_full_pull() {
     assert_eq!(p.whole, None, "pulled partially");
     assert!(p.held_files > 0 && p.held_files <= p.files);
     assert!(p.fetched_bytes < p.blob_size, "{p:?}");
+    let read = r.layers.iter().find(|l| !l.reused).unwrap();
+    assert_eq!(read.fetched_bytes, p.fetched_bytes);
+    assert_eq!(r.fetched_bytes, p.fetched_bytes);
     // The stored layer is the one a full pull of the same image from the layout makes.
     let full = new_store(&tmp.path().join("full"));
     import(&full, &format!("oci:{}:base-v2", oci.display())).unwrap();
