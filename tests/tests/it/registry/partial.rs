@@ -173,6 +173,7 @@ fn a_layerstore_zstd_chunked_push_is_plain_zstd_and_pulled_partially() {
     let opts = PushOptions {
         registry: insecure(),
         compression: LayerCompression::ZstdChunked,
+        ..PushOptions::default()
     };
     for (tag, dest) in [("base-v1", "lz:v1"), ("base-v2", "lz:v2")] {
         let r = layerstore_import::registry::push::push(
