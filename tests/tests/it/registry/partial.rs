@@ -156,6 +156,20 @@ fn a_skopeo_zstd_chunked_update_is_pulled_partially_and_equals_a_full_pull() {
     assert_same_image(&store, &r.name, &full, "base-v2");
     assert_checkout_equals_umoci(&store, &r.name, &oci, "base-v2", tmp.path());
     assert_sound(&store);
+    // base-v1 came as gzip: its contents got their sha256 in a backfill, once. With base-v2
+    // removed and collected, a new pull of it finds them without one (the rows of the
+    // contents only base-v2 had outlive their objects, and are not offered).
+    assert!(p.backfilled_objects > 0);
+    store
+        .remove_refs(&[layerstore_store::RefName::image(&r.name).unwrap()])
+        .unwrap();
+    layerstore_gc::collect(&store, &layerstore_gc::GcOptions::default()).unwrap();
+    let again = pulled(&store, &host, "base:v2");
+    let p2 = partial(&again);
+    assert_eq!((p2.whole.as_deref(), p2.backfilled_objects), (None, 0));
+    assert_eq!(p2.held_files, p.held_files);
+    assert_same_image(&store, &again.name, &full, "base-v2");
+    assert_sound(&store);
 }
 
 #[test]
