@@ -242,6 +242,33 @@ fn a_root_modified_every_way_checks_out_equal_to_itself() {
     let again = tmp.path().join("again");
     checkout(&fresh, &["build"], &again);
     assert_same_tree(&root, &again);
+
+    // The round trip through `export`: stash → oci-archive (layers gzip-compressed) → a fresh
+    // store → checkout.
+    let archive = tmp.path().join("stash.tar");
+    layerstore_import::export::export(
+        &store,
+        "build:stash",
+        &format!("oci-archive:{}:build", archive.display()),
+        &layerstore_import::export::ExportOptions {
+            compression: Some(layerstore_import::layer_out::LayerCompression {
+                compression: "gzip".parse().unwrap(),
+                level: None,
+            }),
+        },
+    )
+    .unwrap();
+    let third = Store::init(&tmp.path().join("third"), &Default::default()).unwrap();
+    layerstore_import::import(
+        &third,
+        &format!("oci-archive:{}:build", archive.display()),
+        &Default::default(),
+    )
+    .unwrap();
+    let exported = tmp.path().join("exported");
+    checkout(&third, &["build"], &exported);
+    assert_same_tree(&root, &exported);
+    assert_sound(&third);
     if have("umoci") && is_root() {
         let bundle = tmp.path().join("bundle");
         sh(Command::new("umoci")
