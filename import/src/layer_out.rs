@@ -6,10 +6,8 @@
 //!
 //! Reproducible: the same tar and the same [`LayerCompression`] always give the same blob.
 //! gzip has a fixed header (no name, mtime 0) and deflates the tar in 1 MiB blocks cut at fixed
-//! offsets, in parallel (as `pigz -i`); zstd runs on one thread (multi-threaded zstd cuts its
-//! input where threads happen to finish). So exporting or pushing
-//! an image twice gives the same digests, and a blob this code wrote once is recognised when it
-//! is written again.
+//! offsets, in parallel (as `pigz -i`); zstd is one frame from one thread (the zstd crate is
+//! built without libzstd's worker threads; layers still compress in parallel).
 //!
 //! Each [`Compression`] has one writer function ([`WriterFn`]): it gets the level and the tar
 //! (a function that writes the rebuilt stream into the writer it is handed) and writes the blob
@@ -521,7 +519,7 @@ fn write_zstd(job: EncodeJob<'_>, out: &mut dyn Write) -> Result<Annotations> {
         compression: "zstd",
         source,
     };
-    // One thread (the default): a multi-threaded frame depends on timing.
+    // One frame from one thread: the same bytes as every earlier export and push wrote.
     let mut z = zstd::stream::write::Encoder::new(out, job.level).map_err(err)?;
     (job.tar)(&mut z)?;
     z.finish().map_err(err)?;
