@@ -581,3 +581,46 @@ fn an_export_of_a_layer_whose_content_changed_on_disk_fails_on_its_diff_id_and_w
         assert!(left.is_empty(), "{dest} left {left:?}");
     }
 }
+
+#[test]
+fn exports_into_one_layout_at_once_keep_every_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    let layout = tmp.path().join("layout");
+    export(
+        &store,
+        "app-v3",
+        &format!("oci:{}:first", layout.display()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    // Each export reads, changes and replaces index.json under the layout's lock.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let (store, layout) = (&store, &layout);
+            s.spawn(move || {
+                export(
+                    store,
+                    "app-v3",
+                    &format!("oci:{}:t{i}", layout.display()),
+                    &forced(Compression::None),
+                )
+                .unwrap();
+            });
+        }
+    });
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["first", "t0", "t1", "t2", "t3"]);
+}
