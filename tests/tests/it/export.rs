@@ -429,6 +429,11 @@ fn refused_exports_are_typed_and_leave_nothing_behind() {
         }),
     };
     let sample_index = std::fs::read(oci.join("index.json")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(out.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     type Check = fn(&layerstore_import::Error) -> bool;
     let invalid: Check = |e| {
         matches!(
@@ -537,9 +542,18 @@ fn refused_exports_are_typed_and_leave_nothing_behind() {
             .map(|e| e.unwrap().file_name())
             .collect();
         left.sort();
-        assert_eq!(left, vec![std::ffi::OsString::from("file")], "{dest}");
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("fifo"), "file".into()],
+            "{dest}"
+        );
         assert_eq!(std::fs::read(oci.join("index.json")).unwrap(), sample_index);
     }
+    assert!(
+        std::fs::metadata("/dev/null")
+            .map(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()))
+            .unwrap_or(true)
+    );
     assert_sound(&store);
 }
 
@@ -580,6 +594,43 @@ fn an_export_of_a_layer_whose_content_changed_on_disk_fails_on_its_diff_id_and_w
         let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
         assert!(left.is_empty(), "{dest} left {left:?}");
     }
+}
+
+#[test]
+fn an_archive_written_through_a_symlink_replaces_the_file_it_points_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    let real = tmp.path().join("real.tar");
+    std::fs::write(&real, b"old").unwrap();
+    let link = tmp.path().join("link.tar");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    export(
+        &store,
+        "app-v3",
+        &format!("oci-archive:{}", link.display()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The archive went to the file the link names.
+    let tagged = layerstore_import::import(
+        &new_store(&tmp.path().join("fresh2")),
+        &format!("oci-archive:{}", real.display()),
+        &layerstore_import::ImportOptions {
+            tag: Some("back".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tagged.config_digest,
+        store.find_image("app-v3").unwrap().config_digest
+    );
 }
 
 #[test]
