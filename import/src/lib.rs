@@ -24,8 +24,9 @@
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
 //! [`registry`] (`docker://` sources: the registry client, and push), [`layer_out`] (layer blobs
 //! rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
-//! `oci-archive:` and `docker-archive:` destinations) and [`prepare`] (prepared updates and
-//! `status`).
+//! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
+//! `status`) and [`stash`] (a root tree stashed as a new layer on a parent image, compared
+//! through the index and streamed into the layer pipeline).
 
 mod attempt;
 pub mod bound;
@@ -38,6 +39,7 @@ pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
+pub mod stash;
 pub mod tarparse;
 
 use layerstore_store::{Digest, RefName, Store};
