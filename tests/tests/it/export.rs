@@ -675,3 +675,57 @@ fn exports_into_one_layout_at_once_keep_every_tag() {
     tags.sort();
     assert_eq!(tags, ["first", "t0", "t1", "t2", "t3"]);
 }
+
+/// Issue 14: a root modified in every way stash handles is stashed, exported in each form,
+/// imported into a fresh store and checked out: equal to the root, bytes and metadata.
+#[test]
+fn a_stash_of_a_root_modified_every_way_exports_and_reimports_equal_to_the_root() {
+    use crate::stash;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let root = tmp.path().join("root");
+    stash::base_root(&root);
+    stash::do_stash(&store, &root, "build:stash", None);
+    let sock = stash::modify(&root);
+    stash::do_stash(&store, &root, "build:stash", None);
+    // Sockets are not stashed.
+    std::fs::remove_file(&sock).unwrap();
+    let t = tmp.path().display();
+    for (i, (dest, source, opts)) in [
+        (
+            format!("oci:{t}/layout:build"),
+            format!("oci:{t}/layout:build"),
+            ExportOptions::default(),
+        ),
+        (
+            format!("oci-archive:{t}/o.tar:build"),
+            format!("oci-archive:{t}/o.tar:build"),
+            forced(Compression::Gzip),
+        ),
+        (
+            format!("docker-archive:{t}/d.tar:build:v1"),
+            format!("docker-archive:{t}/d.tar"),
+            forced(Compression::Zstd),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        export(&store, "build:stash", &dest, &opts).unwrap();
+        let fresh =
+            Store::init(&tmp.path().join(format!("fresh{i}")), &Default::default()).unwrap();
+        let r = layerstore_import::import(
+            &fresh,
+            &source,
+            &layerstore_import::ImportOptions {
+                tag: Some("back".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{dest}: {e:#?}"));
+        assert_eq!(r.layers.len(), 2, "{dest}");
+        let out = tmp.path().join(format!("out{i}"));
+        stash::checkout(&fresh, &["back"], &out);
+        stash::assert_same_tree(&root, &out);
+    }
+}
