@@ -19,10 +19,12 @@ use crate::integrity;
 /// entries replacing an earlier one's (as an rsync of each in turn).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The images (each a name, or a manifest digest or ID; a unique prefix is enough), then
-    /// the directory to write: it must not exist (or, for one image, be empty).
-    #[arg(value_name = "IMAGE… DEST", required = true, num_args = 2..)]
-    args: Vec<String>,
+    /// The images (each a name, or a manifest digest or ID; a unique prefix is enough).
+    #[arg(value_name = "IMAGE", required = true, num_args = 1..)]
+    images: Vec<String>,
+    /// The directory to write: it must not exist (or, for one image, be empty).
+    #[arg(value_name = "DEST")]
+    dest: PathBuf,
     /// copy, reflink, or hardlink (hard-links the store's read-only objects: never modify them).
     #[arg(long, value_enum, default_value_t = ModeArg::Copy)]
     mode: ModeArg,
@@ -81,9 +83,8 @@ impl View for CheckedOut<'_> {
     }
 }
 
-pub fn run(ctx: &Context, mut a: Args) -> Result<ExitCode> {
-    let dest = PathBuf::from(a.args.pop().expect("clap requires two arguments"));
-    let images = a.args;
+pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
+    let (images, dest) = (a.images, a.dest);
     let image = images.join(" ");
     let store = ctx.open()?;
     let mut pins = Vec::new();

@@ -91,6 +91,31 @@ fn stash_on_an_image_then_on_itself_and_check_out_the_stack() {
     ok(&store, &["checkout", "kiwi:stash", out.to_str().unwrap()]);
     assert_eq!(files(&root), files(&out));
 
+    // The round trip: export (the parent's gzip layers and the stash's tar), import into a
+    // fresh store, check out.
+    let archive = tmp.path().join("stash.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "kiwi:stash",
+            &format!("oci-archive:{}:kiwi", archive.display()),
+        ],
+    );
+    let fresh = tmp.path().join("fresh");
+    ok(
+        &fresh,
+        &[
+            "import",
+            &format!("oci-archive:{}:kiwi", archive.display()),
+            "--tag",
+            "kiwi",
+        ],
+    );
+    let back = tmp.path().join("back");
+    ok(&fresh, &["checkout", "kiwi", back.to_str().unwrap()]);
+    assert_eq!(files(&root), files(&back));
+
     // The name is a stash now: without --parent, the next stash goes on top of it.
     std::fs::write(root.join("built"), b"second build").unwrap();
     let r = ok(&store, &["--json", "stash", root_s, "--tag", "kiwi:stash"]).json();

@@ -43,7 +43,7 @@ fn setfattr(p: &Path, name: &str, value: &str) {
         .arg(p));
 }
 
-fn do_stash(store: &Store, root: &Path, tag: &str, parent: Option<&str>) -> StashReport {
+pub(crate) fn do_stash(store: &Store, root: &Path, tag: &str, parent: Option<&str>) -> StashReport {
     stash::stash(
         store,
         root,
@@ -57,7 +57,7 @@ fn do_stash(store: &Store, root: &Path, tag: &str, parent: Option<&str>) -> Stas
     .unwrap_or_else(|e| panic!("stash {}: {e:#?}", root.display()))
 }
 
-fn checkout(store: &Store, images: &[&str], dest: &Path) {
+pub(crate) fn checkout(store: &Store, images: &[&str], dest: &Path) {
     let trees: Vec<MergedTree> = images
         .iter()
         .map(|i| store.merged_tree(&store.find_image(i).unwrap()).unwrap())
@@ -92,7 +92,7 @@ fn full_facts(root: &Path) -> FullFacts {
 }
 
 #[track_caller]
-fn assert_same_tree(want: &Path, got: &Path) {
+pub(crate) fn assert_same_tree(want: &Path, got: &Path) {
     let (wf, wg, wm) = full_facts(want);
     let (gf, gg, gm) = full_facts(got);
     for (p, f) in &wf {
@@ -110,7 +110,7 @@ fn assert_same_tree(want: &Path, got: &Path) {
 }
 
 /// The base root: a little of every kind.
-fn base_root(root: &Path) {
+pub(crate) fn base_root(root: &Path) {
     write(&root.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n");
     write(&root.join("etc/hostname"), b"base\n");
     write(&root.join("etc/motd"), b"welcome\n");
@@ -140,7 +140,7 @@ fn base_root(root: &Path) {
 }
 
 /// Modify `root` in every way the issue lists; returns the path of the socket it made.
-fn modify(root: &Path) -> PathBuf {
+pub(crate) fn modify(root: &Path) -> PathBuf {
     // Added, changed (same size: found by hash; other size), metadata only, removed.
     write(&root.join("etc/new"), b"new file\n");
     write(&root.join("etc/passwd"), b"root:x:0:0::/root:/bin/ZZ\n");
@@ -242,6 +242,33 @@ fn a_root_modified_every_way_checks_out_equal_to_itself() {
     let again = tmp.path().join("again");
     checkout(&fresh, &["build"], &again);
     assert_same_tree(&root, &again);
+
+    // The round trip through `export`: stash → oci-archive (layers gzip-compressed) → a fresh
+    // store → checkout.
+    let archive = tmp.path().join("stash.tar");
+    layerstore_import::export::export(
+        &store,
+        "build:stash",
+        &format!("oci-archive:{}:build", archive.display()),
+        &layerstore_import::export::ExportOptions {
+            compression: Some(layerstore_import::layer_out::LayerCompression {
+                compression: "gzip".parse().unwrap(),
+                level: None,
+            }),
+        },
+    )
+    .unwrap();
+    let third = Store::init(&tmp.path().join("third"), &Default::default()).unwrap();
+    layerstore_import::import(
+        &third,
+        &format!("oci-archive:{}:build", archive.display()),
+        &Default::default(),
+    )
+    .unwrap();
+    let exported = tmp.path().join("exported");
+    checkout(&third, &["build"], &exported);
+    assert_same_tree(&root, &exported);
+    assert_sound(&third);
     if have("umoci") && is_root() {
         let bundle = tmp.path().join("bundle");
         sh(Command::new("umoci")
