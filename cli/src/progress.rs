@@ -1,12 +1,20 @@
-//! Import progress on stderr: one indicatif bar per layer read, hidden when stderr is not a
-//! terminal or with `--json`/`--quiet`.
+//! Progress on stderr: one indicatif bar per layer read (import), compressed and uploaded
+//! (push) or written (export); hidden when stderr is not a terminal or with `--json`/`--quiet`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use layerstore_import::layer_out::{BlobProgress, LayerBlob, LayerCompression};
+use layerstore_import::registry::push::{LayerPush, PushProgress, PushedLayer};
 use layerstore_import::{LayerStats, Progress, ResolvedImage};
 use layerstore_store::Digest;
+
+/// Whether progress is drawn: stderr is a terminal and neither `--json` nor `--quiet` is given.
+pub fn visible(ctx: &crate::context::Context) -> bool {
+    use std::io::IsTerminal;
+    !ctx.json && !ctx.quiet && std::io::stderr().is_terminal()
+}
 
 pub struct Bars {
     multi: MultiProgress,
@@ -70,6 +78,130 @@ impl Progress for Bars {
 }
 
 impl Drop for Bars {
+    fn drop(&mut self) {
+        let _ = self.multi.clear();
+    }
+}
+
+/// Push and export progress on stderr: one line per layer, made when its work begins. A layer
+/// compressed shows its compressed bytes and rate, then (push) its upload against the blob's
+/// size; a layer the registry has shows as "present" or "mounted". Hidden as [`Bars`] is.
+pub struct LayerBars {
+    multi: MultiProgress,
+    /// "compressing" or "writing", said while a blob is made.
+    verb: &'static str,
+    bars: Mutex<HashMap<usize, ProgressBar>>,
+}
+
+impl LayerBars {
+    pub fn new(visible: bool, verb: &'static str) -> Self {
+        LayerBars {
+            multi: MultiProgress::with_draw_target(if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            }),
+            verb,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Layer `index`'s line, made now if it has none yet.
+    fn line(&self, index: usize, digest: &Digest) -> ProgressBar {
+        self.bars
+            .lock()
+            .expect("not poisoned")
+            .entry(index)
+            .or_insert_with(|| {
+                let pb = self.multi.add(ProgressBar::new(0));
+                pb.set_prefix(format!("layer {index} {}", &digest.hex()[..12]));
+                pb
+            })
+            .clone()
+    }
+
+    fn get(&self, index: usize) -> Option<ProgressBar> {
+        self.bars.lock().expect("not poisoned").get(&index).cloned()
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
+impl BlobProgress for LayerBars {
+    fn blob_start(&self, index: usize, diff_id: &Digest, compression: LayerCompression) {
+        let pb = self.line(index, diff_id);
+        // The blob's size is known only at its end: bytes and rate, no bar.
+        pb.set_style(style(
+            "{prefix:.bold} {spinner} {bytes:>10} {bytes_per_sec:>12} {msg}",
+        ));
+        pb.set_message(format!("{} ({})", self.verb, compression.compression));
+    }
+
+    fn blob_bytes(&self, index: usize, bytes: u64) {
+        if let Some(pb) = self.get(index) {
+            pb.inc(bytes);
+        }
+    }
+
+    fn blob_done(&self, index: usize, blob: &LayerBlob) {
+        if let Some(pb) = self.get(index) {
+            pb.set_style(style("{prefix:.bold} {bytes:>10} {msg}"));
+            pb.finish_with_message(format!(
+                "{} ({})",
+                blob.digest, blob.compression.compression
+            ));
+        }
+    }
+}
+
+impl PushProgress for LayerBars {
+    fn layer_skipped(&self, index: usize, digest: &Digest, how: LayerPush) {
+        let pb = self.line(index, digest);
+        pb.set_style(style("{prefix:.bold} {msg}"));
+        pb.finish_with_message(push_word(how));
+    }
+
+    fn upload_start(&self, index: usize, size: u64) {
+        if let Some(pb) = self.get(index) {
+            // The compressed blob's line becomes its upload's: a bar against its size.
+            pb.reset();
+            pb.set_length(size);
+            pb.set_style(style(
+                "{prefix:.bold} {bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
+            ));
+            pb.set_message("uploading");
+        }
+    }
+
+    fn uploaded(&self, index: usize, bytes: u64) {
+        if let Some(pb) = self.get(index) {
+            pb.inc(bytes);
+        }
+    }
+
+    fn layer_pushed(&self, index: usize, layer: &PushedLayer) {
+        let pb = self.line(index, &layer.digest);
+        pb.set_style(style("{prefix:.bold} {msg}"));
+        pb.finish_with_message(match layer.how {
+            LayerPush::Uploaded => format!("uploaded {}", crate::fmt::bytes(layer.size)),
+            how => push_word(how).to_string(),
+        });
+    }
+}
+
+fn push_word(how: LayerPush) -> &'static str {
+    match how {
+        LayerPush::Present => "present",
+        LayerPush::Mounted => "mounted",
+        LayerPush::Uploaded => "uploaded",
+    }
+}
+
+impl Drop for LayerBars {
     fn drop(&mut self) {
         let _ = self.multi.clear();
     }

@@ -81,6 +81,8 @@ pub trait PushProgress: BlobProgress {
     /// The registry has layer `index`'s blob `digest` already ([`LayerPush::Present`]) or
     /// mounted it ([`LayerPush::Mounted`]): nothing is compressed or uploaded for it.
     fn layer_skipped(&self, _index: usize, _digest: &Digest, _how: LayerPush) {}
+    /// Uploading layer `index`'s compressed blob of `size` bytes begins.
+    fn upload_start(&self, _index: usize, _size: u64) {}
     /// `bytes` more of layer `index`'s compressed blob were uploaded; for one blob they sum to
     /// its size.
     fn uploaded(&self, _index: usize, _bytes: u64) {}
@@ -220,6 +222,7 @@ pub fn push_with(
             LayerPush::Present
         } else {
             let chunk = opts.chunk_bytes.unwrap_or(CHUNK_BYTES).max(1);
+            progress.upload_start(i, blob.size);
             if blob.size > chunk {
                 let sent = |n| progress.uploaded(i, n);
                 upload_chunked(
