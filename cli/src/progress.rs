@@ -106,23 +106,33 @@ impl LayerBars {
         }
     }
 
-    /// Layer `index`'s line, made now if it has none yet.
-    fn line(&self, index: usize, digest: &Digest) -> ProgressBar {
-        self.bars
+    /// Layer `index`'s line in `template`, made now if it has none yet.
+    fn line(&self, index: usize, template: &str) -> ProgressBar {
+        let pb = self
+            .bars
             .lock()
             .expect("not poisoned")
             .entry(index)
             .or_insert_with(|| {
-                let pb = self.multi.add(ProgressBar::new(0));
-                pb.set_prefix(format!("layer {index} {}", &digest.hex()[..12]));
-                pb
+                // Styled before it is added, so that it is never drawn in the default style.
+                let pb = ProgressBar::new(0)
+                    .with_style(style(template))
+                    .with_prefix(format!("layer {index}"));
+                self.multi.add(pb)
             })
-            .clone()
+            .clone();
+        pb.set_style(style(template));
+        pb
     }
 
     fn get(&self, index: usize) -> Option<ProgressBar> {
         self.bars.lock().expect("not poisoned").get(&index).cloned()
     }
+}
+
+/// A blob digest as a line names it: `sha256:` and 12 hex digits.
+fn short(d: &Digest) -> String {
+    format!("sha256:{}", &d.hex()[..12])
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -132,12 +142,12 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl BlobProgress for LayerBars {
-    fn blob_start(&self, index: usize, diff_id: &Digest, compression: LayerCompression) {
-        let pb = self.line(index, diff_id);
+    fn blob_start(&self, index: usize, _diff_id: &Digest, compression: LayerCompression) {
         // The blob's size is known only at its end: bytes and rate, no bar.
-        pb.set_style(style(
+        let pb = self.line(
+            index,
             "{prefix:.bold} {spinner} {bytes:>10} {bytes_per_sec:>12} {msg}",
-        ));
+        );
         pb.set_message(format!("{} ({})", self.verb, compression.compression));
     }
 
@@ -150,9 +160,12 @@ impl BlobProgress for LayerBars {
     fn blob_done(&self, index: usize, blob: &LayerBlob) {
         if let Some(pb) = self.get(index) {
             pb.set_style(style("{prefix:.bold} {bytes:>10} {msg}"));
+            // Finishing fills the bar to its length: the blob's size.
+            pb.set_length(blob.size);
             pb.finish_with_message(format!(
-                "{} ({})",
-                blob.digest, blob.compression.compression
+                "{}, {}",
+                blob.compression.compression,
+                short(&blob.digest)
             ));
         }
     }
@@ -160,9 +173,8 @@ impl BlobProgress for LayerBars {
 
 impl PushProgress for LayerBars {
     fn layer_skipped(&self, index: usize, digest: &Digest, how: LayerPush) {
-        let pb = self.line(index, digest);
-        pb.set_style(style("{prefix:.bold} {msg}"));
-        pb.finish_with_message(push_word(how));
+        self.line(index, "{prefix:.bold} {msg}")
+            .finish_with_message(format!("{}, {}", push_word(how), short(digest)));
     }
 
     fn upload_start(&self, index: usize, size: u64) {
@@ -184,12 +196,12 @@ impl PushProgress for LayerBars {
     }
 
     fn layer_pushed(&self, index: usize, layer: &PushedLayer) {
-        let pb = self.line(index, &layer.digest);
-        pb.set_style(style("{prefix:.bold} {msg}"));
-        pb.finish_with_message(match layer.how {
+        let done = match layer.how {
             LayerPush::Uploaded => format!("uploaded {}", crate::fmt::bytes(layer.size)),
             how => push_word(how).to_string(),
-        });
+        };
+        self.line(index, "{prefix:.bold} {msg}")
+            .finish_with_message(format!("{done}, {}", short(&layer.digest)));
     }
 }
 
