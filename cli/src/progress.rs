@@ -1,5 +1,5 @@
 //! Progress on stderr: one indicatif bar per layer read (import), compressed and uploaded
-//! (push) or written (export); hidden when stderr is not a terminal or with `--json`/`--quiet`.
+//! (push) or written (export), and a stash's one line; hidden when stderr is not a terminal or with `--json`/`--quiet`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerstore_import::layer_out::{BlobProgress, LayerBlob, LayerCompression};
 use layerstore_import::registry::push::{LayerPush, PushProgress, PushedLayer};
+use layerstore_import::stash::{DiffCounts, StashProgress};
 use layerstore_import::{LayerStats, Progress, ResolvedImage};
 use layerstore_store::Digest;
 
@@ -216,5 +217,72 @@ fn push_word(how: LayerPush) -> &'static str {
 impl Drop for LayerBars {
     fn drop(&mut self) {
         let _ = self.multi.clear();
+    }
+}
+
+/// Stash progress on stderr: one line, a spinner while the root is walked, a bar against the
+/// bytes read to compare contents with the parent's, then the layer's bytes and rate as it is
+/// written. Hidden as [`Bars`] is.
+pub struct StashBar(ProgressBar);
+
+impl StashBar {
+    pub fn new(visible: bool, root: &std::path::Path) -> Self {
+        let pb = ProgressBar::with_draw_target(
+            None,
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        )
+        .with_style(style("{prefix:.bold} {spinner} {msg}"))
+        .with_prefix(format!("stash {}", root.display()))
+        .with_message("walking the tree");
+        if visible {
+            // The walk reports nothing until it ends: the spinner shows it is alive.
+            pb.enable_steady_tick(std::time::Duration::from_millis(100));
+        }
+        StashBar(pb)
+    }
+}
+
+impl StashProgress for StashBar {
+    fn hashing(&self, files: u64, bytes: u64) {
+        let pb = &self.0;
+        pb.reset();
+        pb.set_length(bytes);
+        pb.set_style(style(
+            "{prefix:.bold} {bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
+        ));
+        pb.set_message(format!(
+            "comparing {} with the parent's",
+            crate::fmt::plural(files, "file", "files")
+        ));
+    }
+
+    fn hashed(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn compared(&self, counts: &DiffCounts) {
+        let pb = &self.0;
+        pb.reset();
+        pb.set_style(style(
+            "{prefix:.bold} {spinner} {bytes:>10} {bytes_per_sec:>12} {msg}",
+        ));
+        pb.set_message(format!(
+            "writing the layer: {} added, {} changed, {} removed",
+            counts.added, counts.changed, counts.removed
+        ));
+    }
+
+    fn layer_bytes(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for StashBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
     }
 }
