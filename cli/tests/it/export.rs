@@ -87,7 +87,7 @@ fn export_writes_every_form_the_same_bytes_twice() {
     );
 }
 
-fn have(cmd: &str) -> bool {
+pub(crate) fn have(cmd: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .output()
@@ -116,7 +116,7 @@ fn export_off_a_terminal_prints_only_its_result() {
 
 /// `layerstore --store STORE ARGS…` on a terminal (a pty made by `script`); what the terminal
 /// showed, stdout and stderr together.
-fn on_terminal(store: &Path, args: &[&str]) -> String {
+pub(crate) fn on_terminal(store: &Path, args: &[&str]) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let mut line = format!(
         "stty cols 120 rows 40; exec {} --store {}",
