@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cmd::import::RegistryArgs;
 use crate::context::{Context, View};
 use crate::fmt;
+use crate::progress;
 
 /// Push a stored image to a registry: docker://HOST[:PORT]/REPO[:TAG]
 ///
@@ -83,8 +84,10 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         },
         chunk_bytes: None,
     };
-    let report = push::push(&store, &a.image, &a.destination, &opts)
+    let bars = progress::LayerBars::new(progress::visible(ctx), "compressing");
+    let report = push::push_with(&store, &a.image, &a.destination, &opts, &bars)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;
+    drop(bars);
     ctx.emit(&Pushed {
         image: &a.image,
         report: &report,
