@@ -352,6 +352,12 @@ impl Store {
         })
     }
 
+    /// Whether a shared lock is held through this handle (by any thread): taking the exclusive
+    /// one then would wait for itself.
+    pub(crate) fn holds_shared_lock(&self) -> bool {
+        self.shared_held.load(Ordering::Acquire) > 0
+    }
+
     /// Take the store lock; blocks until it is free.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
