@@ -223,7 +223,7 @@ impl Skeleton {
     where
         E: From<io::Error>,
     {
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut pos = 0usize;
         for p in &self.pieces {
             let off = p.raw_offset() as usize;
