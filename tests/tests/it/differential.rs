@@ -242,7 +242,7 @@ fn fuzz_corpus_inputs_we_accept_read_alike_in_go() {
 }
 
 /// Archives layerstore accepts, each read alike by every reference.
-fn archives() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn archives() -> Vec<(&'static str, Vec<u8>)> {
     let long = format!("usr/share/{}/file", "n".repeat(180));
     let entries = || {
         vec![

@@ -2053,3 +2053,21 @@ fn a_refusal_names_its_rule_and_entry_as_fields() {
     }
     assert_sound(&store);
 }
+
+/// The differential suite's accepted archives, each imported as a one-layer image: its tree
+/// (layerstore's `ls -R`) and its checkout are what Go's archive/tar reads, and it exports to
+/// its diff_id.
+#[test]
+fn differential_archives_import_as_go_reads_them() {
+    for (name, tar) in crate::differential::archives() {
+        Case::new(
+            format!("differential: {name}"),
+            vec![tar],
+            Accept {
+                has: &[],
+                lacks: &[],
+            },
+        )
+        .check();
+    }
+}
