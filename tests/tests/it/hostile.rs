@@ -1418,12 +1418,43 @@ fn whiteouts_follow_the_layer_rules() {
         },
     )
     .check();
+    // The OCI spec keeps a file its own layer whites out; docker and containerd's naive
+    // applier remove it when the whiteout follows it in the stream, their overlay appliers fail
+    // (the whiteout device cannot be made over the file): refused. A whiteout before the file
+    // removes only the lower one for all of them.
+    for (what, upper) in [
+        (
+            "whiteout after a file of the same name in one layer",
+            vec![Entry::file("foo", "new"), Entry::whiteout("foo")],
+        ),
+        (
+            "whiteout after entries below it in one layer",
+            vec![Entry::file("d/new", "new"), Entry::whiteout("d")],
+        ),
+    ] {
+        Case::new(
+            what,
+            vec![
+                tar(
+                    vec![Entry::file("foo", "old"), Entry::file("d/x", "1")],
+                    TarFormat::Pax,
+                ),
+                tar(upper, TarFormat::Pax),
+            ],
+            Reject("a whiteout of an entry earlier in its own layer"),
+        )
+        .because(
+            "the tar readers agree; the OCI spec keeps the entry, docker and containerd's \
+             naive applier remove it, their overlay appliers fail",
+        )
+        .check();
+    }
     Case::new(
-        "whiteout and file of the same name in one layer",
+        "whiteout before a file of the same name in one layer",
         vec![
             tar(vec![Entry::file("foo", "old")], TarFormat::Pax),
             tar(
-                vec![Entry::file("foo", "new"), Entry::whiteout("foo")],
+                vec![Entry::whiteout("foo"), Entry::file("foo", "new")],
                 TarFormat::Pax,
             ),
         ],
