@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod dedup_report;
 pub mod df;
 pub mod disk;
+pub mod export;
 pub mod export_layer;
 pub mod fsck;
 pub mod gc;

@@ -29,14 +29,18 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
-//! updates and `status`).
+//! [`registry`] (`docker://` sources: the registry client, and push), [`layer_out`] (layer blobs
+//! rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
+//! `oci-archive:` and `docker-archive:` destinations) and [`prepare`] (prepared updates and
+//! `status`).
 
 mod attempt;
 pub mod bound;
 pub mod dedup;
 pub mod error;
+pub mod export;
 pub mod layer;
+pub mod layer_out;
 pub mod prepare;
 pub mod registry;
 pub mod resolve;

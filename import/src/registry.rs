@@ -215,13 +215,7 @@ impl RegistryContainer {
                 .get(&url, repo, &[("Accept", client::MANIFEST_ACCEPT)])?;
             let status = resp.status().as_u16();
             if status == 404 {
-                let mut resp = resp;
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 << 10)
-                    .read_to_vec()
-                    .unwrap_or_default();
+                let body = client::error_body(resp);
                 return Err(RegistryError::ManifestUnknown {
                     registry: self.reference.registry.clone(),
                     repository: repo.clone(),
@@ -405,24 +399,13 @@ impl RegistryContainer {
                             what: format!("image index {digest}"),
                             source: e,
                         })?;
-                    let m = idx
-                        .manifests()
-                        .iter()
-                        .find(|m| {
-                            m.platform().as_ref().is_some_and(|p| {
-                                p.os().to_string() == platform.os
-                                    && p.architecture().to_string() == platform.architecture
-                                    && (platform.variant.is_none()
-                                        || p.variant().as_deref() == platform.variant.as_deref())
-                            })
-                        })
-                        .ok_or_else(|| Error::NoMatchingImage {
-                            source_spec: container.describe(),
-                            reason: format!(
-                                "index {digest} has no manifest for {}/{}",
-                                platform.os, platform.architecture
-                            ),
-                        })?;
+                    let m = platform.pick(&idx).ok_or_else(|| Error::NoMatchingImage {
+                        source_spec: container.describe(),
+                        reason: format!(
+                            "index {digest} has no manifest for {}/{}",
+                            platform.os, platform.architecture
+                        ),
+                    })?;
                     let d: Digest =
                         m.digest()
                             .as_ref()

@@ -549,18 +549,23 @@ pub(crate) fn transport(url: &Url, e: ureq::Error) -> RegistryError {
 }
 
 /// An unexpected status, with the registry's error message when it sends one.
-pub(crate) fn status_error(url: &Url, status: u16, mut resp: Response<Body>) -> RegistryError {
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 << 10)
-        .read_to_vec()
-        .unwrap_or_default();
+pub(crate) fn status_error(url: &Url, status: u16, resp: Response<Body>) -> RegistryError {
+    let body = error_body(resp);
     RegistryError::Status {
         url: url.to_string(),
         status,
         message: registry_message(&body),
     }
+}
+
+/// The first 64 KiB of an error response's body (empty if it cannot be read: the status is the
+/// error, the body only explains it).
+pub(crate) fn error_body(mut resp: Response<Body>) -> Vec<u8> {
+    resp.body_mut()
+        .with_config()
+        .limit(64 << 10)
+        .read_to_vec()
+        .unwrap_or_default()
 }
 
 /// The distribution spec's `{"errors":[{"code","message"}]}`, or a prefix of the text.
