@@ -14,7 +14,10 @@
 //!
 //! The builder writes `LSK1` whenever the stream has no zero run, so every skeleton that older
 //! builds could write is still written the way they read it; `LSK2` appears only for layers those
-//! builds refused (over 1 MiB of zeros after the end marker). Both versions are read.
+//! builds refused (over 1 MiB of zeros after the end marker). Both versions are read. A store
+//! that holds an `LSK2` skeleton names the feature [`crate::store::SKELETON_ZERO_RUNS`] in its
+//! `meta.json` (publish adds it), so older builds refuse the store instead of failing on the
+//! layer's export.
 
 use std::io::{self, Write};
 
@@ -128,6 +131,14 @@ impl SkeletonBuilder {
         enc.write_all(&self.raw)?;
         enc.finish()
     }
+}
+
+/// Whether an encoded skeleton is `LSK2` (holds a zero run); `false` for anything else.
+pub fn has_zero_runs(compressed: &[u8]) -> bool {
+    let mut magic = [0u8; 4];
+    zstd::stream::Decoder::new(compressed)
+        .and_then(|mut d| io::Read::read_exact(&mut d, &mut magic))
+        .is_ok_and(|()| &magic == MAGIC_V2)
 }
 
 /// A decoded skeleton.
@@ -329,6 +340,7 @@ mod tests {
         b.zeros(2);
         let enc = b.finish().unwrap();
         assert_eq!(magic(&enc), b"LSK2");
+        assert!(has_zero_runs(&enc));
         assert!(
             enc.len() < 200,
             "the zeros are not stored: {} bytes",
@@ -384,6 +396,8 @@ mod tests {
         b.raw(b"END");
         let enc = b.finish().unwrap();
         assert_eq!(magic(&enc), b"LSK1", "older builds must still read it");
+        assert!(!has_zero_runs(&enc));
+        assert!(!has_zero_runs(b"junk"));
         // An LSK1 skeleton as older builds wrote it, byte for byte, still decodes.
         let mut old = b"LSK1\x01\x06\x03".to_vec();
         old.extend_from_slice(ObjectId::of(b"abc").as_bytes());

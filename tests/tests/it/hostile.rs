@@ -2102,3 +2102,35 @@ fn differential_archives_import_as_go_reads_them() {
         .check();
     }
 }
+
+/// A layer whose skeleton needs a zero run (padding past what is kept raw) makes the store name
+/// the `skeleton-zero-runs` feature, so builds from before it refuse the store instead of failing
+/// on that layer's export; a layer with ordinary padding does not.
+#[test]
+fn a_zero_run_skeleton_names_its_feature_in_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    let body = RawTar::new()
+        .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+        .end();
+    for (name, blocks) in [("short", 16), ("long", 4096)] {
+        let tar = body.clone().zero_blocks(blocks).finish();
+        let spec = ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]);
+        layout.add_image(name, &spec).unwrap();
+    }
+    let path = tmp.path().join("store");
+    let store = Store::init(&path, &StoreOptions::default()).unwrap();
+    let named = || {
+        Store::open(&path)
+            .unwrap()
+            .config()
+            .features
+            .contains(&layerstore_store::store::SKELETON_ZERO_RUNS.to_string())
+    };
+    import(&store, &format!("oci:{}:short", oci.display())).unwrap();
+    assert!(!named(), "ordinary padding needs no feature");
+    import(&store, &format!("oci:{}:long", oci.display())).unwrap();
+    assert!(named());
+    assert_sound(&store);
+}
