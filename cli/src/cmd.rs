@@ -22,6 +22,7 @@ pub mod push;
 pub mod refs;
 pub mod rm;
 pub mod root;
+pub mod stash;
 pub mod status;
 pub mod tag;
 pub mod why;

@@ -58,6 +58,7 @@ enum Command {
     Rm(cmd::rm::Args),
     Root(cmd::root::Args),
     Latest(cmd::latest::Args),
+    Stash(cmd::stash::Args),
     Bind(cmd::bind::BindArgs),
     Unbind(cmd::bind::UnbindArgs),
 }
@@ -101,6 +102,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Root(a) => cmd::root::run(&ctx, a),
         Command::Latest(a) => cmd::latest::run(&ctx, a),
+        Command::Stash(a) => cmd::stash::run(&ctx, a),
         Command::Bind(a) => cmd::bind::bind(&ctx, a),
         Command::Unbind(a) => cmd::bind::unbind(&ctx, a),
     };

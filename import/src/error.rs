@@ -109,6 +109,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file of a stash's root could not be read (`path` as in the image, from `/`).
+    #[error("stash of {root}: cannot read {path}")]
+    StashRead {
+        root: PathBuf,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of a stash's root changed while it was read: the layer would have been torn.
+    #[error("stash of {root}: {path} changed while it was read")]
+    StashChanged { root: PathBuf, path: String },
+    /// A stash that cannot be made as asked.
+    #[error("stash of {root}: {reason}")]
+    Stash { root: PathBuf, reason: String },
     /// A compression level the compression does not have.
     #[error("{compression} {accepted}, not {level}")]
     BadLevel {

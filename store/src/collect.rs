@@ -4,7 +4,8 @@
 //! mark and once more when the sweep re-checks under the exclusive lock.
 //!
 //! Leases are always roots: the import and long-read protocols rest on them (see
-//! [`crate::object::Staging`]), so no policy can leave them out.
+//! [`crate::object::Staging`]), so no policy can leave them out. A lease keeps the objects and
+//! layers it pins, and whole the images it pins by digest ([`crate::Lease::pin_images`]).
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
 //! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock and sets
@@ -70,6 +71,9 @@ pub struct Dead {
     /// Loose files no row names (left by an interrupted import), and their bytes.
     pub stray_files: u64,
     pub stray_bytes: u64,
+    /// Rows of the blob info cache (where blobs were seen in registries) about blobs no
+    /// remaining image or layer is known by: a push could never use them.
+    pub blob_locations: u64,
 }
 
 impl Dead {
@@ -81,6 +85,7 @@ impl Dead {
             && self.layers.is_empty()
             && self.objects == 0
             && self.stray_files == 0
+            && self.blob_locations == 0
     }
 
     /// Bytes removing it frees.
@@ -169,8 +174,11 @@ fn live_sets(suffix: &str) -> String {
          DROP TABLE IF EXISTS temp.gc_live_images{suffix};
          DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
          CREATE TEMP TABLE gc_live_images{suffix} AS
-             SELECT i.id, r.whole FROM images i
-             JOIN gc_root_images{suffix} r ON r.digest = i.manifest_digest;
+             SELECT i.id, max(w.whole) AS whole FROM images i JOIN
+                 (SELECT digest, whole FROM gc_root_images{suffix}
+                  UNION ALL SELECT digest, 1 FROM lease_images
+                  WHERE lease IN (SELECT id FROM leases)) w
+             ON w.digest = i.manifest_digest GROUP BY i.id;
          CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
          INSERT OR IGNORE INTO gc_live_layers{suffix}
              SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
@@ -298,6 +306,15 @@ fn mark_rows(conn: &Connection, policy: RootPolicy<'_>) -> Result<Dead> {
     res
 }
 
+/// The blob digests the images and layers the mark leaves stand for: config digests and layer
+/// blob digests of live images, and every blob a live layer was seen as.
+const LIVE_BLOBS: &str = "SELECT config_digest FROM images
+        WHERE id NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT blob_digest FROM image_layers
+        WHERE image NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT digest FROM layer_blobs WHERE diff_id NOT IN
+        (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers))";
+
 /// What the temp tables describe (without the strays).
 fn describe(conn: &Connection) -> Result<Dead> {
     let strings = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
@@ -328,6 +345,11 @@ fn describe(conn: &Connection) -> Result<Dead> {
         )?,
         ..Dead::default()
     };
+    p.blob_locations = conn.query_row(
+        &format!("SELECT count(*) FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
         "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
          FROM gc_dead",
@@ -380,8 +402,15 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
              AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
         [RefKind::Layer.like_pattern()],
     )?;
+    // The blob info cache first, while the dead sets still name what goes.
+    tx.execute(
+        &format!("DELETE FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
+        [],
+    )?;
     tx.execute_batch(
-        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
+        "DELETE FROM bindings WHERE 'bound/' || root || '/' || image IN
+             (SELECT name FROM gc_drop_refs);
+         DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
          DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);

@@ -55,6 +55,18 @@ pub enum Finding {
     /// A hardlink checkout's variant changed since it was made (a write through a checkout);
     /// `--repair` removes it and the next checkout makes it again.
     ChangedVariant { path: String, reason: String },
+    /// A `bindings` row without its `bound/ROOT/DIGEST` ref (the two are written together):
+    /// the image is not kept. `--repair` writes the ref back when the root and the image are
+    /// there, and drops the row otherwise.
+    BindingWithoutRef {
+        root: String,
+        image: String,
+        reference: String,
+    },
+    /// A `bound/` ref without its `bindings` row: `unbind` and `root list` cannot see it.
+    /// `--repair` records the row back (the image's origin as its reference) while the root
+    /// exists, and drops the ref otherwise (it keeps nothing then).
+    BoundRefWithoutBinding { name: String, target: String },
 }
 
 /// Options for [`Store::fsck`].
@@ -200,6 +212,9 @@ impl Store {
         }
 
         self.check_refs(rep, &mut found)?;
+
+        // Bindings and bound refs are written together (roots.rs): each has the other.
+        found.extend(self.check_bindings(false)?.0);
 
         // Inline contents that no object names (the sweep deletes both in one transaction).
         let count = self.count_orphan_inline()?;
@@ -401,6 +416,7 @@ impl Store {
         self.reclaim_dead_leases()?;
         let mut kept = Vec::new();
         let mut variants_changed = false;
+        let mut bindings = false;
         for f in std::mem::take(found) {
             match &f {
                 Finding::CorruptObject { id, .. }
@@ -465,8 +481,17 @@ impl Store {
                     }
                 }
                 Finding::ChangedVariant { .. } => variants_changed = true,
+                Finding::BindingWithoutRef { .. } | Finding::BoundRefWithoutBinding { .. } => {
+                    bindings = true
+                }
                 _ => kept.push(f),
             }
+        }
+        if bindings {
+            // Checked again and repaired in one transaction (roots.rs).
+            let (remaining, repaired) = self.check_bindings(true)?;
+            kept.extend(remaining);
+            rep.repaired.extend(repaired);
         }
         if fixes.variants || variants_changed {
             let variants = self.check_variants(true)?;

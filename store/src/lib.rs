@@ -49,7 +49,9 @@
 //!   run. Long reads (checkout, disk, export, dedup-report) hold it only while they pin the
 //!   layers they read to a lease ([`Store::pin_image`]). An import holds it only while it pins a
 //!   batch of objects (or the stored layers it builds on) and renames the batch's files into
-//!   place; between batches a gc may sweep, and spares what live leases pin.
+//!   place; between batches a gc may sweep, and spares what live leases pin. A lease may also
+//!   pin whole images by manifest digest, before they are stored ([`Lease::pin_images`]):
+//!   `bind` pins each image it pulls until its binding is recorded.
 //!   The sweep — re-check, row deletes and, alongside, doomed renames — is one exclusive
 //!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
 //!   can doom object files. The other is `fsck --repair`: it checks under the shared lock, then

@@ -236,6 +236,16 @@ const MIGRATIONS: &[&str] = &[
         checked INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 10 (bind): images a lease pins by manifest digest, whole, from before they are stored
+    // (bind pins each image it is about to pull until its binding is recorded).
+    r#"
+    CREATE TABLE lease_images (
+        digest TEXT NOT NULL,       -- manifest digest
+        lease TEXT NOT NULL,
+        PRIMARY KEY (digest, lease)
+    ) WITHOUT ROWID;
+    CREATE INDEX lease_images_lease ON lease_images(lease);
+    "#,
 ];
 
 /// The schema version this build writes.

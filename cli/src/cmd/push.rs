@@ -72,11 +72,12 @@ impl View for Pushed<'_> {
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.open()?;
     let opts = push::PushOptions {
-        registry: a.registry.options()?,
+        registry: a.registry.options(ctx)?,
         compression: match a.compress {
             CompressArg::Gzip => Compression::Gzip,
             CompressArg::Zstd => Compression::Zstd,
         },
+        chunk_bytes: None,
     };
     let report = push::push(&store, &a.image, &a.destination, &opts)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;

@@ -17,6 +17,7 @@ mod lifecycle;
 mod output;
 mod registry;
 mod roots;
+mod stash;
 
 use std::path::Path;
 use std::process::Command;

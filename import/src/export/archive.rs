@@ -5,6 +5,7 @@
 //! owner 0:0 without names, mtime 0.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,9 @@ pub(super) struct ArchiveTarget {
     dir: PathBuf,
 }
 
-/// Check that `path` can be written: its directory exists and it is not a directory.
+/// Check that `path` can be written: its directory exists, and it is absent or a regular file
+/// (a device, fifo or directory is refused, never replaced). A symlink is followed: the archive
+/// replaces the file it points to.
 pub(super) fn check(path: &Path) -> Result<ArchiveTarget> {
     let bad = |reason: String| -> Error {
         ExportError::InvalidDestination {
@@ -29,6 +32,11 @@ pub(super) fn check(path: &Path) -> Result<ArchiveTarget> {
             reason,
         }
         .into()
+    };
+    let path = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)
+            .map_err(|e| bad(format!("a symlink that does not resolve: {e}")))?,
+        _ => path.to_path_buf(),
     };
     if path.file_name().is_none() {
         return Err(bad("names no file".into()));
@@ -40,13 +48,12 @@ pub(super) fn check(path: &Path) -> Result<ArchiveTarget> {
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }
-    if path.is_dir() {
-        return Err(bad("is a directory".into()));
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => return Err(bad("is a directory".into())),
+        Ok(m) if !m.is_file() => return Err(bad("exists and is not a regular file".into())),
+        _ => {}
     }
-    Ok(ArchiveTarget {
-        path: path.to_path_buf(),
-        dir,
-    })
+    Ok(ArchiveTarget { path, dir })
 }
 
 /// A member's content: `None` for a directory.

@@ -4,6 +4,9 @@
 //! same bytes and stays), one fsync of `blobs/sha256`, then `index.json` replaced by rename and
 //! the directory synced. A crash leaves the old index (and at worst unreferenced blobs or a
 //! `.layerstore-` temporary file). A failed export removes what it added ([`Layout`]'s drop).
+//! Two exports into one layout at once: each holds an exclusive flock on DIR while it reads,
+//! changes and replaces the index, so neither loses the other's entry (tools that take no lock,
+//! skopeo among them, can still race with it).
 
 use std::fs;
 use std::io::{self, Write};
@@ -112,6 +115,11 @@ impl Layout {
 
     /// Write the blobs, then the index; returns the bytes the layout gained.
     pub(super) fn write(mut self, p: Prepared, tag: Option<&str>) -> Result<u64> {
+        let _lock = lock_dir(&self.path)?;
+        // The index as it is now, not as it was when the export began.
+        if self.index.is_some() {
+            self.index = Some(read_index(&self.path)?);
+        }
         let blob_dir = self.blob_dir();
         let mut bytes = 0;
         for blob in p.blobs {
@@ -235,6 +243,14 @@ fn read_index(dir: &Path) -> Result<Value> {
         return Err(bad("index.json has no manifests array".into()));
     }
     Ok(v)
+}
+
+/// An exclusive flock on the directory itself, released when the file is dropped.
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    let f = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(dir, e.into()))?;
+    Ok(f)
 }
 
 /// Write `data` to `dest` through a synced temporary file renamed over it.

@@ -26,7 +26,15 @@ pub struct PushOptions {
     /// How a layer blob the registry lacks is compressed (gzip for a Docker schema2 image when
     /// schema2 has no media type for it).
     pub compression: Compression,
+    /// Layer blobs larger than this go up in `PATCH` chunks of this size (default
+    /// [`CHUNK_BYTES`]).
+    pub chunk_bytes: Option<u64>,
 }
+
+/// The default chunk of a chunked upload: a blob larger than this is sent in `PATCH` requests
+/// of this size, so no request body exceeds it (proxies and registries cap them) and a failed
+/// request resends one chunk, not the blob.
+pub const CHUNK_BYTES: u64 = 32 << 20;
 
 /// How a layer reached the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -164,7 +172,12 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
         let how = if blob_exists(&client, repo, &blob.digest)? {
             LayerPush::Present
         } else {
-            upload(&client, repo, &blob.digest, Payload::File(blob.file()))?;
+            let chunk = opts.chunk_bytes.unwrap_or(CHUNK_BYTES).max(1);
+            if blob.size > chunk {
+                upload_chunked(&client, repo, &blob.digest, blob.file(), blob.size, chunk)?;
+            } else {
+                upload(&client, repo, &blob.digest, Payload::File(blob.file()))?;
+            }
             uploaded_bytes += blob.size;
             LayerPush::Uploaded
         };
@@ -280,7 +293,15 @@ fn mount(client: &Client, repo: &str, digest: &Digest, from: &str) -> Result<boo
     url.query_pairs_mut()
         .append_pair("mount", &digest.to_string())
         .append_pair("from", from);
-    let resp = client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[]))?;
+    let resp = match client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[])) {
+        Ok(r) => r,
+        // No pull access to `from` (a token server grants what the user may): upload instead.
+        Err(RegistryError::Unauthorized { reason, .. }) => {
+            log::debug!("{repo}: cannot mount {digest} from {from}: {reason}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     // 202 means the registry started a plain upload instead; it expires unused.
     Ok(resp.status().as_u16() == 201)
 }
@@ -293,20 +314,7 @@ fn upload(client: &Client, repo: &str, digest: &Digest, body: Payload<'_>) -> Re
     if status != 202 {
         return Err(upload_error(&url, status, resp).into());
     }
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .ok_or_else(|| RegistryError::Upload {
-            url: url.to_string(),
-            status,
-            message: "no Location for the upload".into(),
-        })?;
-    let mut put = url.join(location).map_err(|e| RegistryError::Upload {
-        url: url.to_string(),
-        status,
-        message: format!("a bad upload Location {location:?}: {e}"),
-    })?;
+    let mut put = upload_location(&url, status, &resp)?;
     put.query_pairs_mut()
         .append_pair("digest", &digest.to_string());
     let resp = client.request(
@@ -320,6 +328,82 @@ fn upload(client: &Client, repo: &str, digest: &Digest, body: Payload<'_>) -> Re
     let status = resp.status().as_u16();
     if status != 201 {
         return Err(upload_error(&put, status, resp).into());
+    }
+    Ok(())
+}
+
+/// Where an upload session goes on: the `Location` of `resp`, relative to `url`.
+fn upload_location(
+    url: &url::Url,
+    status: u16,
+    resp: &ureq::http::Response<ureq::Body>,
+) -> Result<url::Url, RegistryError> {
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| RegistryError::Upload {
+            url: url.to_string(),
+            status,
+            message: "no Location for the upload".into(),
+        })?;
+    url.join(location).map_err(|e| RegistryError::Upload {
+        url: url.to_string(),
+        status,
+        message: format!("a bad upload Location {location:?}: {e}"),
+    })
+}
+
+/// Upload a blob of `size` bytes from `file` in chunks of `chunk` bytes: `POST` for a
+/// session, a `PATCH` per chunk with its `Content-Range` (each answer names where the next
+/// goes), then a `PUT` with the digest and no body.
+fn upload_chunked(
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    file: &std::fs::File,
+    size: u64,
+    chunk: u64,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let url = client.url(&format!("v2/{repo}/blobs/uploads/"));
+    let resp = client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[]))?;
+    let status = resp.status().as_u16();
+    if status != 202 {
+        return Err(upload_error(&url, status, resp).into());
+    }
+    let mut at = upload_location(&url, status, &resp)?;
+    let mut buf = vec![0u8; chunk.min(size) as usize];
+    let mut offset = 0u64;
+    while offset < size {
+        let n = chunk.min(size - offset) as usize;
+        file.read_exact_at(&mut buf[..n], offset)
+            .map_err(|e| Error::io(format!("the compressed layer {digest}"), e))?;
+        let range = format!("{offset}-{}", offset + n as u64 - 1);
+        let resp = client.request(
+            Method::Patch,
+            &at,
+            repo,
+            true,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            Payload::Bytes(&buf[..n]),
+        )?;
+        let status = resp.status().as_u16();
+        if status != 202 {
+            return Err(upload_error(&at, status, resp).into());
+        }
+        at = upload_location(&at, status, &resp)?;
+        offset += n as u64;
+    }
+    at.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    let resp = client.request(Method::Put, &at, repo, true, &[], Payload::Bytes(&[]))?;
+    let status = resp.status().as_u16();
+    if status != 201 {
+        return Err(upload_error(&at, status, resp).into());
     }
     Ok(())
 }

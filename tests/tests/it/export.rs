@@ -429,6 +429,11 @@ fn refused_exports_are_typed_and_leave_nothing_behind() {
         }),
     };
     let sample_index = std::fs::read(oci.join("index.json")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(out.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     type Check = fn(&layerstore_import::Error) -> bool;
     let invalid: Check = |e| {
         matches!(
@@ -537,9 +542,18 @@ fn refused_exports_are_typed_and_leave_nothing_behind() {
             .map(|e| e.unwrap().file_name())
             .collect();
         left.sort();
-        assert_eq!(left, vec![std::ffi::OsString::from("file")], "{dest}");
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("fifo"), "file".into()],
+            "{dest}"
+        );
         assert_eq!(std::fs::read(oci.join("index.json")).unwrap(), sample_index);
     }
+    assert!(
+        std::fs::metadata("/dev/null")
+            .map(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()))
+            .unwrap_or(true)
+    );
     assert_sound(&store);
 }
 
@@ -579,5 +593,139 @@ fn an_export_of_a_layer_whose_content_changed_on_disk_fails_on_its_diff_id_and_w
         );
         let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
         assert!(left.is_empty(), "{dest} left {left:?}");
+    }
+}
+
+#[test]
+fn an_archive_written_through_a_symlink_replaces_the_file_it_points_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    let real = tmp.path().join("real.tar");
+    std::fs::write(&real, b"old").unwrap();
+    let link = tmp.path().join("link.tar");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    export(
+        &store,
+        "app-v3",
+        &format!("oci-archive:{}", link.display()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The archive went to the file the link names.
+    let tagged = layerstore_import::import(
+        &new_store(&tmp.path().join("fresh2")),
+        &format!("oci-archive:{}", real.display()),
+        &layerstore_import::ImportOptions {
+            tag: Some("back".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tagged.config_digest,
+        store.find_image("app-v3").unwrap().config_digest
+    );
+}
+
+#[test]
+fn exports_into_one_layout_at_once_keep_every_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    let layout = tmp.path().join("layout");
+    export(
+        &store,
+        "app-v3",
+        &format!("oci:{}:first", layout.display()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    // Each export reads, changes and replaces index.json under the layout's lock.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let (store, layout) = (&store, &layout);
+            s.spawn(move || {
+                export(
+                    store,
+                    "app-v3",
+                    &format!("oci:{}:t{i}", layout.display()),
+                    &forced(Compression::None),
+                )
+                .unwrap();
+            });
+        }
+    });
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["first", "t0", "t1", "t2", "t3"]);
+}
+
+/// Issue 14: a root modified in every way stash handles is stashed, exported in each form,
+/// imported into a fresh store and checked out: equal to the root, bytes and metadata.
+#[test]
+fn a_stash_of_a_root_modified_every_way_exports_and_reimports_equal_to_the_root() {
+    use crate::stash;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let root = tmp.path().join("root");
+    stash::base_root(&root);
+    stash::do_stash(&store, &root, "build:stash", None);
+    let sock = stash::modify(&root);
+    stash::do_stash(&store, &root, "build:stash", None);
+    // Sockets are not stashed.
+    std::fs::remove_file(&sock).unwrap();
+    let t = tmp.path().display();
+    for (i, (dest, source, opts)) in [
+        (
+            format!("oci:{t}/layout:build"),
+            format!("oci:{t}/layout:build"),
+            ExportOptions::default(),
+        ),
+        (
+            format!("oci-archive:{t}/o.tar:build"),
+            format!("oci-archive:{t}/o.tar:build"),
+            forced(Compression::Gzip),
+        ),
+        (
+            format!("docker-archive:{t}/d.tar:build:v1"),
+            format!("docker-archive:{t}/d.tar"),
+            forced(Compression::Zstd),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        export(&store, "build:stash", &dest, &opts).unwrap();
+        let fresh =
+            Store::init(&tmp.path().join(format!("fresh{i}")), &Default::default()).unwrap();
+        let r = layerstore_import::import(
+            &fresh,
+            &source,
+            &layerstore_import::ImportOptions {
+                tag: Some("back".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{dest}: {e:#?}"));
+        assert_eq!(r.layers.len(), 2, "{dest}");
+        let out = tmp.path().join(format!("out{i}"));
+        stash::checkout(&fresh, &["back"], &out);
+        stash::assert_same_tree(&root, &out);
     }
 }

@@ -18,3 +18,4 @@ mod hostile;
 mod registry;
 mod scenario;
 mod sources;
+mod stash;

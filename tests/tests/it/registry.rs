@@ -4,14 +4,17 @@
 //! 503/429, redirect loops, lies about sizes and digests, Bearer tokens). Every failure ends
 //! with no image ref and a sound store.
 
+mod bind;
 mod servers;
+mod token;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use self::servers::{Content, DockerRegistry, FaultServer, Req, Resp};
+use self::servers::{Content, DockerRegistry, FaultServer, RegistryAuth, Req, Resp};
 use crate::common::*;
 use layerstore_import::registry::{Credentials, RegistryError, RegistryOptions};
 use layerstore_import::{Error, ImportOptions, ImportReport, Platform};
