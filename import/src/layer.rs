@@ -22,7 +22,7 @@ use layerstore_store::{Digest, LayerRecord, Limits, Staging};
 use crate::error::{Error, Result};
 use crate::tarparse::{TarError, TarLimits};
 
-pub use blob::{BlobCompression, media_type_compression};
+pub use blob::{BlobCompression, UNKNOWN_SIZE, media_type_compression};
 pub(crate) use blob::{ChannelReader, stream_generated_tar, stream_layer};
 
 /// A blob to import as a layer.
@@ -50,6 +50,9 @@ pub struct LayerStats {
     pub new_bytes: u64,
     pub dedup_hits: u64,
     pub inline_objects: u64,
+    /// How a zstd:chunked layer was pulled (partially, or whole and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<crate::chunked::PartialPull>,
 }
 
 impl LayerInput {

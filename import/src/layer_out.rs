@@ -40,6 +40,10 @@ pub enum Compression {
     #[default]
     Gzip,
     Zstd,
+    /// zstd with a table of contents (see [`crate::chunked::write`]): plain zstd to any reader,
+    /// pullable partially by layerstore and containers-storage.
+    #[serde(rename = "zstd:chunked")]
+    ZstdChunked,
 }
 
 /// A compression's writer function: compress the tar `job.tar` writes into `out`. `out` is
@@ -58,7 +62,12 @@ pub struct EncodeJob<'a> {
 
 impl Compression {
     /// Every compression, for parsers and messages.
-    pub const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+    pub const ALL: [Compression; 4] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::ZstdChunked,
+    ];
 
     /// Its name on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -66,6 +75,7 @@ impl Compression {
             Compression::None => "none",
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::ZstdChunked => "zstd:chunked",
         }
     }
 
@@ -84,7 +94,9 @@ impl Compression {
         match self {
             Compression::None => "application/vnd.oci.image.layer.v1.tar",
             Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::Zstd | Compression::ZstdChunked => {
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            }
         }
     }
 
@@ -93,7 +105,7 @@ impl Compression {
         match self {
             Compression::None => Some("application/vnd.docker.image.rootfs.diff.tar"),
             Compression::Gzip => Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Compression::Zstd => None,
+            Compression::Zstd | Compression::ZstdChunked => None,
         }
     }
 
@@ -103,7 +115,7 @@ impl Compression {
             Compression::None => None,
             Compression::Gzip => Some(0..=9),
             // Negative (fast) levels are left out: they trade too much size for this use.
-            Compression::Zstd => Some(1..=22),
+            Compression::Zstd | Compression::ZstdChunked => Some(1..=22),
         }
     }
 
@@ -112,7 +124,7 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Gzip => 6,
-            Compression::Zstd => 3,
+            Compression::Zstd | Compression::ZstdChunked => 3,
         }
     }
 
@@ -121,6 +133,7 @@ impl Compression {
             Compression::None => write_plain,
             Compression::Gzip => write_gzip,
             Compression::Zstd => write_zstd,
+            Compression::ZstdChunked => write_zstd_chunked,
         }
     }
 }
@@ -526,6 +539,23 @@ fn write_zstd(job: EncodeJob<'_>, out: &mut dyn Write) -> Result<Annotations> {
     Ok(Annotations::new())
 }
 
+fn write_zstd_chunked(job: EncodeJob<'_>, out: &mut dyn Write) -> Result<Annotations> {
+    let err = |source| Error::LayerOut {
+        diff_id: job.diff_id,
+        compression: "zstd:chunked",
+        source,
+    };
+    // The table of contents needs each file's offsets in the tar: the tar is spooled to a
+    // temporary file and read twice (entries, then frames).
+    let mut tar = tempfile::tempfile().map_err(err)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, &mut tar);
+        (job.tar)(&mut w)?;
+        w.flush().map_err(err)?;
+    }
+    crate::chunked::write::write_chunked(&mut tar, out, job.level).map_err(err)
+}
+
 /// A layer descriptor's new values (see [`rewrite_manifest`]).
 pub(crate) struct NewLayer<'a> {
     pub media_type: &'a str,
@@ -597,7 +627,10 @@ pub(crate) fn rewrite_manifest(
                         _ => None,
                     })
                     .unwrap_or_default();
-                ann.retain(|k, _| !k.starts_with("io.github.containers."));
+                ann.retain(|k, _| {
+                    !k.starts_with("io.github.containers.")
+                        && !crate::chunked::write::is_chunked_annotation(k)
+                });
                 for (k, v) in blob.annotations {
                     ann.insert(k.clone(), v.clone().into());
                 }
@@ -649,7 +682,12 @@ mod tests {
     fn compressions_parse_by_name_and_map_media_types_both_ways() {
         for c in Compression::ALL {
             assert_eq!(c.name().parse::<Compression>().unwrap(), c);
-            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(c));
+            // zstd:chunked is zstd with annotations: its media type is zstd's.
+            let base = match c {
+                Compression::ZstdChunked => Compression::Zstd,
+                c => c,
+            };
+            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(base));
             if let Some(d) = c.docker_media_type() {
                 assert_eq!(Compression::from_media_type(d), Some(c));
             }

@@ -29,7 +29,8 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`layer_out`] (layer
+//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`chunked`] (partial
+//! pulls of zstd:chunked layers from registries, and the zstd:chunked writer), [`layer_out`] (layer
 //! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
 //! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
 //! `status`), [`stash`] (a root tree stashed as a new layer on a parent image, compared through
@@ -40,6 +41,7 @@
 mod attempt;
 pub mod bind;
 pub mod bound;
+pub mod chunked;
 pub mod dedup;
 pub mod error;
 pub mod export;

@@ -70,6 +70,7 @@
 mod blob_cache;
 pub mod checkout;
 pub mod collect;
+pub mod content_sha256;
 pub mod df;
 pub mod digest;
 pub mod disk;

@@ -27,7 +27,8 @@ pub struct Args {
     /// oci-archive:FILE[:TAG], docker-archive:FILE[:NAME[:TAG]].
     #[arg(value_parser = destination)]
     destination: String,
-    /// Compress every layer so: gzip, zstd or none.
+    /// Compress every layer so: gzip, zstd, zstd:chunked (zstd with a table of contents, for
+    /// partial pulls) or none.
     #[arg(long, value_parser = compression)]
     compress: Option<Compression>,
     /// The compression level (gzip 0-9, default 6; zstd 1-22, default 3).

@@ -34,6 +34,9 @@ pub struct Args {
 enum CompressArg {
     Gzip,
     Zstd,
+    /// zstd with a table of contents, for partial pulls.
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 #[derive(Serialize)]
@@ -76,6 +79,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         compression: match a.compress {
             CompressArg::Gzip => Compression::Gzip,
             CompressArg::Zstd => Compression::Zstd,
+            CompressArg::ZstdChunked => Compression::ZstdChunked,
         },
         chunk_bytes: None,
     };
