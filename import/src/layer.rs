@@ -111,7 +111,9 @@ pub(crate) fn tar_limits(limits: &Limits) -> TarLimits {
     TarLimits {
         max_record: limits.max_pax_record,
         max_raw_data: 1 << 20,
-        max_trailer: 16 << 20,
+        // GNU tar pads to its 10 KiB record, `-b 2048` to 1 MiB: kept as it is; longer padding
+        // becomes a zero run (a skeleton that builds before zero runs cannot read).
+        raw_trailer: 1 << 20,
     }
 }
 

@@ -18,6 +18,13 @@
 //! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
 //! compression; only its blob digest mapping is recorded.
 //!
+//! A layer is refused where the readers runtimes rely on would see another tree: where tar
+//! readers disagree ([`tarparse`] lists each corner and whether it agrees with Go's
+//! `archive/tar` or refuses), where a whiteout names an entry earlier in its own layer (the OCI
+//! spec keeps the entry, docker and containerd remove it), and where a whiteout or opaque
+//! marker resolves through a symlink of its own layer (the image's flattening refuses it). Each
+//! refusal is a typed error naming the entry; nothing is published.
+//!
 //! Modules: [`source`] (specs and the files of a source), [`resolve`] (to one image),
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],

@@ -18,7 +18,7 @@
 //!   sweeping         present while a gc sweep renames doomed files before its commit; opening
 //!                    a store where it was left (the sweep was killed) puts those files back
 //!   lock             flock: shared for short readers (whole run), and for imports and long
-//!                    reads while they pin, exclusive for the gc sweep
+//!                    reads while they pin, exclusive for the gc sweep and fsck's repairs
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
 //!   turnstile        flock a gc takes before `lock` and shared holders pass through, so a
 //!                    waiting gc is not starved by a stream of readers and imports
@@ -38,7 +38,8 @@
 //!   trust only refs, so a crash at any instant leaves a store that opens and holds every ref it
 //!   held before.
 //! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
-//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]). A merged tree
+//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]); a long run of
+//!   zeros (padding after the end-of-archive marker) is kept as its length ([`skeleton`]). A merged tree
 //!   (the flattened image a `merged/` ref pins during disk generation) is stored the same way.
 //! - An object file is trusted for dedup only if it holds the whole content: its size matches, or
 //!   it is a zstd frame declaring that size whose block chain and checksum end exactly at the end
@@ -51,9 +52,11 @@
 //!   place; between batches a gc may sweep, and spares what live leases pin. A lease may also
 //!   pin whole images by manifest digest, before they are stored ([`Lease::pin_images`]):
 //!   `bind` pins each image it pulls until its binding is recorded.
-//!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
+//!   The sweep — re-check, row deletes and, alongside, doomed renames — is one exclusive
 //!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
-//!   can doom object files.
+//!   can doom object files. The other is `fsck --repair`: it checks under the shared lock, then
+//!   re-checks and removes damaged objects and leftovers under the exclusive one, sparing what
+//!   live leases pin ([`fsck`]).
 //! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
 //!   digest; a `bound/ROOT/DIGEST` ref binds an image to it, with a `bindings` row naming the
 //!   reference it was bound as. Both change in one transaction; removing a root removes its
