@@ -7,14 +7,14 @@
 //! [`crate::object::Staging`]), so no policy can leave them out.
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
-//! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock and sets
-//! the sweep marker; the [`Sweep`] it returns is the only way to doom files, and
-//! [`Sweep::apply`] re-checks the mark, deletes the rows in one durable transaction while other
-//! threads doom (rename) the files, and releases the lock. The [`Doomed`] files it returns are
-//! unlinked afterwards, without the lock.
+//! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock; the
+//! [`Sweep`] it returns is the only way to doom files, and [`Sweep::apply`] re-checks the mark,
+//! deletes the rows in one durable transaction and releases the lock; then, under the dooming
+//! lock only, it dooms (renames) the files. The [`Doomed`] files it returns are unlinked
+//! afterwards, without any lock.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use rusqlite::Connection;
@@ -147,7 +147,7 @@ impl Doomed {
 #[must_use]
 pub struct Sweep<'s> {
     store: &'s Store,
-    _lock: StoreLock,
+    lock: Option<StoreLock>,
     ended: bool,
 }
 
@@ -158,6 +158,10 @@ pub struct Swept {
     pub removed: Dead,
     /// The files it doomed, to unlink now that the lock is released.
     pub doomed: Doomed,
+    /// How long it held the exclusive store lock (the re-check, the deletions, the commit).
+    pub lock_held: Duration,
+    /// How long renaming the doomed files took, after the lock was released.
+    pub renames: Duration,
 }
 
 /// Which images and layers are live, in temp tables named with `suffix` (so the mark's and the
@@ -380,9 +384,12 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
              AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
         [RefKind::Layer.like_pattern()],
     )?;
+    tx.execute("DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs)", [])?;
+    // The refs a policy drops may name images (gc's own policy drops none): the usage summary
+    // follows while their rows are still there.
+    crate::df::usage::sync(tx)?;
     tx.execute_batch(
-        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
-         DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+        "DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
          DELETE FROM layer_blobs WHERE diff_id IN
@@ -461,19 +468,18 @@ impl Store {
         }
     }
 
-    /// Start a sweep: wait for the exclusive lock, then set the sweep marker. The sweep's commit
-    /// would checkpoint the WAL (copy every page it changed into the database file) under the
-    /// lock; that waits until after it ([`Store::checkpoint`]).
+    /// Start a sweep: wait for the exclusive lock. The sweep's commit would checkpoint the WAL
+    /// (copy every page it changed into the database file) under the lock; that waits until
+    /// after it ([`Store::checkpoint`]). No file is touched before the sweep commits, so it
+    /// sets no sweep marker (that was for sweeps that renamed files before their commit).
     pub fn begin_sweep(&self) -> Result<Sweep<'_>> {
         let lock = self.lock(LockMode::Exclusive)?;
         self.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
-        let sweep = Sweep {
+        Ok(Sweep {
             store: self,
-            _lock: lock,
+            lock: Some(lock),
             ended: false,
-        };
-        self.set_sweep_marker()?;
-        Ok(sweep)
+        })
     }
 
     /// Copy what the WAL holds into the database file, as far as readers allow (a passive
@@ -489,48 +495,64 @@ impl Sweep<'_> {
     /// The sweep: one durable transaction re-checks `mark` against the index as it is now (a
     /// layer that became live since the mark — a new import, a new tag, a pin — keeps its
     /// objects; only what was dead at the mark and is still dead goes), deletes the dead refs,
-    /// images, layers and objects' rows and bumps the sweep generation, while other threads
-    /// rename the doomed loose files (dead objects' and strays') to `.gc-` names. If it fails,
-    /// the files go back. Either way the marker is removed and the lock released on return.
+    /// images, layers and objects' rows and bumps the sweep generation. That is all the
+    /// exclusive lock covers: it is released as soon as the transaction commits (or fails).
+    ///
+    /// The doomed loose files (dead objects' and strays') are then renamed to `.gc-` names
+    /// under the dooming lock ([`Store::dooming_lock`]), which the sweep takes before it lets
+    /// the store lock go: an import that pins after the commit waits for that lock before it
+    /// trusts a file it found, so it never relies on a file about to be renamed. Renaming after
+    /// the commit leaves nothing to put back if gc dies: a doomed file still at its name has no
+    /// row, and the next gc takes it for a stray. When the renames are done the generation is
+    /// bumped again, so a batch that opened while they ran looks at its files again.
     pub fn apply(mut self, mark: Mark, policy: RootPolicy<'_>) -> Result<Swept> {
         drop(mark);
         let store = self.store;
-        let swept = store.durable(true, |tx| -> Result<Swept> {
-            let t = Instant::now();
+        let held_since = Instant::now();
+        let committed = store.durable(true, |tx| -> Result<(Dead, Vec<ObjectId>)> {
             recheck(tx, policy)?;
-            log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
+            log::debug!("gc: sweep re-checked the mark in {:?}", held_since.elapsed());
             let doomed_ids = object_ids(
                 tx,
                 "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
             )?;
-            std::thread::scope(|s| {
-                let renames = s.spawn(|| {
-                    doomed_ids
-                        .par_iter()
-                        .map(|id| store.doom_loose(id))
-                        .collect::<Result<Vec<String>>>()
-                });
-                let removed = delete_rows(tx);
-                log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
-                let doomed = renames
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-                Ok(Swept {
-                    removed: removed?,
-                    doomed: Doomed {
-                        names: doomed?,
-                        trash: false,
-                    },
-                })
-            })
+            let removed = delete_rows(tx)?;
+            log::debug!("gc: sweep deleted the rows at {:?}", held_since.elapsed());
+            Ok((removed, doomed_ids))
         });
+        // Take the dooming lock before the store lock goes, so no import comes between.
+        let dooming = match committed {
+            Ok(_) => Some(store.dooming_lock(LockMode::Exclusive)),
+            Err(_) => None,
+        }
+        .transpose();
         self.ended = true;
-        self.end(swept.is_err())?;
-        swept
+        let end = self.end(committed.is_err());
+        drop(self.lock.take());
+        let lock_held = held_since.elapsed();
+        let (removed, doomed_ids) = committed?;
+        end?;
+        let _dooming = dooming?;
+        let renamed_at = Instant::now();
+        let names = doomed_ids
+            .par_iter()
+            .map(|id| store.doom_loose(id))
+            .collect::<Result<Vec<String>>>()?;
+        store.bump_sweep_generation()?;
+        Ok(Swept {
+            removed,
+            doomed: Doomed {
+                names,
+                trash: false,
+            },
+            lock_held,
+            renames: renamed_at.elapsed(),
+        })
     }
 
-    /// End the sweep: put doomed files back if its transaction did not commit, remove the
-    /// marker, let the WAL checkpoint again.
+    /// End the sweep: put doomed files back if its transaction did not commit (files an
+    /// earlier version's sweep doomed before its commit), remove the marker such a sweep left,
+    /// let the WAL checkpoint again.
     fn end(&self, restore: bool) -> Result<()> {
         if restore {
             // The transaction rolled back: its rows stand, so their files go back.

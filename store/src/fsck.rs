@@ -46,6 +46,9 @@ pub enum Finding {
         recorded: ObjectTotals,
         counted: ObjectTotals,
     },
+    /// The per-image usage summary df reads differs from the entries in this many images and
+    /// objects (`--repair` builds it again).
+    UsageSummary { differences: u64 },
     /// A layer lost content to `--repair` (heal.rs): import one of `images` again.
     DamagedLayer {
         diff_id: String,
@@ -270,6 +273,21 @@ impl Store {
                 let f = Finding::ObjectTotals { recorded, counted };
                 if opts.repair {
                     counted.record(&conn)?;
+                    rep.repaired.push(f);
+                } else {
+                    found.push(f);
+                }
+            }
+        }
+
+        // The per-image usage summary df reads.
+        {
+            let conn = self.conn();
+            let differences = crate::df::usage::differences(&conn)?;
+            if differences != 0 {
+                let f = Finding::UsageSummary { differences };
+                if opts.repair {
+                    crate::df::usage::rebuild(&conn)?;
                     rep.repaired.push(f);
                 } else {
                     found.push(f);

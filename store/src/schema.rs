@@ -236,6 +236,41 @@ const MIGRATIONS: &[&str] = &[
         checked INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 10 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
+    // transaction that changes image refs, so df costs a few rows at any store size. Filled
+    // here for the images stores already name, as df/usage.rs's sync would.
+    r#"
+    CREATE TABLE image_usage (
+        image INTEGER PRIMARY KEY,  -- images.id of an image an image/ ref names
+        exclusive_bytes INTEGER NOT NULL,
+        shared_bytes INTEGER NOT NULL
+    );
+    CREATE TABLE object_users (
+        id BLOB PRIMARY KEY,        -- an object the named images have
+        size INTEGER NOT NULL,
+        users INTEGER NOT NULL,     -- how many named images have it
+        user_sum INTEGER NOT NULL   -- the sum of their images.id (with one user, that user)
+    ) WITHOUT ROWID;
+    CREATE TEMP TABLE usage_pairs AS
+        SELECT DISTINCT il.image AS image, e.object AS object, e.size AS size
+        FROM image_layers il JOIN layers l ON l.diff_id = il.diff_id
+        JOIN entries e ON e.layer = l.id
+        WHERE e.kind = 0 AND e.object IS NOT NULL
+          AND il.image IN (SELECT i.id FROM refs r JOIN images i ON i.manifest_digest = r.target
+                           WHERE r.name >= 'image/' AND r.name < 'image0');
+    INSERT INTO object_users (id, size, users, user_sum)
+        SELECT object, max(size), count(*), sum(image) FROM usage_pairs GROUP BY object;
+    INSERT INTO image_usage (image, exclusive_bytes, shared_bytes)
+        SELECT i.id,
+               COALESCE((SELECT sum(p.size) FROM usage_pairs p JOIN object_users o
+                         ON o.id = p.object WHERE p.image = i.id AND o.users = 1), 0),
+               COALESCE((SELECT sum(p.size) FROM usage_pairs p JOIN object_users o
+                         ON o.id = p.object WHERE p.image = i.id AND o.users > 1), 0)
+        FROM images i
+        WHERE i.id IN (SELECT i.id FROM refs r JOIN images i ON i.manifest_digest = r.target
+                       WHERE r.name >= 'image/' AND r.name < 'image0');
+    DROP TABLE temp.usage_pairs;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -18,10 +18,12 @@ use crate::store::{LockMode, ObjectCompression, Store};
 /// The import does not hold the store lock while it runs, so a gc may sweep at any moment.
 /// New loose objects therefore wait in staging, and object files found present are noted, in a
 /// batch; [`Staging::flush`] (every [`FLUSH_AT`] objects, and before publishing) pins the batch
-/// to the lease under the shared store lock, then renames the waiting files into `objects/`.
-/// A file renamed after the pin is safe from every later sweep. A file found before the pin
-/// may have been swept in between: if the sweep generation moved since the batch opened, each
-/// one is looked at again, and one that is gone fails the import with [`Error::ObjectSwept`]
+/// to the lease under the shared store lock, waits for any sweep that committed before the pin
+/// to finish renaming its doomed files (the dooming lock, see [`Store::dooming_lock`]), then
+/// renames the waiting files into `objects/`. A file renamed after the pin is safe from every
+/// later sweep. A file found before the pin may have been swept in between: if the sweep
+/// generation moved since the batch opened, each one is looked at again, and one that is gone
+/// fails the import with [`Error::ObjectSwept`]
 /// (the import starts over with a new lease, and writes what is gone). Under
 /// [`Staging::pin_found_at_once`] (an import's last attempt), a file found present is pinned
 /// at once under the shared lock instead, so no sweep can come between, at the cost of a
@@ -96,6 +98,8 @@ impl<'s> Staging<'s> {
     /// sweep in between.
     fn find_and_pin(&self, id: ObjectId, size: u64) -> Result<Option<LooseFile>> {
         let _shared = self.store.lock(LockMode::Shared)?;
+        // A sweep that committed may still be renaming its files away: wait for it.
+        let _renamed = self.store.dooming_lock(LockMode::Shared)?;
         let found = self.store.loose_state(&id, size)?;
         if found.is_some() {
             self.store.pin_objects(&self.name, &[id])?;
@@ -144,7 +148,12 @@ impl<'s> Staging<'s> {
         let ids: Vec<ObjectId> = (batch.waiting.iter().map(|w| w.1))
             .chain(batch.found.iter().map(|f| f.0))
             .collect();
-        let now = self.store.pin_objects(&self.name, &ids)?;
+        self.store.pin_objects(&self.name, &ids)?;
+        // A sweep that committed before the pin may still be renaming its doomed files: wait
+        // until they are gone from their names, then read the generation (the sweep bumps it
+        // again when its renames are done, so a batch that opened meanwhile looks again).
+        let _renamed = self.store.dooming_lock(LockMode::Shared)?;
+        let now = self.store.sweep_generation()?;
         let mut corrections = Vec::new();
         for (tmp, id, size, file) in &batch.waiting {
             let on_disk = self.publish_temp(tmp, id, *size, *file)?;
