@@ -397,15 +397,71 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
          DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
          DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
          UPDATE counters SET value = value + 1 WHERE name = 'sweeps';
-         DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);
-         DELETE FROM inline_contents WHERE id IN
-             (SELECT content FROM gc_dead WHERE content IS NOT NULL);",
+         DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);",
     )?;
     ObjectTotals::sum_of_dead(tx)?.negated().add_to(tx)?;
     Ok(removed)
 }
 
+/// The counter that is 1 from a sweep's commit until the inline contents of the objects it
+/// removed are deleted (after its lock): while it is, inline contents no row names are expected
+/// (fsck does not count them as a problem), and a sweep that finds it set deletes every such
+/// content, not only its own (the one before was killed).
+pub(crate) const INLINE_PENDING: &str = "gc_inline_pending";
+
+/// Whether a sweep's inline contents are still to be deleted.
+pub(crate) fn inline_pending(conn: &Connection) -> Result<bool> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT value FROM counters WHERE name = ?1",
+            [INLINE_PENDING],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some_and(|v| v != 0))
+}
+
+/// Inline contents deleted per transaction after the lock: writers (pins, publishes) get the
+/// index between two batches.
+const CONTENT_BATCH: usize = 4096;
+
 impl Store {
+    /// Delete the inline contents of the objects the last sweep removed (`gc_dead`), and with
+    /// `all_orphans` every content no row names (a sweep before was killed before it deleted
+    /// its own), in small transactions; then clear the flag. No row names these contents and
+    /// new ones get new ids, so nothing can come to need them.
+    fn drop_dead_contents(&self, all_orphans: bool) -> Result<()> {
+        let conn = self.conn();
+        let sql = if all_orphans {
+            "SELECT id FROM inline_contents WHERE id NOT IN
+                 (SELECT content FROM objects WHERE content IS NOT NULL)"
+        } else {
+            "SELECT content FROM gc_dead WHERE content IS NOT NULL ORDER BY content"
+        };
+        let ids: Vec<i64> = conn
+            .prepare(sql)?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(conn);
+        for chunk in ids.chunks(CONTENT_BATCH) {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM inline_contents WHERE id = ?1")?;
+                for id in chunk {
+                    del.execute([id])?;
+                }
+            }
+            tx.commit()?;
+        }
+        self.conn().execute(
+            "UPDATE counters SET value = 0 WHERE name = ?1",
+            [INLINE_PENDING],
+        )?;
+        Ok(())
+    }
+
     /// Mark what a collection would remove, in one read snapshot, without any store lock:
     /// imports, checkouts and disks go on meanwhile. `policy` is asked for the roots as the
     /// snapshot sees the refs. Files no row names are found by a scan of `objects/` that runs
@@ -509,7 +565,7 @@ impl Sweep<'_> {
         drop(mark);
         let store = self.store;
         let held_since = Instant::now();
-        let committed = store.durable(true, |tx| -> Result<(Dead, Vec<ObjectId>)> {
+        let committed = store.durable(true, |tx| -> Result<(Dead, Vec<ObjectId>, bool)> {
             recheck(tx, policy)?;
             log::debug!("gc: sweep re-checked the mark in {:?}", held_since.elapsed());
             let doomed_ids = object_ids(
@@ -517,8 +573,16 @@ impl Sweep<'_> {
                 "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
             )?;
             let removed = delete_rows(tx)?;
+            // Their inline contents go after the lock (no row names them any more); until
+            // they are gone, a flag says so (see `drop_dead_contents`).
+            let earlier_left_some = inline_pending(tx)?;
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = 1",
+                [INLINE_PENDING],
+            )?;
             log::debug!("gc: sweep deleted the rows at {:?}", held_since.elapsed());
-            Ok((removed, doomed_ids))
+            Ok((removed, doomed_ids, earlier_left_some))
         });
         // Take the dooming lock before the store lock goes, so no import comes between.
         let dooming = match committed {
@@ -530,15 +594,18 @@ impl Sweep<'_> {
         let end = self.end(committed.is_err());
         drop(self.lock.take());
         let lock_held = held_since.elapsed();
-        let (removed, doomed_ids) = committed?;
+        let (removed, doomed_ids, earlier_left_some) = committed?;
         end?;
-        let _dooming = dooming?;
+        let dooming = dooming?;
         let renamed_at = Instant::now();
         let names = doomed_ids
             .par_iter()
             .map(|id| store.doom_loose(id))
             .collect::<Result<Vec<String>>>()?;
         store.bump_sweep_generation()?;
+        drop(dooming);
+        let renames = renamed_at.elapsed();
+        store.drop_dead_contents(earlier_left_some)?;
         Ok(Swept {
             removed,
             doomed: Doomed {
@@ -546,7 +613,7 @@ impl Sweep<'_> {
                 trash: false,
             },
             lock_held,
-            renames: renamed_at.elapsed(),
+            renames,
         })
     }
 

@@ -148,15 +148,31 @@ impl<'s> Staging<'s> {
         let ids: Vec<ObjectId> = (batch.waiting.iter().map(|w| w.1))
             .chain(batch.found.iter().map(|f| f.0))
             .collect();
-        self.store.pin_objects(&self.name, &ids)?;
-        // A sweep that committed before the pin may still be renaming its doomed files: wait
-        // until they are gone from their names, then read the generation (the sweep bumps it
-        // again when its renames are done, so a batch that opened meanwhile looks again).
-        let _renamed = self.store.dooming_lock(LockMode::Shared)?;
-        let now = self.store.sweep_generation()?;
+        let mut now = self.store.pin_objects(&self.name, &ids)?;
+        // A sweep that committed before the pin may still be renaming its doomed files. Only
+        // a file this batch found, or one that beat a waiting file to its name, can be one of
+        // them: then wait until the sweep's renames are done, and read the generation again
+        // (the sweep bumps it once more when they are, so a batch that opened meanwhile looks
+        // again). A batch of new content does not wait.
+        let mut renamed = None;
+        let mut wait_for_renames = || -> Result<u64> {
+            if renamed.is_none() {
+                renamed = Some(self.store.dooming_lock(LockMode::Shared)?);
+            }
+            self.store.sweep_generation()
+        };
+        if !batch.found.is_empty() {
+            now = wait_for_renames()?;
+        }
         let mut corrections = Vec::new();
         for (tmp, id, size, file) in &batch.waiting {
-            let on_disk = self.publish_temp(tmp, id, *size, *file)?;
+            let on_disk = match self.publish_temp(tmp, id, *size, *file)? {
+                Some(f) => f,
+                None => {
+                    now = wait_for_renames()?;
+                    self.publish_temp_over(tmp, id, *size, *file)?
+                }
+            };
             if on_disk != *file {
                 corrections.push((*id, on_disk));
             }
@@ -341,11 +357,34 @@ impl<'s> Staging<'s> {
         run().at(path)
     }
 
+    /// Move the (read-only) temp file to its object name if nothing has it; `None` if a file
+    /// is there already (see [`Staging::publish_temp_over`]).
+    fn publish_temp(
+        &self,
+        tmp: &str,
+        id: &ObjectId,
+        _size: u64,
+        file: LooseFile,
+    ) -> Result<Option<LooseFile>> {
+        let rel = id.rel_path();
+        match rustix::fs::renameat_with(
+            &self.dir,
+            tmp,
+            &self.store.objects,
+            rel.as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::EXIST) => Ok(None),
+            Err(e) => Err(Error::io(self.store.path.join("objects").join(rel), e)),
+        }
+    }
+
     /// Move the (read-only) temp file to its object name; returns what is there now. An object
     /// file that exists already and holds this content whole is a dedup hit and the temp file
     /// goes; anything else there is a damaged leftover (a crash before its data reached the
-    /// disk) and is replaced.
-    fn publish_temp(
+    /// disk) and is replaced. Called with no committed sweep's doomed file left at any name.
+    fn publish_temp_over(
         &self,
         tmp: &str,
         id: &ObjectId,
