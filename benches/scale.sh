@@ -9,7 +9,7 @@
 #   - an import that arrives while gc runs: how long it takes, beside the same import alone.
 # At the largest size it also counts the instructions (callgrind) of the first and of the last
 # import of the series, and times, in paired rounds, one more image imported into the full store
-# and into an empty one.
+# (before any rm) and into an empty one.
 # Usage: benches/scale.sh WORKDIR   (WORKDIR on the disk to measure; it needs about
 #   1.5 x the largest store: SHRINK 8 makes 1,000,000 objects about 5.5 GB)
 #   BIN_DIR  where layerstore and make-many-files are (default <repo>/target/release); use a copy
@@ -107,6 +107,21 @@ print(f"| {int(sys.argv[2]):,} | {int(sys.argv[3]):,} ({int(sys.argv[4]):,} loos
       f"{fw:.2f} / {fc:.2f} (imports {first[0][0]+1}-{first[-1][0]+1}) | {lw:.2f} / {lc:.2f} (imports {last[0][0]+1}-{last[-1][0]+1}) | {lw/fw:.2f} / {lc/fc:.2f} |")
 EOF
 )")
+  if [ "$n" = "${SIZES##* }" ]; then
+    # One more image into the full store (every image named) and into an empty one,
+    # paired rounds; the prepare step takes the image out again (rm, gc).
+    cat > "$out/pair-import-spec.json" << EOF
+{"variants": [
+ {"name": "empty", "prepare": "rm -rf $work/empty", "cmd": "LAYERSTORE_STORE=$work/empty $ls -q import oci:$work/oci:$probe_tag"},
+ {"name": "full", "prepare": "LAYERSTORE_STORE=$store $ls -q rm $probe_tag 2>/dev/null; LAYERSTORE_STORE=$store $ls -q gc", "cmd": "LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:$probe_tag"}
+]}
+EOF
+    python3 "$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py" "$out/pair-import.json" 4 \
+      "$out/pair-import-spec.json" > "$out/pair-import.txt" 2>&1 || notes+=("pair-import failed")
+    rm -rf "$work/empty"
+    "$ls" -q rm "$probe_tag" 2> /dev/null || true
+    "$ls" -q gc
+  fi
   # Half the images unnamed: what gc will collect.
   "$ls" -q rm $(seq -f 'img%g' $((images / 2)) $((images - 1)))
   hyperfine --style basic --warmup 2 --runs 10 --export-json "$out/stat-$n.json" \
@@ -147,18 +162,6 @@ EOF
       held=$(python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["lock_held"]*1000))' "$out/gc-probe-$n-$r.json")
       rows_probe+=("| $(printf "%'d" "$n") | $r | $alone | $during | $held |")
     done
-  fi
-  if [ "$n" = "${SIZES##* }" ]; then
-    # One more image into the full store and into an empty one, paired rounds.
-    cat > "$out/pair-import-spec.json" << EOF
-{"variants": [
- {"name": "empty", "prepare": "rm -rf $work/empty", "cmd": "LAYERSTORE_STORE=$work/empty $ls -q import oci:$work/oci:$probe_tag"},
- {"name": "full", "prepare": "LAYERSTORE_STORE=$store $ls -q rm $probe_tag 2>/dev/null; LAYERSTORE_STORE=$store $ls -q gc", "cmd": "LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:$probe_tag"}
-]}
-EOF
-    python3 "$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py" "$out/pair-import.json" 4 \
-      "$out/pair-import-spec.json" > "$out/pair-import.txt" 2>&1 || notes+=("pair-import failed")
-    rm -rf "$work/empty"
   fi
   rm -rf "$store" "$work/store.copy" "$work/floor"
 done
