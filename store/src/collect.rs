@@ -778,4 +778,100 @@ mod tests {
         assert!(s.object_ids().unwrap().is_empty());
         assert!(s.fsck(&Default::default()).unwrap().is_clean());
     }
+
+    /// What a sweep does between its commit and its renames, held there: the rows of `ids`
+    /// gone and the generation bumped (the commit), the dooming lock held. Returns the lock.
+    fn commit_a_sweep_of(s: &Store, ids: &[ObjectId]) -> StoreLock {
+        let conn = s.conn();
+        for id in ids {
+            conn.execute("DELETE FROM objects WHERE id = ?1", [&id.as_bytes()[..]])
+                .unwrap();
+        }
+        drop(conn);
+        s.bump_sweep_generation().unwrap();
+        s.dooming_lock(LockMode::Exclusive).unwrap()
+    }
+
+    /// An import batch that found a file a committed sweep has yet to rename waits for the
+    /// renames (the dooming lock) after its pin, and then finds the file gone: its flush fails
+    /// (the import retries and writes the content) instead of relying on a file about to go.
+    #[test]
+    fn a_flush_that_found_a_file_a_committed_sweep_dooms_waits_and_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let lease = s.begin_lease("import in flight").unwrap();
+        let content = [0u8; 10_000];
+        let (obj, hit) = lease.staging().put_bytes(&content).unwrap();
+        assert_eq!(hit, crate::object::PutOutcome::Deduplicated);
+        assert!(ids.contains(&obj.id));
+        let dooming = commit_a_sweep_of(&s, &ids);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| tx.send(lease.staging().flush()).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(rx.try_recv().is_err(), "the flush waits for the renames");
+            for id in &ids {
+                s.doom_loose(id).unwrap();
+            }
+            s.bump_sweep_generation().unwrap();
+            drop(dooming);
+            match rx.recv().unwrap() {
+                Err(Error::ObjectSwept { id }) => assert_eq!(id, obj.id.hex()),
+                other => panic!("flush after the renames: {other:?}"),
+            }
+        });
+    }
+
+    /// A batch of content nobody had (nothing found, no name taken) does not wait for a
+    /// sweep's renames.
+    #[test]
+    fn a_flush_of_new_content_does_not_wait_for_a_sweeps_renames() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let lease = s.begin_lease("import in flight").unwrap();
+        let (obj, hit) = lease.staging().put_bytes(&[9u8; 10_000]).unwrap();
+        assert_eq!(hit, crate::object::PutOutcome::Written);
+        let _dooming = commit_a_sweep_of(&s, &ids);
+        lease.staging().flush().unwrap();
+        assert!(s.loose_state(&obj.id, 10_000).unwrap().is_some());
+    }
+
+    /// A gc killed after its commit, before its renames and before it deleted the inline
+    /// contents of what it swept, leaves a sound store: the files are files no row names, the
+    /// contents are pending; the next gc removes both.
+    #[test]
+    fn a_gc_killed_after_its_commit_leaves_garbage_the_next_gc_removes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        // A swept inline object's content, left behind, with the flag a commit sets.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO inline_contents (data) VALUES (x'00');
+                 INSERT INTO counters (name, value) VALUES ('{INLINE_PENDING}', 1);"
+            ))
+            .unwrap();
+        drop(commit_a_sweep_of(&s, &ids));
+        for _ in &ids {
+            ObjectTotals::row(10_000, true, 10_000)
+                .negated()
+                .add_to(&s.conn())
+                .unwrap();
+        }
+        let rep = s.fsck(&Default::default()).unwrap();
+        assert!(rep.is_clean(), "{:?}", rep.findings);
+        assert_eq!(rep.unreferenced_files, ids.len() as u64 + 1);
+
+        let mark = s.mark(&nothing).unwrap();
+        assert_eq!(mark.dead().stray_files, ids.len() as u64 + 1);
+        let swept = s.begin_sweep().unwrap().apply(mark, &nothing).unwrap();
+        swept.doomed.unlink(&s).unwrap();
+        assert!(s.scan_objects().unwrap().ids.is_empty());
+        let left: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM inline_contents", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "the pending contents went with the next sweep");
+        assert!(!inline_pending(&s.conn()).unwrap());
+        assert!(s.fsck(&Default::default()).unwrap().is_clean());
+    }
 }

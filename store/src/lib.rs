@@ -15,10 +15,12 @@
 //!                    combination of mode, owner and xattrs, mtime 0, made on first use;
 //!                    disposable (variant.rs)
 //!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
-//!   sweeping         present while a gc sweep renames doomed files before its commit; opening
-//!                    a store where it was left (the sweep was killed) puts those files back
+//!   sweeping         left by a gc of an earlier version killed while it renamed doomed files
+//!                    before its commit; opening the store puts those files back
 //!   lock             flock: shared for short readers (whole run), and for imports and long
-//!                    reads while they pin, exclusive for the gc sweep
+//!                    reads while they pin, exclusive for the gc sweep's transaction
+//!   dooming          flock: exclusive while a committed sweep renames its doomed files; an
+//!                    import that found a file takes it shared before trusting the file
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
 //!   turnstile        flock a gc takes before `lock` and shared holders pass through, so a
 //!                    waiting gc is not starved by a stream of readers and imports
@@ -49,9 +51,14 @@
 //!   layers they read to a lease ([`Store::pin_image`]). An import holds it only while it pins a
 //!   batch of objects (or the stored layers it builds on) and renames the batch's files into
 //!   place; between batches a gc may sweep, and spares what live leases pin.
-//!   The sweep — re-check, row deletes and, alongside, doomed renames — is the only exclusive
-//!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
-//!   can doom object files.
+//!   The sweep's transaction — re-check, row deletes — is the only exclusive holder; nothing
+//!   per file happens under it. Only a [`collect::Sweep`] can doom object files: after its
+//!   commit, under the `dooming` lock, which it takes before it lets `lock` go. A batch that
+//!   found a file present waits for that lock after its pin, then looks again if the sweep
+//!   generation moved (the sweep bumps it again when its renames are done). The inline
+//!   contents of swept objects are deleted after the lock, in small transactions.
+//! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `object_users`)
+//!   that every transaction changing image refs keeps up to date ([`df`]), never the entries.
 //! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
 //!   digest; a `bound/ROOT/DIGEST` ref binds an image to it, with a `bindings` row naming the
 //!   reference it was bound as. Both change in one transaction; removing a root removes its
