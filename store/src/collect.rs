@@ -304,6 +304,29 @@ fn mark_rows(conn: &Connection, policy: RootPolicy<'_>) -> Result<Dead> {
 
 /// What the temp tables describe (without the strays).
 fn describe(conn: &Connection) -> Result<Dead> {
+    let mut p = describe_lists(conn)?;
+    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
+         FROM gc_dead",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    p.objects = objects as u64;
+    p.object_bytes = object_bytes as u64;
+    p.stored_bytes = stored_bytes as u64;
+    p.loose_files = loose_files as u64;
+    Ok(p)
+}
+
+/// The refs, images and layers the temp tables describe.
+fn describe_lists(conn: &Connection) -> Result<Dead> {
     let strings = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
         let mut stmt = conn.prepare(sql)?;
         let v = stmt
@@ -311,7 +334,7 @@ fn describe(conn: &Connection) -> Result<Dead> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
     };
-    let mut p = Dead {
+    let p = Dead {
         layer_refs: strings(
             "SELECT name FROM refs WHERE name LIKE ?1
              AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
@@ -332,23 +355,6 @@ fn describe(conn: &Connection) -> Result<Dead> {
         )?,
         ..Dead::default()
     };
-    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
-        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
-         FROM gc_dead",
-        [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        },
-    )?;
-    p.objects = objects as u64;
-    p.object_bytes = object_bytes as u64;
-    p.stored_bytes = stored_bytes as u64;
-    p.loose_files = loose_files as u64;
     Ok(p)
 }
 
@@ -375,9 +381,18 @@ fn recheck(tx: &Connection, policy: RootPolicy<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The sweep's deletions, in its transaction: what the re-checked mark found dead.
-fn delete_rows(tx: &Connection) -> Result<Dead> {
-    let mut removed = describe(tx)?;
+/// The prefix of a dead layer's key from the sweep's commit until its rows are deleted (after
+/// the lock): `gc:ID`. No digest or merged key starts so, so nothing finds the layer by key any
+/// more, and its row keeps its id (so no new layer takes the id of entries still there).
+pub(crate) const TOMBSTONE_PREFIX: &str = "gc:";
+
+/// The sweep's transaction, under the exclusive lock: what the re-checked mark found dead
+/// becomes unreachable. Refs, image rows and blob mappings go; dead layers become tombstones
+/// (`gc:ID`, merged); nothing per object or per entry happens here, so the lock does not grow
+/// with what is swept. Returns what went (without the objects: see [`Store::drop_dead_rows`])
+/// and the highest layer id now: layers above it are published after the commit.
+fn flip(tx: &Connection) -> Result<(Dead, i64)> {
+    let mut removed = describe_lists(tx)?;
     (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
     tx.execute(
         "DELETE FROM refs WHERE name LIKE ?1
@@ -388,78 +403,121 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
     // The refs a policy drops may name images (gc's own policy drops none): the usage summary
     // follows while their rows are still there.
     crate::df::usage::sync(tx)?;
-    tx.execute_batch(
+    tx.execute_batch(&format!(
         "DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
          DELETE FROM layer_blobs WHERE diff_id IN
              (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
-         DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
-         DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
-         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';
-         DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);",
-    )?;
-    ObjectTotals::sum_of_dead(tx)?.negated().add_to(tx)?;
-    Ok(removed)
+         UPDATE layers SET diff_id = '{TOMBSTONE_PREFIX}' || id, merged = 1
+             WHERE id IN (SELECT id FROM gc_dead_layers);
+         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';"
+    ))?;
+    let top: i64 = tx.query_row("SELECT COALESCE(max(id), 0) FROM layers", [], |r| r.get(0))?;
+    Ok((removed, top))
 }
 
-/// The counter that is 1 from a sweep's commit until the inline contents of the objects it
-/// removed are deleted (after its lock): while it is, inline contents no row names are expected
-/// (fsck does not count them as a problem), and a sweep that finds it set deletes every such
-/// content, not only its own (the one before was killed).
-pub(crate) const INLINE_PENDING: &str = "gc_inline_pending";
-
-/// Whether a sweep's inline contents are still to be deleted.
-pub(crate) fn inline_pending(conn: &Connection) -> Result<bool> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .query_row(
-            "SELECT value FROM counters WHERE name = ?1",
-            [INLINE_PENDING],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?
-        .is_some_and(|v| v != 0))
-}
-
-/// Inline contents deleted per transaction after the lock: writers (pins, publishes) get the
+/// Objects whose rows go per transaction after the lock: writers (pins, publishes) get the
 /// index between two batches.
-const CONTENT_BATCH: usize = 4096;
+const ROW_BATCH: usize = 4096;
+
+/// A dead object's row as the mark saw it.
+struct DeadRow {
+    id: ObjectId,
+    size: i64,
+    stored: i64,
+    loose: bool,
+    content: Option<i64>,
+}
 
 impl Store {
-    /// Delete the inline contents of the objects the last sweep removed (`gc_dead`), and with
-    /// `all_orphans` every content no row names (a sweep before was killed before it deleted
-    /// its own), in small transactions; then clear the flag. No row names these contents and
-    /// new ones get new ids, so nothing can come to need them.
-    fn drop_dead_contents(&self, all_orphans: bool) -> Result<()> {
-        let conn = self.conn();
-        let sql = if all_orphans {
-            "SELECT id FROM inline_contents WHERE id NOT IN
-                 (SELECT content FROM objects WHERE content IS NOT NULL)"
-        } else {
-            "SELECT content FROM gc_dead WHERE content IS NOT NULL ORDER BY content"
-        };
-        let ids: Vec<i64> = conn
-            .prepare(sql)?
+    /// The sweep's deletions after the lock, in small transactions: the entries and rows of
+    /// the tombstoned layers first, then the rows (and inline contents) of the dead objects.
+    /// In that order a row goes only once no entry names it, and a file (renamed by the
+    /// caller, after this) only once its row is gone, so a sweep killed at any point leaves
+    /// garbage the next one takes (tombstones are dead layers, rows no layer names are dead
+    /// objects, files without rows are strays). Each batch spares what became needed since the
+    /// commit: objects pinned by a lease, or named by a layer published after it (ids above
+    /// `top`; a dead layer's content imported again is such a layer). Returns the object
+    /// figures of what went and the loose objects whose files are to be renamed.
+    fn drop_dead_rows(&self, top: i64) -> Result<(Dead, Vec<ObjectId>)> {
+        let layers: Vec<i64> = self
+            .conn()
+            .prepare("SELECT id FROM gc_dead_layers ORDER BY id")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        drop(conn);
-        for chunk in ids.chunks(CONTENT_BATCH) {
+        for layer in layers {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut del = tx.prepare_cached("DELETE FROM inline_contents WHERE id = ?1")?;
-                for id in chunk {
-                    del.execute([id])?;
-                }
-            }
+            tx.execute("DELETE FROM entries WHERE layer = ?1", [layer])?;
+            tx.execute(
+                "DELETE FROM layers WHERE id = ?1 AND diff_id LIKE ?2",
+                rusqlite::params![layer, format!("{TOMBSTONE_PREFIX}%")],
+            )?;
             tx.commit()?;
         }
-        self.conn().execute(
-            "UPDATE counters SET value = 0 WHERE name = ?1",
-            [INLINE_PENDING],
-        )?;
-        Ok(())
+        let rows: Vec<DeadRow> = {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare("SELECT id, size, stored, loose, content FROM gc_dead ORDER BY id")?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)?
+                    && let Some(id) = ObjectId::from_slice(b)
+                {
+                    out.push(DeadRow {
+                        id,
+                        size: r.get(1)?,
+                        stored: r.get(2)?,
+                        loose: r.get::<_, i64>(3)? != 0,
+                        content: r.get(4)?,
+                    });
+                }
+            }
+            out
+        };
+        let mut gone = Dead::default();
+        let mut loose = Vec::new();
+        for batch in rows.chunks(ROW_BATCH) {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let spared: IdMap<()> = object_ids(
+                &tx,
+                &format!(
+                    "SELECT object FROM entries WHERE layer > {top} AND object IS NOT NULL
+                     UNION ALL SELECT id FROM gc_pinned"
+                ),
+            )?
+            .into_iter()
+            .map(|id| (id, ()))
+            .collect();
+            let mut totals = ObjectTotals::default();
+            {
+                let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+                let mut del_content =
+                    tx.prepare_cached("DELETE FROM inline_contents WHERE id = ?1")?;
+                for r in batch.iter().filter(|r| !spared.contains_key(&r.id)) {
+                    if del.execute([&r.id.as_bytes()[..]])? == 0 {
+                        continue;
+                    }
+                    if let Some(c) = r.content {
+                        del_content.execute([c])?;
+                    }
+                    totals += ObjectTotals::row(r.size as u64, r.loose, r.stored as u64);
+                    gone.objects += 1;
+                    gone.object_bytes += r.size as u64;
+                    gone.stored_bytes += r.stored as u64;
+                    if r.loose {
+                        gone.loose_files += 1;
+                        loose.push(r.id);
+                    }
+                }
+            }
+            totals.negated().add_to(&tx)?;
+            tx.commit()?;
+        }
+        Ok((gone, loose))
     }
 
     /// Mark what a collection would remove, in one read snapshot, without any store lock:
@@ -565,24 +623,13 @@ impl Sweep<'_> {
         drop(mark);
         let store = self.store;
         let held_since = Instant::now();
-        let committed = store.durable(true, |tx| -> Result<(Dead, Vec<ObjectId>, bool)> {
+        let committed = store.durable(true, |tx| -> Result<(Dead, i64, Vec<ObjectId>)> {
             recheck(tx, policy)?;
             log::debug!("gc: sweep re-checked the mark in {:?}", held_since.elapsed());
-            let doomed_ids = object_ids(
-                tx,
-                "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
-            )?;
-            let removed = delete_rows(tx)?;
-            // Their inline contents go after the lock (no row names them any more); until
-            // they are gone, a flag says so (see `drop_dead_contents`).
-            let earlier_left_some = inline_pending(tx)?;
-            tx.execute(
-                "INSERT INTO counters (name, value) VALUES (?1, 1)
-                 ON CONFLICT (name) DO UPDATE SET value = 1",
-                [INLINE_PENDING],
-            )?;
-            log::debug!("gc: sweep deleted the rows at {:?}", held_since.elapsed());
-            Ok((removed, doomed_ids, earlier_left_some))
+            let strays = object_ids(tx, "SELECT id FROM gc_strays")?;
+            let (removed, top) = flip(tx)?;
+            log::debug!("gc: sweep flipped the dead set at {:?}", held_since.elapsed());
+            Ok((removed, top, strays))
         });
         // Take the dooming lock before the store lock goes, so no import comes between.
         let dooming = match committed {
@@ -594,18 +641,25 @@ impl Sweep<'_> {
         let end = self.end(committed.is_err());
         drop(self.lock.take());
         let lock_held = held_since.elapsed();
-        let (removed, doomed_ids, earlier_left_some) = committed?;
+        let (mut removed, top, strays) = committed?;
         end?;
         let dooming = dooming?;
-        let renamed_at = Instant::now();
+        let after = Instant::now();
+        let (gone, mut doomed_ids) = store.drop_dead_rows(top)?;
+        log::debug!(
+            "gc: {} object rows deleted after the lock in {:?}",
+            gone.objects,
+            after.elapsed()
+        );
+        (removed.objects, removed.object_bytes) = (gone.objects, gone.object_bytes);
+        (removed.stored_bytes, removed.loose_files) = (gone.stored_bytes, gone.loose_files);
+        doomed_ids.extend(strays);
         let names = doomed_ids
             .par_iter()
             .map(|id| store.doom_loose(id))
             .collect::<Result<Vec<String>>>()?;
         store.bump_sweep_generation()?;
         drop(dooming);
-        let renames = renamed_at.elapsed();
-        store.drop_dead_contents(earlier_left_some)?;
         Ok(Swept {
             removed,
             doomed: Doomed {
@@ -613,7 +667,7 @@ impl Sweep<'_> {
                 trash: false,
             },
             lock_held,
-            renames,
+            renames: after.elapsed(),
         })
     }
 
@@ -836,22 +890,31 @@ mod tests {
         assert!(s.loose_state(&obj.id, 10_000).unwrap().is_some());
     }
 
-    /// A gc killed after its commit, before its renames and before it deleted the inline
-    /// contents of what it swept, leaves a sound store: the files are files no row names, the
-    /// contents are pending; the next gc removes both.
+    /// A gc killed after its commit, half-way through the deletions after its lock: a dead
+    /// layer is a tombstone whose entries still name an object (whose row stands), other
+    /// objects' rows are gone but their files not yet renamed. The store is sound (those files
+    /// are files no row names), and the next gc removes all of it.
     #[test]
     fn a_gc_killed_after_its_commit_leaves_garbage_the_next_gc_removes() {
         let tmp = tempfile::tempdir().unwrap();
         let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
-        // A swept inline object's content, left behind, with the flag a commit sets.
         s.conn()
             .execute_batch(&format!(
-                "INSERT INTO inline_contents (data) VALUES (x'00');
-                 INSERT INTO counters (name, value) VALUES ('{INLINE_PENDING}', 1);"
+                "INSERT INTO layers (id, diff_id, merged, tar_size, entry_count, content_size,
+                                     skeleton, imported_at)
+                     VALUES (7, '{TOMBSTONE_PREFIX}7', 1, 0, 1, 10000, x'', 0);"
             ))
             .unwrap();
-        drop(commit_a_sweep_of(&s, &ids));
-        for _ in &ids {
+        s.conn()
+            .execute(
+                "INSERT INTO entries (layer, seq, path, kind, mode, uid, gid, mtime, mtime_nsec,
+                                      size, object, dev_major, dev_minor)
+                     VALUES (7, 0, x'61', 0, 420, 0, 0, 0, 0, 10000, ?1, 0, 0)",
+                [&ids[0].as_bytes()[..]],
+            )
+            .unwrap();
+        drop(commit_a_sweep_of(&s, &ids[1..]));
+        for _ in &ids[1..] {
             ObjectTotals::row(10_000, true, 10_000)
                 .negated()
                 .add_to(&s.conn())
@@ -859,19 +922,20 @@ mod tests {
         }
         let rep = s.fsck(&Default::default()).unwrap();
         assert!(rep.is_clean(), "{:?}", rep.findings);
-        assert_eq!(rep.unreferenced_files, ids.len() as u64 + 1);
+        assert_eq!(rep.unreferenced_files, ids.len() as u64);
 
         let mark = s.mark(&nothing).unwrap();
-        assert_eq!(mark.dead().stray_files, ids.len() as u64 + 1);
+        assert_eq!(mark.dead().layers, vec![format!("{TOMBSTONE_PREFIX}7")]);
+        assert_eq!(mark.dead().objects, 1);
+        assert_eq!(mark.dead().stray_files, ids.len() as u64);
         let swept = s.begin_sweep().unwrap().apply(mark, &nothing).unwrap();
         swept.doomed.unlink(&s).unwrap();
         assert!(s.scan_objects().unwrap().ids.is_empty());
         let left: i64 = s
             .conn()
-            .query_row("SELECT count(*) FROM inline_contents", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM layers", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(left, 0, "the pending contents went with the next sweep");
-        assert!(!inline_pending(&s.conn()).unwrap());
+        assert_eq!(left, 0, "the tombstone went with the next sweep");
         assert!(s.fsck(&Default::default()).unwrap().is_clean());
     }
 }

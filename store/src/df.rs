@@ -85,11 +85,6 @@ impl ObjectTotals {
         Self::sum_of(conn, "objects", "COALESCE(stored, size)")
     }
 
-    /// The totals over gc's dead objects (the temp table `gc_dead`, see `collect.rs`).
-    pub(crate) fn sum_of_dead(conn: &rusqlite::Connection) -> Result<Self> {
-        Self::sum_of(conn, "gc_dead", "stored")
-    }
-
     /// The totals over `table`, any table with the columns `size` and `loose`, with `stored`
     /// the SQL for a row's stored bytes.
     fn sum_of(conn: &rusqlite::Connection, table: &str, stored: &str) -> Result<Self> {

@@ -242,10 +242,8 @@ impl Store {
             }
         }
 
-        // Inline contents that no object names. A sweep deletes its objects' contents after
-        // its lock; while it has not (or if it was killed before it did), they are expected,
-        // and the next sweep deletes them.
-        if !crate::collect::inline_pending(&self.conn())? {
+        // Inline contents that no object names (a sweep deletes both in one transaction).
+        {
             let conn = self.conn();
             const ORPHANS: &str = "FROM inline_contents WHERE id NOT IN
                  (SELECT content FROM objects WHERE content IS NOT NULL)";
