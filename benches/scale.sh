@@ -20,6 +20,8 @@
 #   ROUNDS   paired gc/rm -rf rounds per size (default 3; 1 at 1,000,000, where each round
 #            would need another copy of the store)
 #   CALLGRIND  1 (default) to count instructions of the first and last import at the largest size
+#   PROBE_SIZES  the sizes at which an import arriving during gc is timed (default 100000)
+#   PAIR_ROUNDS  rounds of the one-more-image pair at the largest size (default 4)
 #   REPORT   the Markdown report (default RUN_DIR/scale.md, see run_dir in benches/lib.sh)
 # Raw data (per-import times, gc JSON, pair samples) go to WORKDIR/out.
 set -euo pipefail
@@ -116,7 +118,7 @@ EOF
  {"name": "full", "prepare": "LAYERSTORE_STORE=$store $ls -q rm $probe_tag 2>/dev/null; LAYERSTORE_STORE=$store $ls -q gc", "cmd": "LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:$probe_tag"}
 ]}
 EOF
-    python3 "$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py" "$out/pair-import.json" 4 \
+    python3 "$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py" "$out/pair-import.json" "${PAIR_ROUNDS:-4}" \
       "$out/pair-import-spec.json" > "$out/pair-import.txt" 2>&1 || notes+=("pair-import failed")
     rm -rf "$work/empty"
     "$ls" -q rm "$probe_tag" 2> /dev/null || true
@@ -124,7 +126,7 @@ EOF
   fi
   # Half the images unnamed: what gc will collect.
   "$ls" -q rm $(seq -f 'img%g' $((images / 2)) $((images - 1)))
-  hyperfine --style basic --warmup 2 --runs 10 --export-json "$out/stat-$n.json" \
+  hyperfine -N --style basic --warmup 2 --runs 10 --export-json "$out/stat-$n.json" \
     "$ls df" "$ls images" "$ls gc --dry-run" > "$out/stat-$n.log" 2>&1
   read -r df_ms images_ms plan_ms < <(ms_mean "$out/stat-$n.json")
   rows_stat+=("| $(printf "%'d" "$n") | $df_ms | $images_ms | $plan_ms |")
@@ -149,7 +151,7 @@ EOF
   "$ls" -q fsck > /dev/null || notes+=("fsck after gc at $n found problems")
   # An import arriving while gc runs, beside the same import alone (both of the probe image
   # into the store as it was before gc; the copy at sizes with several rounds).
-  if [ "$rounds" -gt 1 ]; then
+  if [[ " ${PROBE_SIZES:-100000} " == *" $n "* ]] && [ "$rounds" -gt 1 ]; then
     for r in 1 2; do
       rm -rf "$store" && cp -a "$work/store.copy" "$store" && sync
       read -r alone _ < <(timed "$ls" -q import "oci:$work/oci:$probe_tag")
@@ -192,7 +194,7 @@ mkdir -p "$(dirname "$REPORT")"
   echo
   [ -n "$callgrind_line" ] && echo "$callgrind_line" && echo
   if [ -f "$out/pair-import.txt" ]; then
-    echo "One more image into the full store vs into an empty store (pair.py, 4 rounds):"
+    echo "One more image into the full store vs into an empty store (pair.py, ${PAIR_ROUNDS:-4} rounds):"
     echo; echo '```'; tail -n 4 "$out/pair-import.txt"; echo '```'; echo
   fi
   echo "## df, images, gc --dry-run (hyperfine, 10 runs, mean ms; half the images unnamed)"

@@ -459,7 +459,12 @@ impl Store {
         let rows: Vec<DeadRow> = {
             let conn = self.conn();
             let mut stmt =
-                conn.prepare("SELECT id, size, stored, loose, content FROM gc_dead ORDER BY id")?;
+                // Inline contents (the big table) in their order, so that each batch dirties
+                // a run of its pages rather than pages all over it; then the loose ones.
+                conn.prepare(
+                    "SELECT id, size, stored, loose, content FROM gc_dead
+                     ORDER BY content IS NULL, content, id",
+                )?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -645,7 +650,13 @@ impl Sweep<'_> {
         end?;
         let dooming = dooming?;
         let after = Instant::now();
-        let (gone, mut doomed_ids) = store.drop_dead_rows(top)?;
+        // The WAL still does not checkpoint (begin_sweep): gc checkpoints once, beside its
+        // unlinks, instead of at every few batches here.
+        let dropped = store.drop_dead_rows(top);
+        store
+            .conn()
+            .pragma_update(None, "wal_autocheckpoint", 1000)?;
+        let (gone, mut doomed_ids) = dropped?;
         log::debug!(
             "gc: {} object rows deleted after the lock in {:?}",
             gone.objects,
@@ -671,18 +682,21 @@ impl Sweep<'_> {
         })
     }
 
-    /// End the sweep: put doomed files back if its transaction did not commit (files an
-    /// earlier version's sweep doomed before its commit), remove the marker such a sweep left,
-    /// let the WAL checkpoint again.
-    fn end(&self, restore: bool) -> Result<()> {
-        if restore {
+    /// End the sweep's locked part: put doomed files back if its transaction did not commit
+    /// (files an earlier version's sweep doomed before its commit), remove the marker such a
+    /// sweep left, and if it failed, let the WAL checkpoint again (else [`Sweep::apply`] does,
+    /// once its deletions after the lock are done).
+    fn end(&self, failed: bool) -> Result<()> {
+        if failed {
             // The transaction rolled back: its rows stand, so their files go back.
             self.store.restore_doomed()?;
         }
         self.store.end_sweep()?;
-        self.store
-            .conn()
-            .pragma_update(None, "wal_autocheckpoint", 1000)?;
+        if failed {
+            self.store
+                .conn()
+                .pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
         Ok(())
     }
 }
