@@ -399,7 +399,10 @@ fn flip(tx: &Connection) -> Result<(Dead, i64)> {
              AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
         [RefKind::Layer.like_pattern()],
     )?;
-    tx.execute("DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs)", [])?;
+    tx.execute(
+        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs)",
+        [],
+    )?;
     // The refs a policy drops may name images (gc's own policy drops none): the usage summary
     // follows while their rows are still there.
     crate::df::usage::sync(tx)?;
@@ -630,10 +633,16 @@ impl Sweep<'_> {
         let held_since = Instant::now();
         let committed = store.durable(true, |tx| -> Result<(Dead, i64, Vec<ObjectId>)> {
             recheck(tx, policy)?;
-            log::debug!("gc: sweep re-checked the mark in {:?}", held_since.elapsed());
+            log::debug!(
+                "gc: sweep re-checked the mark in {:?}",
+                held_since.elapsed()
+            );
             let strays = object_ids(tx, "SELECT id FROM gc_strays")?;
             let (removed, top) = flip(tx)?;
-            log::debug!("gc: sweep flipped the dead set at {:?}", held_since.elapsed());
+            log::debug!(
+                "gc: sweep flipped the dead set at {:?}",
+                held_since.elapsed()
+            );
             Ok((removed, top, strays))
         });
         // Take the dooming lock before the store lock goes, so no import comes between.

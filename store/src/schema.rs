@@ -449,7 +449,8 @@ mod tests {
         for m in &MIGRATIONS[..mine] {
             conn.execute_batch(m).unwrap();
         }
-        conn.pragma_update(None, "user_version", mine as u32).unwrap();
+        conn.pragma_update(None, "user_version", mine as u32)
+            .unwrap();
         // Images 1 and 2 named, 3 not; layer n holds objects [n, n + 1] of n * 10 bytes.
         for n in 1..=3i64 {
             conn.execute(

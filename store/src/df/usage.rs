@@ -404,6 +404,9 @@ mod tests {
         let repair = crate::fsck::FsckOptions { repair: true };
         s.fsck(&repair).unwrap();
         assert_eq!(differences(&s.conn()).unwrap(), 0);
-        assert_eq!(recorded(&s.conn()).unwrap().unwrap()[&1], (101 + 201 + 301, 0));
+        assert_eq!(
+            recorded(&s.conn()).unwrap().unwrap()[&1],
+            (101 + 201 + 301, 0)
+        );
     }
 }
