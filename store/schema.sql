@@ -146,6 +146,14 @@ CREATE TABLE lease_layers (
 ) WITHOUT ROWID;
 CREATE INDEX lease_layers_lease ON lease_layers(lease);
 
+-- Images a lease pins whole by manifest digest, perhaps before they are stored (bind).
+CREATE TABLE lease_images (
+    digest TEXT NOT NULL,       -- manifest digest
+    lease TEXT NOT NULL,
+    PRIMARY KEY (digest, lease)
+) WITHOUT ROWID;
+CREATE INDEX lease_images_lease ON lease_images(lease);
+
 -- The import reading a layer now; others wait for it instead of reading it too.
 CREATE TABLE layer_claims (
     diff_id TEXT PRIMARY KEY,

@@ -29,6 +29,10 @@ pub struct Global {
     /// more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Never reach a registry: a command that would (a docker:// import, push, prepare, bind,
+    /// latest docker://) fails at once instead; the others run as usual.
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 /// A result a command prints: serialized as is with `--json`, drawn as text otherwise.
@@ -55,6 +59,8 @@ pub struct Context {
     pub json: bool,
     pub quiet: bool,
     pub verbose: u8,
+    /// `--offline`: no command reaches a registry.
+    pub offline: bool,
     store_path: PathBuf,
     out: RefCell<Recorder<std::io::Stdout>>,
 }
@@ -65,6 +71,7 @@ impl Context {
             json: g.json,
             quiet: g.quiet,
             verbose: g.verbose,
+            offline: g.offline,
             store_path: g.store.unwrap_or_else(default_store),
             out: RefCell::new(Recorder::new(std::io::stdout())),
         }

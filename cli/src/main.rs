@@ -45,6 +45,7 @@ enum Command {
     Ls(cmd::ls::Args),
     Cat(cmd::cat::Args),
     Checkout(cmd::checkout::Args),
+    Export(cmd::export::Args),
     ExportLayer(cmd::export_layer::Args),
     Df(cmd::df::Args),
     Fsck(cmd::fsck::Args),
@@ -57,6 +58,7 @@ enum Command {
     Rm(cmd::rm::Args),
     Root(cmd::root::Args),
     Latest(cmd::latest::Args),
+    Stash(cmd::stash::Args),
     Bind(cmd::bind::BindArgs),
     Unbind(cmd::bind::UnbindArgs),
 }
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => cmd::ls::run(&ctx, a),
         Command::Cat(a) => cmd::cat::run(&ctx, a),
         Command::Checkout(a) => cmd::checkout::run(&ctx, a),
+        Command::Export(a) => cmd::export::run(&ctx, a),
         Command::ExportLayer(a) => cmd::export_layer::run(&ctx, a),
         Command::Df(a) => cmd::df::run(&ctx, a),
         Command::Fsck(a) => cmd::fsck::run(&ctx, a),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Root(a) => cmd::root::run(&ctx, a),
         Command::Latest(a) => cmd::latest::run(&ctx, a),
+        Command::Stash(a) => cmd::stash::run(&ctx, a),
         Command::Bind(a) => cmd::bind::bind(&ctx, a),
         Command::Unbind(a) => cmd::bind::unbind(&ctx, a),
     };

@@ -102,6 +102,28 @@ pub fn why(store: &Store, subject: &Subject) -> Result<Vec<Reason>> {
             .map(|p| (p, None))
             .collect(),
     };
+    // Images a lease pins whole (a bind in flight): the image itself, and what its layers hold.
+    for (p, d) in store.lease_image_pins()? {
+        let lease = |layer: Option<String>| Reason {
+            root: format!("lease/{}", p.lease),
+            via: p.what.clone(),
+            layer,
+        };
+        if let Subject::Image(x) = subject {
+            if *x == d {
+                reasons.push(lease(None));
+            }
+            continue;
+        }
+        if let Some(image) = store.image_by_digest(&d)? {
+            for l in &image.layers {
+                let diff_id = l.diff_id.to_string();
+                if holding.contains(&diff_id) {
+                    reasons.push(lease(Some(diff_id)));
+                }
+            }
+        }
+    }
     reasons.extend(pins.into_iter().map(|(p, layer)| Reason {
         root: format!("lease/{}", p.lease),
         via: p.what,

@@ -245,6 +245,7 @@ impl<'a> Attempt<'a> {
             manifest_digest: image.manifest_digest,
             config_digest: image.config_digest,
             layers: Vec::new(),
+            fetched_bytes: 0,
             new_objects: 0,
             new_bytes: 0,
             dedup_hits: 0,
@@ -259,12 +260,16 @@ impl<'a> Attempt<'a> {
                 report.content_bytes += stats.content_bytes;
                 stats
             });
+            // A layer read was read whole: its digest check saw exactly `size` bytes.
+            let fetched_bytes = if stats.is_some() { l.size } else { 0 };
+            report.fetched_bytes += fetched_bytes;
             report.layers.push(LayerReport {
                 diff_id: l.diff_id,
                 blob_digest: l.digest,
                 media_type: l.media_type.clone(),
                 blob_size: l.size,
                 reused: stats.is_none(),
+                fetched_bytes,
                 stats,
             });
         }

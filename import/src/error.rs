@@ -109,6 +109,43 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file of a stash's root could not be read (`path` as in the image, from `/`).
+    #[error("stash of {root}: cannot read {path}")]
+    StashRead {
+        root: PathBuf,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of a stash's root changed while it was read: the layer would have been torn.
+    #[error("stash of {root}: {path} changed while it was read")]
+    StashChanged { root: PathBuf, path: String },
+    /// A stash that cannot be made as asked.
+    #[error("stash of {root}: {reason}")]
+    Stash { root: PathBuf, reason: String },
+    /// A compression level the compression does not have.
+    #[error("{compression} {accepted}, not {level}")]
+    BadLevel {
+        compression: &'static str,
+        level: i32,
+        accepted: String,
+    },
+    /// Writing a layer's compressed blob failed (the temporary file, or the compressor).
+    #[error("layer {diff_id}: cannot write its {compression} blob")]
+    LayerOut {
+        diff_id: layerstore_store::Digest,
+        compression: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tar rebuilt from the store is not the layer it was stored as.
+    #[error("layer {diff_id}: the tar rebuilt from the store has sha256 {actual}")]
+    RebuiltDiffId {
+        diff_id: layerstore_store::Digest,
+        actual: layerstore_store::Digest,
+    },
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("cannot compress content {object} to estimate its stored size")]
     Estimate {
         object: layerstore_store::ObjectId,

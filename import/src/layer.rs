@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::tarparse::{TarError, TarLimits};
 
 pub use blob::{BlobCompression, media_type_compression};
-pub(crate) use blob::{ChannelReader, stream_layer};
+pub(crate) use blob::{ChannelReader, stream_generated_tar, stream_layer};
 
 /// A blob to import as a layer.
 pub struct LayerInput {
@@ -77,6 +77,29 @@ pub fn import_layer(
         entries::parse_layer(input, r, staging, limits)
     })?;
     record.tar_size = tar_size;
+    Ok((record, lstats))
+}
+
+/// Import an uncompressed tar this process generates (a stash's diff layer) through the same
+/// validation, object writing and skeleton as a blob: its diff_id is computed on the way, not
+/// checked against a descriptor.
+pub fn import_generated_tar(
+    tar: Box<dyn Read + Send + '_>,
+    staging: &Staging<'_>,
+    limits: &Limits,
+) -> Result<(LayerRecord, LayerStats)> {
+    let input = LayerInput {
+        index: 0,
+        blob_digest: Digest::of(b""),
+        blob_size: 0,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        expected_diff_id: Digest::of(b""),
+    };
+    let ((mut record, lstats), tar_size, diff_id) = stream_generated_tar(tar, limits, |r| {
+        entries::parse_layer(&input, r, staging, limits)
+    })?;
+    record.tar_size = tar_size;
+    record.diff_id = diff_id;
     Ok((record, lstats))
 }
 

@@ -22,18 +22,27 @@
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, and push) and [`prepare`] (prepared
-//! updates and `status`).
+//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`layer_out`] (layer
+//! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
+//! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
+//! `status`), [`stash`] (a root tree stashed as a new layer on a parent image, compared through
+//! the index and streamed into the layer pipeline), [`bound`] (bootc's bound-images.d) and
+//! [`bind`] (binding images to a root: each pinned to a lease, pulled, then all recorded in one
+//! transaction).
 
 mod attempt;
+pub mod bind;
 pub mod bound;
 pub mod dedup;
 pub mod error;
+pub mod export;
 pub mod layer;
+pub mod layer_out;
 pub mod prepare;
 pub mod registry;
 pub mod resolve;
 pub mod source;
+pub mod stash;
 pub mod tarparse;
 
 use layerstore_store::{Digest, RefName, Store};
@@ -109,6 +118,9 @@ pub struct LayerReport {
     pub blob_size: u64,
     /// Already stored: not read.
     pub reused: bool,
+    /// Bytes of the blob read from the source (for a registry: fetched over the network); 0
+    /// for a layer already stored, which is never fetched.
+    pub fetched_bytes: u64,
     pub stats: Option<LayerStats>,
 }
 
@@ -119,6 +131,8 @@ pub struct ImportReport {
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
+    /// Blob bytes read from the source, all layers together (see [`LayerReport::fetched_bytes`]).
+    pub fetched_bytes: u64,
     pub new_objects: u64,
     pub new_bytes: u64,
     pub dedup_hits: u64,

@@ -11,6 +11,7 @@
 //! - [`auth`]: credentials (podman's lookup order) and `WWW-Authenticate` challenges.
 //! - `client`: HTTP (ureq, rustls), auth, redirects by hand, retries with backoff.
 //! - `blob`: a blob reader that resumes a dropped connection with `Range`.
+//! - [`tags`]: a repository's tags (paginated) and a tag's manifest digest, for `latest`.
 //! - [`push`]: pushing a stored image (blobs the registry has or can mount are not uploaded;
 //!   others are rebuilt from the store and compressed reproducibly).
 //!
@@ -23,6 +24,7 @@ mod blob;
 mod client;
 pub mod push;
 pub mod reference;
+pub mod tags;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -48,6 +50,8 @@ pub struct RegistryOptions {
     pub authfile: Option<PathBuf>,
     /// `--tls-verify`: with false, TLS certificates are not verified and plain HTTP is allowed.
     pub tls_verify: bool,
+    /// `--offline`: refuse to reach any registry, before any connection is attempted.
+    pub offline: bool,
 }
 
 impl Default for RegistryOptions {
@@ -56,6 +60,7 @@ impl Default for RegistryOptions {
             creds: None,
             authfile: None,
             tls_verify: true,
+            offline: false,
         }
     }
 }
@@ -66,6 +71,8 @@ impl Default for RegistryOptions {
 pub enum RegistryError {
     #[error("invalid registry reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    #[error("{registry}: not reaching the registry: --offline was given")]
+    Offline { registry: String },
     #[error("invalid credentials: {reason}")]
     BadCredentials { reason: String },
     #[error("auth file {path}: {reason}")]
@@ -215,13 +222,7 @@ impl RegistryContainer {
                 .get(&url, repo, &[("Accept", client::MANIFEST_ACCEPT)])?;
             let status = resp.status().as_u16();
             if status == 404 {
-                let mut resp = resp;
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 << 10)
-                    .read_to_vec()
-                    .unwrap_or_default();
+                let body = client::error_body(resp);
                 return Err(RegistryError::ManifestUnknown {
                     registry: self.reference.registry.clone(),
                     repository: repo.clone(),
@@ -351,6 +352,13 @@ pub fn resolve(
 
 /// Credentials for `reference` as `opts` says, and a client for its registry.
 fn connect(reference: &Reference, opts: &RegistryOptions) -> Result<Client> {
+    // Before credentials are looked up or a socket is opened: offline means no network at all.
+    if opts.offline {
+        return Err(RegistryError::Offline {
+            registry: reference.registry.clone(),
+        }
+        .into());
+    }
     let creds = match (&opts.creds, &opts.authfile) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(f)) => {
@@ -405,24 +413,13 @@ impl RegistryContainer {
                             what: format!("image index {digest}"),
                             source: e,
                         })?;
-                    let m = idx
-                        .manifests()
-                        .iter()
-                        .find(|m| {
-                            m.platform().as_ref().is_some_and(|p| {
-                                p.os().to_string() == platform.os
-                                    && p.architecture().to_string() == platform.architecture
-                                    && (platform.variant.is_none()
-                                        || p.variant().as_deref() == platform.variant.as_deref())
-                            })
-                        })
-                        .ok_or_else(|| Error::NoMatchingImage {
-                            source_spec: container.describe(),
-                            reason: format!(
-                                "index {digest} has no manifest for {}/{}",
-                                platform.os, platform.architecture
-                            ),
-                        })?;
+                    let m = platform.pick(&idx).ok_or_else(|| Error::NoMatchingImage {
+                        source_spec: container.describe(),
+                        reason: format!(
+                            "index {digest} has no manifest for {}/{}",
+                            platform.os, platform.architecture
+                        ),
+                    })?;
                     let d: Digest =
                         m.digest()
                             .as_ref()

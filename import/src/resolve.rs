@@ -20,6 +20,20 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The entry of `index` for this platform (a variant, when given, must match too).
+    pub(crate) fn pick<'a>(
+        &self,
+        index: &'a ImageIndex,
+    ) -> Option<&'a oci_spec::image::Descriptor> {
+        index.manifests().iter().find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == self.os
+                    && p.architecture().to_string() == self.architecture
+                    && (self.variant.is_none() || p.variant().as_deref() == self.variant.as_deref())
+            })
+        })
+    }
+
     /// The platform this process runs on, in OCI terms.
     pub fn host() -> Self {
         let architecture = match std::env::consts::ARCH {
@@ -283,23 +297,12 @@ pub fn resolve_oci(
         match media_type.as_str() {
             OCI_INDEX | DOCKER_LIST => {
                 let idx: ImageIndex = parse_json(&data, &format!("image index {d}"))?;
-                let m = idx
-                    .manifests()
-                    .iter()
-                    .find(|m| {
-                        m.platform().as_ref().is_some_and(|p| {
-                            p.os().to_string() == platform.os
-                                && p.architecture().to_string() == platform.architecture
-                                && (platform.variant.is_none()
-                                    || p.variant().as_deref() == platform.variant.as_deref())
-                        })
-                    })
-                    .ok_or_else(|| {
-                        no_match(format!(
-                            "index {d} has no manifest for {}/{}",
-                            platform.os, platform.architecture
-                        ))
-                    })?;
+                let m = platform.pick(&idx).ok_or_else(|| {
+                    no_match(format!(
+                        "index {d} has no manifest for {}/{}",
+                        platform.os, platform.architecture
+                    ))
+                })?;
                 d = digest(m.digest().as_ref(), &format!("image index {d}"))?;
                 media_type = m.media_type().to_string();
                 size = Some(m.size());

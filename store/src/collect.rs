@@ -4,7 +4,8 @@
 //! mark and once more when the sweep re-checks under the exclusive lock.
 //!
 //! Leases are always roots: the import and long-read protocols rest on them (see
-//! [`crate::object::Staging`]), so no policy can leave them out.
+//! [`crate::object::Staging`]), so no policy can leave them out. A lease keeps the objects and
+//! layers it pins, and whole the images it pins by digest ([`crate::Lease::pin_images`]).
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
 //! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock; the
@@ -70,6 +71,9 @@ pub struct Dead {
     /// Loose files no row names (left by an interrupted import), and their bytes.
     pub stray_files: u64,
     pub stray_bytes: u64,
+    /// Rows of the blob info cache (where blobs were seen in registries) about blobs no
+    /// remaining image or layer is known by: a push could never use them.
+    pub blob_locations: u64,
 }
 
 impl Dead {
@@ -81,6 +85,7 @@ impl Dead {
             && self.layers.is_empty()
             && self.objects == 0
             && self.stray_files == 0
+            && self.blob_locations == 0
     }
 
     /// Bytes removing it frees.
@@ -173,8 +178,11 @@ fn live_sets(suffix: &str) -> String {
          DROP TABLE IF EXISTS temp.gc_live_images{suffix};
          DROP TABLE IF EXISTS temp.gc_live_layers{suffix};
          CREATE TEMP TABLE gc_live_images{suffix} AS
-             SELECT i.id, r.whole FROM images i
-             JOIN gc_root_images{suffix} r ON r.digest = i.manifest_digest;
+             SELECT i.id, max(w.whole) AS whole FROM images i JOIN
+                 (SELECT digest, whole FROM gc_root_images{suffix}
+                  UNION ALL SELECT digest, 1 FROM lease_images
+                  WHERE lease IN (SELECT id FROM leases)) w
+             ON w.digest = i.manifest_digest GROUP BY i.id;
          CREATE TEMP TABLE gc_live_layers{suffix} (id INTEGER PRIMARY KEY, diff_id TEXT);
          INSERT OR IGNORE INTO gc_live_layers{suffix}
              SELECT l.id, l.diff_id FROM layers l JOIN image_layers il ON il.diff_id = l.diff_id
@@ -302,6 +310,15 @@ fn mark_rows(conn: &Connection, policy: RootPolicy<'_>) -> Result<Dead> {
     res
 }
 
+/// The blob digests the images and layers the mark leaves stand for: config digests and layer
+/// blob digests of live images, and every blob a live layer was seen as.
+const LIVE_BLOBS: &str = "SELECT config_digest FROM images
+        WHERE id NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT blob_digest FROM image_layers
+        WHERE image NOT IN (SELECT id FROM gc_dead_images)
+    UNION SELECT digest FROM layer_blobs WHERE diff_id NOT IN
+        (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers))";
+
 /// What the temp tables describe (without the strays).
 fn describe(conn: &Connection) -> Result<Dead> {
     let mut p = describe_lists(conn)?;
@@ -334,7 +351,7 @@ fn describe_lists(conn: &Connection) -> Result<Dead> {
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
     };
-    let p = Dead {
+    let mut p = Dead {
         layer_refs: strings(
             "SELECT name FROM refs WHERE name LIKE ?1
              AND target NOT IN (SELECT diff_id FROM gc_live_layers) ORDER BY name",
@@ -355,6 +372,11 @@ fn describe_lists(conn: &Connection) -> Result<Dead> {
         )?,
         ..Dead::default()
     };
+    p.blob_locations = conn.query_row(
+        &format!("SELECT count(*) FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     Ok(p)
 }
 
@@ -399,9 +421,15 @@ fn flip(tx: &Connection) -> Result<(Dead, i64)> {
              AND target NOT IN (SELECT diff_id FROM gc_live_layers)",
         [RefKind::Layer.like_pattern()],
     )?;
+    // The blob info cache first, while the dead sets still name what goes.
     tx.execute(
-        "DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs)",
+        &format!("DELETE FROM blob_locations WHERE digest NOT IN ({LIVE_BLOBS})"),
         [],
+    )?;
+    tx.execute_batch(
+        "DELETE FROM bindings WHERE 'bound/' || root || '/' || image IN
+             (SELECT name FROM gc_drop_refs);
+         DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);",
     )?;
     // The refs a policy drops may name images (gc's own policy drops none): the usage summary
     // follows while their rows are still there.

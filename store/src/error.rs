@@ -66,6 +66,9 @@ pub enum Error {
     },
     #[error("checkout target {path} exists and is not an empty directory")]
     TargetNotEmpty { path: PathBuf },
+    /// A checkout of several images goes into a new directory only.
+    #[error("checkout target {path} exists (a checkout of several images makes it)")]
+    TargetExists { path: PathBuf },
     #[error("checkout target {path} is a symbolic link")]
     TargetIsSymlink { path: PathBuf },
     #[error("no ref {name}")]

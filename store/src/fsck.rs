@@ -58,6 +58,18 @@ pub enum Finding {
     /// A hardlink checkout's variant changed since it was made (a write through a checkout);
     /// `--repair` removes it and the next checkout makes it again.
     ChangedVariant { path: String, reason: String },
+    /// A `bindings` row without its `bound/ROOT/DIGEST` ref (the two are written together):
+    /// the image is not kept. `--repair` writes the ref back when the root and the image are
+    /// there, and drops the row otherwise.
+    BindingWithoutRef {
+        root: String,
+        image: String,
+        reference: String,
+    },
+    /// A `bound/` ref without its `bindings` row: `unbind` and `root list` cannot see it.
+    /// `--repair` records the row back (the image's origin as its reference) while the root
+    /// exists, and drops the ref otherwise (it keeps nothing then).
+    BoundRefWithoutBinding { name: String, target: String },
 }
 
 /// Options for [`Store::fsck`].
@@ -242,7 +254,14 @@ impl Store {
             }
         }
 
-        // Inline contents that no object names (a sweep deletes both in one transaction).
+        // Bindings and bound refs are written together (roots.rs): each has the other.
+        {
+            let (remaining, repaired) = self.check_bindings(opts.repair)?;
+            found.extend(remaining);
+            rep.repaired.extend(repaired);
+        }
+
+        // Inline contents that no object names (the sweep deletes both in one transaction).
         {
             let conn = self.conn();
             const ORPHANS: &str = "FROM inline_contents WHERE id NOT IN

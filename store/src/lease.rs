@@ -75,6 +75,7 @@ fn end_lease(conn: &rusqlite::Connection, id: &str) -> Result<()> {
     conn.execute("DELETE FROM layer_claims WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM lease_objects WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM lease_layers WHERE lease = ?1", [id])?;
+    conn.execute("DELETE FROM lease_images WHERE lease = ?1", [id])?;
     conn.execute("DELETE FROM leases WHERE id = ?1", [id])?;
     Ok(())
 }
@@ -193,6 +194,7 @@ impl Store {
         self.conn().execute_batch(
             "DELETE FROM lease_objects WHERE lease NOT IN (SELECT id FROM leases);
              DELETE FROM lease_layers WHERE lease NOT IN (SELECT id FROM leases);
+             DELETE FROM lease_images WHERE lease NOT IN (SELECT id FROM leases);
              DELETE FROM layer_claims WHERE lease NOT IN (SELECT id FROM leases);",
         )?;
         for l in &dead {
@@ -243,6 +245,33 @@ impl<'s> Lease<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Pin images by manifest digest, whole (manifest, config, layers, objects), whether or not
+    /// they are stored yet: gc keeps each from the moment it is stored until the lease ends. An
+    /// operation that imports an image and then records what keeps it (bind) pins it first, so
+    /// a gc between the import and the record cannot take it. Returns, per digest, whether the
+    /// image is stored now. Under the shared store lock, as [`Lease::pin_layers`].
+    pub fn pin_images(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let _shared = self.store.lock(LockMode::Shared)?;
+        let mut conn = self.store.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(digests.len());
+        {
+            let mut pin = tx.prepare_cached(
+                "INSERT INTO lease_images (digest, lease) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            let mut has = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE manifest_digest = ?1)",
+            )?;
+            for d in digests {
+                let d = d.to_string();
+                pin.execute(params![d, self.id])?;
+                out.push(has.query_row([&d], |r| r.get(0))?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     /// [`Lease::pin_layers`], claiming layers that are not stored only if `claim` (`None` for

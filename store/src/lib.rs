@@ -50,7 +50,9 @@
 //!   run. Long reads (checkout, disk, export, dedup-report) hold it only while they pin the
 //!   layers they read to a lease ([`Store::pin_image`]). An import holds it only while it pins a
 //!   batch of objects (or the stored layers it builds on) and renames the batch's files into
-//!   place; between batches a gc may sweep, and spares what live leases pin.
+//!   place; between batches a gc may sweep, and spares what live leases pin. A lease may also
+//!   pin whole images by manifest digest, before they are stored ([`Lease::pin_images`]):
+//!   `bind` pins each image it pulls until its binding is recorded.
 //!   The sweep's transaction — re-check, row deletes — is the only exclusive holder; nothing
 //!   per file happens under it. Only a [`collect::Sweep`] can doom object files: after its
 //!   commit, under the `dooming` lock, which it takes before it lets `lock` go. A batch that

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::fsck::Finding;
 use crate::labels::image_id;
 use crate::refs::{RefKind, RefName, upsert_refs};
 use crate::store::Store;
@@ -151,10 +152,36 @@ impl Store {
     /// transaction: all or none. Every image must be stored and the root must exist; binding
     /// an image already bound replaces its reference (a rerun changes nothing).
     pub fn bind(&self, root: &str, images: &[(Digest, String)]) -> Result<Vec<Binding>> {
+        self.bind_with(root, images, false)
+    }
+
+    /// [`Store::bind`], and unbind in the same transaction every image of the root that
+    /// `images` does not list: the root's bindings become exactly `images` (`bind
+    /// --from-image`: a root bound to what its image declares drops what its previous image
+    /// declared when it moves).
+    pub fn bind_exactly(&self, root: &str, images: &[(Digest, String)]) -> Result<Vec<Binding>> {
+        self.bind_with(root, images, true)
+    }
+
+    fn bind_with(
+        &self,
+        root: &str,
+        images: &[(Digest, String)],
+        exactly: bool,
+    ) -> Result<Vec<Binding>> {
         let r = RefName::root(root)?;
         self.durable(true, |tx| -> Result<Vec<Binding>> {
             if root_target(tx, &r)?.is_none() {
                 return Err(Error::RootNotFound { name: root.into() });
+            }
+            if exactly {
+                let listed: Vec<Digest> = images.iter().map(|(d, _)| *d).collect();
+                let others: Vec<Digest> = bindings_of(tx, &r)?
+                    .into_iter()
+                    .map(|b| b.image)
+                    .filter(|d| !listed.contains(d))
+                    .collect();
+                remove_bindings(tx, &r, Some(&others))?;
             }
             let mut refs = Vec::new();
             for (image, reference) in images {
@@ -186,5 +213,118 @@ impl Store {
     /// The bindings of the root `root`.
     pub fn bindings(&self, root: &str) -> Result<Vec<Binding>> {
         bindings_of(&self.conn(), &RefName::root(root)?)
+    }
+
+    /// fsck's cross-check of `bindings` rows against `bound/` refs; with `repair`, each
+    /// mismatch is fixed as its [`Finding`] says. Returns the findings that remain and those
+    /// repaired.
+    pub(crate) fn check_bindings(&self, repair: bool) -> Result<(Vec<Finding>, Vec<Finding>)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut found = Vec::new();
+        let rows: Vec<(String, String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT root, image, reference FROM bindings
+                 WHERE 'bound/' || root || '/' || image NOT IN (SELECT name FROM refs)
+                 ORDER BY root, image",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (root, image, reference) in rows {
+            found.push(Finding::BindingWithoutRef {
+                root,
+                image,
+                reference,
+            });
+        }
+        let refs: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT name, target FROM refs WHERE name LIKE ?1
+                 AND name NOT IN (SELECT 'bound/' || root || '/' || image FROM bindings)
+                 ORDER BY name",
+            )?;
+            stmt.query_map([RefKind::Bound.like_pattern()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        for (name, target) in refs {
+            found.push(Finding::BoundRefWithoutBinding { name, target });
+        }
+        if !repair || found.is_empty() {
+            return Ok((found, Vec::new()));
+        }
+        let stored = |d: &str| -> Result<bool> {
+            Ok(tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE manifest_digest = ?1)",
+                [d],
+                |r| r.get(0),
+            )?)
+        };
+        for f in &found {
+            match f {
+                Finding::BindingWithoutRef { root, image, .. } => {
+                    let r = RefName::root(root)?;
+                    let digest: Option<Digest> = image.parse().ok();
+                    match digest {
+                        Some(d) if root_target(&tx, &r)?.is_some() && stored(image)? => {
+                            upsert_refs(&tx, &[(RefName::bound(&r, &d)?, image.clone())])?;
+                        }
+                        _ => {
+                            tx.execute(
+                                "DELETE FROM bindings WHERE root = ?1 AND image = ?2",
+                                params![root, image],
+                            )?;
+                        }
+                    }
+                }
+                Finding::BoundRefWithoutBinding { name, target } => {
+                    let r: RefName = name.parse()?;
+                    let root = r.lives_by();
+                    let alive = match &root {
+                        Some(root) => root_target(&tx, root)?.is_some(),
+                        None => false,
+                    };
+                    match root {
+                        Some(root) if alive && stored(target)? => {
+                            // The reference it was bound as is lost; the origin says where
+                            // the image came from, the digest pins it.
+                            let origin: Option<String> = tx
+                                .query_row(
+                                    "SELECT origin FROM images WHERE manifest_digest = ?1",
+                                    [target],
+                                    |r| r.get(0),
+                                )
+                                .optional()?
+                                .flatten();
+                            let reference =
+                                match origin.as_deref().and_then(|o| o.strip_prefix("docker://")) {
+                                    Some(o) => {
+                                        let repo = o.split('@').next().unwrap_or(o);
+                                        let last = repo.rfind('/').map_or(0, |i| i + 1);
+                                        let repo = match repo[last..].rfind(':') {
+                                            Some(i) => &repo[..last + i],
+                                            None => repo,
+                                        };
+                                        format!("{repo}@{target}")
+                                    }
+                                    None => target.clone(),
+                                };
+                            tx.execute(
+                                "INSERT INTO bindings (root, image, reference) VALUES (?1, ?2, ?3)",
+                                params![root.name(), target, reference],
+                            )?;
+                        }
+                        _ => {
+                            tx.execute("DELETE FROM refs WHERE name = ?1", [name])?;
+                        }
+                    }
+                }
+                _ => unreachable!("only binding findings are made here"),
+            }
+        }
+        tx.commit()?;
+        Ok((Vec::new(), found))
     }
 }

@@ -236,7 +236,17 @@ const MIGRATIONS: &[&str] = &[
         checked INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
-    // 10 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
+    // 10 (bind): images a lease pins by manifest digest, whole, from before they are stored
+    // (bind pins each image it is about to pull until its binding is recorded).
+    r#"
+    CREATE TABLE lease_images (
+        digest TEXT NOT NULL,       -- manifest digest
+        lease TEXT NOT NULL,
+        PRIMARY KEY (digest, lease)
+    ) WITHOUT ROWID;
+    CREATE INDEX lease_images_lease ON lease_images(lease);
+    "#,
+    // 11 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
     // transaction that changes image refs, so df costs a few rows at any store size. Filled
     // here for the images stores already name, as df/usage.rs's sync would.
     r#"

@@ -42,6 +42,7 @@
 pub mod compress;
 pub mod docker;
 pub mod oci;
+pub mod registry;
 pub mod rng;
 pub mod sample;
 pub mod tar_refs;

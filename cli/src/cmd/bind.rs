@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use layerstore_import::ImportOptions;
-use layerstore_store::{Binding, Digest, Store};
+use layerstore_import::bind::BindTarget;
+use layerstore_store::{Binding, Digest};
 use serde::Serialize;
 
 use crate::context::{Context, View};
@@ -17,7 +18,8 @@ use crate::context::{Context, View};
 /// --resolve-tags, which resolves it once and records the digest (it is never refreshed).
 /// With --from-image, the references come from the root's own image: the symlinks in
 /// usr/lib/bootc/bound-images.d/ to .image or .container files (bootc's convention), read
-/// from the index without a checkout. Every image is pulled first; the bindings are recorded
+/// from the index without a checkout; the root then binds exactly those (images its previous
+/// image declared are unbound in the same transaction). Every image is pulled first; the bindings are recorded
 /// together only if all pulls succeed, so a failure leaves the root's bindings as they were,
 /// and a rerun is idempotent.
 #[derive(clap::Args)]
@@ -28,12 +30,18 @@ pub struct BindArgs {
     /// Images to bind, HOST/REPO@sha256:DIGEST.
     #[arg(required_unless_present = "from_image", conflicts_with = "from_image")]
     refs: Vec<String>,
-    /// Read the images to bind from the root's image (usr/lib/bootc/bound-images.d/).
+    /// Bind exactly the images the root's image declares (usr/lib/bootc/bound-images.d/),
+    /// unbinding the others.
     #[arg(long)]
     from_image: bool,
     /// Accept tags: resolve each once and record the digest it names now.
     #[arg(long)]
     resolve_tags: bool,
+    /// Platform to pick from an image index, os/arch[/variant] (default: the host's).
+    #[arg(long, value_parser = crate::parse::platform)]
+    platform: Option<layerstore_import::Platform>,
+    #[command(flatten)]
+    registry: crate::cmd::import::RegistryArgs,
 }
 
 /// Unbind images from a root (all of them without REF); the next gc frees what only they kept.
@@ -125,17 +133,6 @@ pub(crate) fn parse_reference(r: &str) -> Result<Reference<'_>> {
     })
 }
 
-/// Pull `spec` into the store without naming it (the binding's ref keeps it).
-fn pull(store: &Store, spec: &str) -> Result<Digest> {
-    let opts = ImportOptions {
-        layers_only: true,
-        ..ImportOptions::default()
-    };
-    let report = layerstore_import::import(store, &format!("docker://{spec}"), &opts)
-        .with_context(|| format!("cannot pull {spec}"))?;
-    Ok(report.manifest_digest)
-}
-
 pub fn bind(ctx: &Context, a: BindArgs) -> Result<ExitCode> {
     let store = ctx.open()?;
     let root_image = store.root_image(&a.root)?;
@@ -165,30 +162,22 @@ pub fn bind(ctx: &Context, a: BindArgs) -> Result<ExitCode> {
         }
         parsed.push((r, p));
     }
-    let mut bindings = Vec::new();
-    let mut pulled = Vec::new();
-    for (r, p) in parsed {
-        let digest = match p.digest {
-            Some(d) if store.image_by_digest(&d)?.is_some() => d,
-            Some(d) => {
-                let got = pull(&store, &format!("{}@{d}", p.repo))?;
-                if got != d {
-                    bail!("pulling {r} gave image {got}, not {d}");
-                }
-                pulled.push(r.clone());
-                d
-            }
-            None => {
-                let d = pull(&store, r)?;
-                pulled.push(r.clone());
-                d
-            }
-        };
-        bindings.push((digest, format!("{}@{digest}", p.repo)));
-    }
-    let all = store
-        .bind(&a.root, &bindings)
+    let targets: Vec<BindTarget> = parsed
+        .into_iter()
+        .map(|(r, p)| BindTarget {
+            given: r.strip_prefix("docker://").unwrap_or(r).to_string(),
+            repository: p.repo.to_string(),
+            digest: p.digest,
+        })
+        .collect();
+    let opts = ImportOptions {
+        platform: a.platform,
+        registry: a.registry.options(ctx)?,
+        ..ImportOptions::default()
+    };
+    let report = layerstore_import::bind::bind(&store, &a.root, &targets, a.from_image, &opts)
         .with_context(|| format!("cannot bind images to root {}", a.root))?;
+    let (all, pulled) = (report.bindings, report.pulled);
     ctx.emit(&Bound {
         root: a.root,
         bindings: all,

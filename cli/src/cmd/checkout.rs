@@ -1,4 +1,5 @@
-//! `checkout`: write an image's merged root filesystem into a directory.
+//! `checkout`: write an image's merged root filesystem into a directory; with several images,
+//! their trees stacked in order (kiwi's stackbuild).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +14,16 @@ use crate::context::{Context, View};
 use crate::fmt::{self, plural};
 use crate::integrity;
 
-/// Write an image's merged root filesystem into DEST (must not exist or be empty).
+/// Write an image's merged root filesystem into DEST (must not exist or be empty); with several
+/// images, their merged trees applied in the given order into a new DEST, a later image's
+/// entries replacing an earlier one's (as an rsync of each in turn).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The image: a name, or a manifest digest or ID (a unique prefix is enough).
-    image: String,
-    /// The directory to write; it must not exist or be empty.
+    /// The images (each a name, or a manifest digest or ID; a unique prefix is enough).
+    #[arg(value_name = "IMAGE", required = true, num_args = 1..)]
+    images: Vec<String>,
+    /// The directory to write: it must not exist (or, for one image, be empty).
+    #[arg(value_name = "DEST")]
     dest: PathBuf,
     /// copy, reflink, or hardlink (hard-links the store's read-only objects: never modify them).
     #[arg(long, value_enum, default_value_t = ModeArg::Copy)]
@@ -79,11 +84,18 @@ impl View for CheckedOut<'_> {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
+    let (images, dest) = (a.images, a.dest);
+    let image = images.join(" ");
     let store = ctx.open()?;
-    let info = store.find_image(&a.image)?;
-    // A reader that may not write the store pins nothing (a gc cannot run without write access).
-    let _pin = store.pin_image_if_writable(&info)?;
-    let tree = store.merged_tree(&info)?;
+    let mut pins = Vec::new();
+    let mut trees = Vec::new();
+    for name in &images {
+        let info = store.find_image(name)?;
+        // A reader that may not write the store pins nothing (a gc cannot run without write
+        // access).
+        pins.push(store.pin_image_if_writable(&info)?);
+        trees.push(store.merged_tree(&info)?);
+    }
     let opts = CheckoutOptions {
         mode: match a.mode {
             ModeArg::Copy => CheckoutMode::Copy,
@@ -92,13 +104,17 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         },
         ..CheckoutOptions::default()
     };
-    let stats = store
-        .checkout(&tree, &a.dest, &opts)
-        .with_context(|| format!("cannot check out {} into {}", a.image, a.dest.display()))?;
+    let stats = if trees.len() == 1 {
+        store.checkout(&trees[0], &dest, &opts)
+    } else {
+        store.checkout_stack(trees, &dest, &opts)
+    }
+    .with_context(|| format!("cannot check out {image} into {}", dest.display()))?;
+    drop(pins);
     ctx.emit(&CheckedOut {
         stats: &stats,
-        image: &a.image,
-        dest: &a.dest,
+        image: &image,
+        dest: &dest,
         mode: opts.mode,
     })?;
     if !ctx.json && !ctx.quiet && (stats.skipped_devices > 0 || stats.skipped_xattrs > 0) {

@@ -81,6 +81,18 @@ fn sentence(f: &Finding) -> String {
             "{path}, a file linked into a hardlink checkout, was changed through it ({reason}); \
              --repair removes it and the next checkout makes it again"
         ),
+        Finding::BindingWithoutRef {
+            root,
+            image,
+            reference,
+        } => format!(
+            "root {root} binds {reference}, but its ref bound/{root}/{image} is missing, so gc \
+             does not keep the image; --repair writes the ref back"
+        ),
+        Finding::BoundRefWithoutBinding { name, target } => format!(
+            "ref {name} ({target}) has no binding row, so unbind and root list do not show it; \
+             --repair records it"
+        ),
         other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
     }
 }

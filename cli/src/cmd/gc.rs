@@ -52,8 +52,16 @@ impl From<GcReport> for Collected {
 }
 
 fn counts(p: &GcPlan) -> String {
+    let cache = if p.blob_locations > 0 {
+        format!(
+            " (and {} of the blob info cache)",
+            plural(p.blob_locations, "row", "rows")
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{}, {}, {}, {} and {}",
+        "{}, {}, {}, {} and {}{cache}",
         plural(p.layer_refs.len() as u64, "layer ref", "layer refs"),
         plural(p.images.len() as u64, "image", "images"),
         plural(p.layers.len() as u64, "layer", "layers"),

@@ -75,12 +75,13 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The library's options (credentials parsed).
-    pub fn options(&self) -> Result<RegistryOptions> {
+    /// The library's options (credentials parsed; `--offline` from the global flags).
+    pub fn options(&self, ctx: &Context) -> Result<RegistryOptions> {
         Ok(RegistryOptions {
             creds: self.creds.as_deref().map(Credentials::parse).transpose()?,
             authfile: self.authfile.clone(),
             tls_verify: self.tls_verify,
+            offline: ctx.offline,
         })
     }
 }
@@ -141,7 +142,7 @@ impl View for Imported<'_> {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
-    let registry = a.registry.options()?;
+    let registry = a.registry.options(ctx)?;
     // `--prepared NAME`: the source is the cached update's, pinned to its digest; it needs the
     // store (which must exist) before the source is opened.
     let (spec, cached) = match (a.source, &a.prepared) {

@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     }
     let opts = ImportOptions {
         platform: a.platform,
-        registry: a.registry.options()?,
+        registry: a.registry.options(ctx)?,
         ..ImportOptions::default()
     };
     let (name, source) = match &a.tag {

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use layerstore_import::registry::push::{self, LayerPush, PushCompression, PushReport};
+use layerstore_import::layer_out::Compression;
+use layerstore_import::registry::push::{self, LayerPush, PushReport};
 use serde::Serialize;
 
 use crate::cmd::import::RegistryArgs;
@@ -71,11 +72,12 @@ impl View for Pushed<'_> {
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     let store = ctx.open()?;
     let opts = push::PushOptions {
-        registry: a.registry.options()?,
+        registry: a.registry.options(ctx)?,
         compression: match a.compress {
-            CompressArg::Gzip => PushCompression::Gzip,
-            CompressArg::Zstd => PushCompression::Zstd,
+            CompressArg::Gzip => Compression::Gzip,
+            CompressArg::Zstd => Compression::Zstd,
         },
+        chunk_bytes: None,
     };
     let report = push::push(&store, &a.image, &a.destination, &opts)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;

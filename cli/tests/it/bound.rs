@@ -200,3 +200,221 @@ fn bind_from_image_refuses_what_bootc_would_not_read() {
         assert_eq!(list[0]["bound"], serde_json::json!([]), "case {i}");
     }
 }
+
+/// `umoci` builds root image `tag` in `oci` from scratch: a base file, and a bound-images.d
+/// symlink to a `.image` unit with `unit` as its text, version label `version`.
+fn umoci_root(oci: &Path, tag: &str, unit: &str, version: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("umoci")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let image = format!("{}:{tag}", oci.display());
+    let bundle = oci.with_file_name(format!("bundle-{tag}"));
+    run(&["new", "--image", &image]);
+    run(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    let root = bundle.join("rootfs");
+    std::fs::create_dir_all(root.join("usr/share/containers/systemd")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/bootc/bound-images.d")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), format!("VERSION={version}\n")).unwrap();
+    std::fs::write(root.join("usr/share/containers/systemd/app.image"), unit).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../share/containers/systemd/app.image",
+        root.join("usr/lib/bootc/bound-images.d/app.image"),
+    )
+    .unwrap();
+    run(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    run(&[
+        "config",
+        "--image",
+        &image,
+        &format!("--config.label=org.opencontainers.image.version={version}"),
+    ]);
+}
+
+/// bootc's flow against a real loopback docker-registry: root images built with umoci declare
+/// bound images by digest; `bind --from-image` pulls them; gc keeps them while the root binds
+/// them; the root moves to the next version, which binds the next app image, the old root
+/// image is removed, and gc collects the old bound image and keeps the new. A tag in a
+/// `.image` file is refused, and `--offline` reaches no registry.
+#[test]
+fn bound_images_from_a_real_registry_follow_the_root() {
+    use layerstore_tests::registry::DockerRegistry;
+    if !layerstore_tests::tar_refs::have("umoci") {
+        layerstore_tests::skip("umoci is not installed");
+        return;
+    }
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // The app images, pushed with skopeo as tags 1.9 and 1.10 (and latest).
+    let oci = layout(tmp.path(), "", vec![]);
+    reg.push(&oci, "app-v1", "app:1.9", None);
+    reg.push(&oci, "app-v2", "app:1.10", None);
+    reg.push(&oci, "app-v2", "app:latest", None);
+    let store = tmp.path().join("store");
+    let repo = format!("docker://{}/app", reg.host());
+    // latest docker:// picks 1.10 over 1.9 (and over `latest`), with its digest.
+    let l = ok(&store, &["--json", "latest", &repo, "--tls-verify=false"]).json();
+    assert_eq!(l["tag"], "1.10", "{l}");
+    let d2 = l["manifest_digest"].as_str().unwrap().to_string();
+    assert_eq!(l["pinned"], format!("{repo}@{d2}").as_str());
+    let d1 = {
+        let probe = tmp.path().join("probe");
+        import(&probe, &oci, "app-v1")
+    };
+
+    let roots = tmp.path().join("roots");
+    let run = std::process::Command::new("umoci")
+        .args(["init", "--layout", roots.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(run.success());
+    let unit = |d: &str| format!("[Image]\nImage={}/app@{d}\n", reg.host());
+    umoci_root(&roots, "os-1", &unit(&d1), "1");
+    umoci_root(&roots, "os-2", &unit(&d2), "2");
+    umoci_root(
+        &roots,
+        "os-tagged",
+        &format!("[Image]\nImage={}/app:1.10\n", reg.host()),
+        "3",
+    );
+
+    import(&store, &roots, "os-1");
+    ok(&store, &["root", "set", "host", "os-1"]);
+    // --offline: refused before any connection, nothing bound.
+    let r = layerstore(
+        &store,
+        &[
+            "--offline",
+            "bind",
+            "host",
+            "--from-image",
+            "--tls-verify=false",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--offline"), "{}", r.stderr);
+    let b = ok(
+        &store,
+        &[
+            "--json",
+            "bind",
+            "host",
+            "--from-image",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    assert_eq!(b["pulled"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["bindings"][0]["image"], d1.as_str());
+    let g = ok(&store, &["--json", "gc"]).json();
+    assert!(
+        !g["removed"]["images"].to_string().contains(&d1),
+        "gc keeps the bound image: {g}"
+    );
+    ok(&store, &["ls", &d1, "/app"]);
+    let why = ok(&store, &["--json", "why", &d1]).json();
+    assert_eq!(why[0]["root"], format!("bound/host/{d1}").as_str(), "{why}");
+    // A rerun pulls nothing and changes nothing.
+    let again = ok(
+        &store,
+        &[
+            "--json",
+            "bind",
+            "host",
+            "--from-image",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    assert_eq!(again["pulled"], serde_json::json!([]));
+    assert_eq!(again["bindings"], b["bindings"]);
+
+    // The update: the root moves to os-2, which binds app 1.10 instead.
+    import(&store, &roots, "os-2");
+    ok(&store, &["root", "set", "host", "os-2"]);
+    let b = ok(
+        &store,
+        &[
+            "--json",
+            "bind",
+            "host",
+            "--from-image",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    let bound: Vec<&str> = b["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(bound, [d2.as_str()], "{b}");
+    ok(&store, &["rm", "os-1"]);
+    let g = ok(&store, &["--json", "gc"]).json();
+    let removed = g["removed"]["images"].to_string();
+    assert!(removed.contains(&d1), "the old bound image goes: {g}");
+    assert!(!removed.contains(&d2), "the new one stays: {g}");
+    ok(&store, &["ls", &d2, "/app"]);
+    assert_fsck_clean(&store);
+
+    // --resolve-tags resolves a tag once and binds the digest it names now (1.9 is app-v1,
+    // collected above: pulled again).
+    ok(&store, &["root", "set", "other", "os-2"]);
+    let tag = format!("{}/app:1.9", reg.host());
+    let b = ok(
+        &store,
+        &[
+            "--json",
+            "bind",
+            "other",
+            &tag,
+            "--resolve-tags",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    assert_eq!(b["bindings"][0]["image"], d1.as_str(), "{b}");
+    // The reference keeps the tag it resolved, before the digest that binds.
+    assert_eq!(
+        b["bindings"][0]["reference"],
+        format!("{tag}@{d1}").as_str()
+    );
+    assert_eq!(b["pulled"], serde_json::json!([tag]));
+    ok(&store, &["root", "rm", "other"]);
+
+    // A tag in a .image file is refused, saying how to pin it.
+    import(&store, &roots, "os-tagged");
+    ok(&store, &["root", "set", "tagged", "os-tagged"]);
+    let r = layerstore(
+        &store,
+        &["bind", "tagged", "--from-image", "--tls-verify=false"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("@sha256:"), "{}", r.stderr);
+    let list = ok(&store, &["--json", "root", "list"]).json();
+    let tagged = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "tagged")
+        .unwrap();
+    assert_eq!(tagged["bound"], serde_json::json!([]));
+    assert_fsck_clean(&store);
+}

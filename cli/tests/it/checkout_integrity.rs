@@ -46,6 +46,15 @@ impl Drop for Unmount {
     }
 }
 
+/// `checkout IMAGE DEST --mode MODE`, which must succeed.
+#[track_caller]
+fn checkout(store: &Path, image: &str, dest: &Path, mode: &str) -> Run {
+    ok(
+        store,
+        &["checkout", image, dest.to_str().unwrap(), "--mode", mode],
+    )
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -188,10 +197,7 @@ fn hardlink_equals_umoci(
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "umoci unpack {tag}: {err}");
         let hl = tmp.join(format!("hl-{tag}"));
-        ok(
-            store,
-            &["checkout", tag, hl.to_str().unwrap(), "--mode", "hardlink"],
-        );
+        checkout(store, tag, &hl, "hardlink");
         let want = facts(&bundle.join("rootfs"));
         let got = facts(&hl);
         assert_eq!(
@@ -235,16 +241,7 @@ fn hardlink_checkout_has_the_image_modes_owners_and_xattrs_of_umoci_unpack() {
     hardlink_equals_umoci(&layout, &store, &tags, tmp.path(), false);
     // The same image again links the variants made the first time.
     let again = tmp.path().join("again");
-    let r = ok(
-        &store,
-        &[
-            "checkout",
-            "app-v2",
-            again.to_str().unwrap(),
-            "--mode",
-            "hardlink",
-        ],
-    );
+    let r = checkout(&store, "app-v2", &again, "hardlink");
     assert!(r.text().contains(" 0 new variants"), "{}", r.text());
     ok(&store, &["fsck"]);
 
@@ -273,16 +270,7 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
     let path = "/usr/bin/bash";
     let before = ok(&store, &["cat", "app-v1", path]).stdout;
     let hl = tmp.path().join("hl");
-    ok(
-        &store,
-        &[
-            "checkout",
-            "app-v2",
-            hl.to_str().unwrap(),
-            "--mode",
-            "hardlink",
-        ],
-    );
+    checkout(&store, "app-v2", &hl, "hardlink");
     let file = hl.join(&path[1..]);
     let mut perm = std::fs::metadata(&file).unwrap().permissions();
     perm.set_mode(perm.mode() | 0o200);
@@ -308,16 +296,7 @@ fn a_write_through_a_hardlink_checkout_changes_nothing_other_images_read() {
     let r = layerstore(&store, &["fsck"]);
     assert!(r.text().contains("was changed through it"), "{}", r.text());
     let hl2 = tmp.path().join("hl2");
-    let r = ok(
-        &store,
-        &[
-            "checkout",
-            "app-v1",
-            hl2.to_str().unwrap(),
-            "--mode",
-            "hardlink",
-        ],
-    );
+    let r = checkout(&store, "app-v1", &hl2, "hardlink");
     assert!(r.stderr.contains("made them again"), "{}", r.stderr);
     assert_eq!(std::fs::read(hl2.join(&path[1..])).unwrap(), before);
     let r = ok(&store, &["fsck", "--repair"]);
@@ -437,16 +416,7 @@ fn reflink_falls_back_to_copy_where_the_filesystem_cannot_clone() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     for dest in &targets {
-        let r = ok(
-            &store,
-            &[
-                "checkout",
-                "app-v2",
-                dest.to_str().unwrap(),
-                "--mode",
-                "reflink",
-            ],
-        );
+        let r = checkout(&store, "app-v2", dest, "reflink");
         let parent = dest.parent().unwrap();
         let clones = matches!(fs_type(parent).as_str(), "btrfs" | "xfs");
         let warned = r.stderr.matches("cannot clone").count();
@@ -465,16 +435,7 @@ fn reflink_falls_back_to_copy_where_the_filesystem_cannot_clone() {
     if mounted {
         // A hardlink checkout onto another filesystem cannot link: it copies, and says so.
         let dest = tmpfs.join("hardlink");
-        let r = ok(
-            &store,
-            &[
-                "checkout",
-                "app-v2",
-                dest.to_str().unwrap(),
-                "--mode",
-                "hardlink",
-            ],
-        );
+        let r = checkout(&store, "app-v2", &dest, "hardlink");
         assert_eq!(r.stderr.matches("copied").count(), 1, "{}", r.stderr);
         let (mut a, mut b) = (facts(&copy), facts(&dest));
         for f in a.values_mut().chain(b.values_mut()) {
@@ -542,17 +503,7 @@ fn a_failing_checkout_leaves_nothing_behind() {
     std::fs::write(&obj, std::fs::read(good.join("usr/bin/bash")).unwrap()).unwrap();
     let retry = tmp.path().join("empty-copy");
     std::fs::create_dir(&retry).unwrap();
-    let r = layerstore(
-        &store,
-        &[
-            "checkout",
-            "app-v2",
-            retry.to_str().unwrap(),
-            "--mode",
-            "copy",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    checkout(&store, "app-v2", &retry, "copy");
 }
 
 /// Every read-only command works for a user who may read the store but not write it: another
@@ -664,16 +615,7 @@ fn gc_removes_the_variants_of_the_objects_it_removes() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, store) = sample_store(tmp.path());
     let hl = tmp.path().join("hl");
-    ok(
-        &store,
-        &[
-            "checkout",
-            "app-v2",
-            hl.to_str().unwrap(),
-            "--mode",
-            "hardlink",
-        ],
-    );
+    checkout(&store, "app-v2", &hl, "hardlink");
     let variants = |store: &Path| -> usize {
         let Ok(subs) = std::fs::read_dir(store.join("variants")) else {
             return 0;
@@ -708,16 +650,7 @@ fn gc_keeps_the_variants_of_what_stays() {
     };
     for tag in SAMPLE_TAGS {
         let dest = tmp.path().join(format!("hl-{tag}"));
-        ok(
-            &store,
-            &[
-                "checkout",
-                tag,
-                dest.to_str().unwrap(),
-                "--mode",
-                "hardlink",
-            ],
-        );
+        checkout(&store, tag, &dest, "hardlink");
     }
     let before = count();
     ok(&store, &["rm", "base-v1", "app-v1"]);
@@ -727,16 +660,7 @@ fn gc_keeps_the_variants_of_what_stays() {
     let v = ok(&store, &["--json", "fsck"]).json();
     assert_eq!(v["unreferenced_files"], 0, "{v}");
     let again = tmp.path().join("again");
-    let r = ok(
-        &store,
-        &[
-            "checkout",
-            "app-v2",
-            again.to_str().unwrap(),
-            "--mode",
-            "hardlink",
-        ],
-    );
+    let r = checkout(&store, "app-v2", &again, "hardlink");
     assert!(r.text().contains(" 0 new variants"), "{}", r.text());
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use layerstore_tests::{Compression, Entry, ImageSpec, Layer, LayerBuilder, OciLayout, TarFormat};
 use serde_json::Value;
 
-use crate::{assert_fsck_clean, bin, layerstore, ok};
+use crate::{assert_fsck_clean, bin, import, layerstore, ok};
 
 pub fn layer(format: TarFormat, entries: Vec<Entry>, c: Compression) -> Layer {
     Layer::new(
@@ -52,6 +52,13 @@ pub fn fixture(dir: &Path) -> PathBuf {
     let mut layout = OciLayout::create(&oci).unwrap();
     layout.add_image("simple", &simple_image()).unwrap();
     oci
+}
+
+/// A store `dir/store` the fixture (written under `dir`) was imported into, as `simple`.
+fn imported_fixture(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    import(&store, &fixture(dir), "simple");
+    store
 }
 
 #[test]
@@ -231,12 +238,7 @@ fn archives_import_the_same_tree_as_the_layout() {
 #[test]
 fn checkout_writes_the_merged_tree() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = fixture(tmp.path());
-    let store = tmp.path().join("store");
-    ok(
-        &store,
-        &["import", &format!("oci:{}:simple", oci.display())],
-    );
+    let store = imported_fixture(tmp.path());
     for mode in ["copy", "hardlink"] {
         let dest = tmp.path().join(format!("co-{mode}"));
         ok(
@@ -331,12 +333,7 @@ fn update_stores_only_new_content() {
 #[test]
 fn rm_and_tag_manage_image_refs() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = fixture(tmp.path());
-    let store = tmp.path().join("store");
-    ok(
-        &store,
-        &["import", &format!("oci:{}:simple", oci.display())],
-    );
+    let store = imported_fixture(tmp.path());
     ok(&store, &["tag", "simple", "other:v1"]);
     let refs = ok(&store, &["refs", "--kind", "image", "--json"]).json();
     assert_eq!(refs.as_array().unwrap().len(), 2);
@@ -361,12 +358,7 @@ fn rm_and_tag_manage_image_refs() {
 #[test]
 fn fsck_reports_a_corrupt_object_with_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = fixture(tmp.path());
-    let store = tmp.path().join("store");
-    ok(
-        &store,
-        &["import", &format!("oci:{}:simple", oci.display())],
-    );
+    let store = imported_fixture(tmp.path());
     let id = blake3::hash(&[7u8; 100_000]).to_hex().to_string();
     let obj = store.join("objects").join(&id[..2]).join(&id[2..]);
     use std::os::unix::fs::PermissionsExt;
@@ -387,12 +379,7 @@ fn fsck_reports_a_corrupt_object_with_exit_1() {
 #[test]
 fn fsck_repair_removes_staging_leftovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let oci = fixture(tmp.path());
-    let store = tmp.path().join("store");
-    ok(
-        &store,
-        &["import", &format!("oci:{}:simple", oci.display())],
-    );
+    let store = imported_fixture(tmp.path());
     std::fs::create_dir(store.join("staging/12345-1-deadbeef")).unwrap();
     std::fs::write(store.join("staging/12345-1-deadbeef/t0"), b"partial").unwrap();
     assert_eq!(layerstore(&store, &["fsck"]).code, 1);

@@ -5,16 +5,19 @@
 //!   at many points, concurrent processes);
 //! - `output`: what users see: JSON and text, prefixes, pipes, exit codes, and the regressions
 //!   found trying the command as a new user would;
-//! - `registry`: the registry flags as the binary parses them.
+//! - `registry`: the registry flags as the binary parses them;
+//! - `export`: every export form, reproducible bytes, what skopeo reads, refused arguments.
 
 mod bound;
 mod checkout_integrity;
 mod commands;
+mod export;
 mod labels;
 mod lifecycle;
 mod output;
 mod registry;
 mod roots;
+mod stash;
 
 use std::path::Path;
 use std::process::Command;

@@ -72,3 +72,138 @@ fn origin_shows_in_images_inspect_and_status_and_prepare_needs_a_check() {
         r.stderr
     );
 }
+
+/// `--offline`: every command that would reach a registry fails at once, naming the flag, and
+/// opens no connection (a listener stands in for the registry and is never called); commands
+/// that read the store, `status` among them, run as usual. Against a real registry, an import
+/// reports the bytes it fetched per layer with `--json`, and a prepared update is shown offline
+/// and refused offline.
+#[test]
+fn offline_reaches_no_registry_and_json_reports_the_bytes_fetched() {
+    use layerstore_tests::registry::DockerRegistry;
+    use layerstore_tests::{Compression, Entry, ImageSpec, OciLayout, TarFormat};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let oci = crate::commands::fixture(tmp.path());
+    ok(
+        &store,
+        &["import", &format!("oci:{}:simple", oci.display())],
+    );
+    ok(&store, &["root", "set", "host", "simple"]);
+    let source = format!("docker://{host}/app:v1");
+    let latest = format!("docker://{host}/app");
+    let pinned = format!("{host}/app@sha256:{}", "a".repeat(64));
+    for args in [
+        vec!["import", source.as_str()],
+        vec!["push", "simple", source.as_str()],
+        vec!["prepare", source.as_str(), "--tag", "simple"],
+        vec!["latest", latest.as_str()],
+        vec!["bind", "host", &pinned],
+    ] {
+        let mut all = vec!["--offline"];
+        all.extend(args.iter().copied());
+        all.push("--tls-verify=false");
+        let r = layerstore(&store, &all);
+        assert_eq!(r.code, 2, "{all:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("--offline") && r.stderr.lines().count() == 1,
+            "{all:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a connection was opened"
+    );
+    ok(&store, &["--offline", "status"]);
+    ok(&store, &["--offline", "images"]);
+
+    let Some(reg) = DockerRegistry::start(None) else {
+        return;
+    };
+    let layout_dir = tmp.path().join("app");
+    let mut layout = OciLayout::create(&layout_dir).unwrap();
+    let layer = |name: &str| {
+        crate::commands::layer(
+            TarFormat::Pax,
+            vec![Entry::file(name, name.repeat(5000))],
+            Compression::Gzip,
+        )
+    };
+    layout
+        .add_image("v1", &ImageSpec::new(vec![layer("base"), layer("one")]))
+        .unwrap();
+    layout
+        .add_image("v2", &ImageSpec::new(vec![layer("base"), layer("two")]))
+        .unwrap();
+    reg.push(&layout_dir, "v1", "app:stable", None);
+    let spec = format!("docker://{}/app:stable", reg.host());
+    let r = ok(
+        &store,
+        &[
+            "--json",
+            "import",
+            &spec,
+            "--tag",
+            "app",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        assert_eq!(l["fetched_bytes"], l["blob_size"], "{r}");
+    }
+    assert_eq!(
+        r["fetched_bytes"].as_u64().unwrap(),
+        layers
+            .iter()
+            .map(|l| l["blob_size"].as_u64().unwrap())
+            .sum::<u64>()
+    );
+
+    // The tag moves to v2: prepare caches it; offline, status shows it and import refuses.
+    reg.push(&layout_dir, "v2", "app:stable", None);
+    let p = ok(&store, &["--json", "prepare", "app", "--tls-verify=false"]).json();
+    assert_eq!(p["update"], true, "{p}");
+    let s = ok(&store, &["--offline", "--json", "status", "app"]).json();
+    assert_eq!(s[0]["update"]["manifest_digest"], p["available"], "{s}");
+    let r = layerstore(
+        &store,
+        &[
+            "--offline",
+            "import",
+            "--prepared",
+            "app",
+            "--tls-verify=false",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--offline"), "{}", r.stderr);
+    // Online, only the new layer is fetched.
+    let r = ok(
+        &store,
+        &[
+            "--json",
+            "import",
+            "--prepared",
+            "app",
+            "--tls-verify=false",
+        ],
+    )
+    .json();
+    let fetched: Vec<u64> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["fetched_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(fetched[0], 0, "the shared base is not fetched again: {r}");
+    assert!(fetched[1] > 0, "{r}");
+    crate::assert_fsck_clean(&store);
+}

@@ -64,6 +64,64 @@ pub(crate) fn stream_layer<T>(
     progress: &dyn LayerProgress,
     parse: impl FnOnce(&mut ChannelReader) -> Result<T>,
 ) -> Result<(T, u64)> {
+    let (parsed, stats, diff_id) = stream_unverified(input, blob, limits, progress, parse)?;
+    let digest_s = input.blob_digest.to_string();
+    if stats.digest != input.blob_digest {
+        return Err(Error::DigestMismatch {
+            digest: digest_s,
+            actual: stats.digest.to_string(),
+        });
+    }
+    if stats.size != input.blob_size {
+        return Err(Error::SizeMismatch {
+            digest: digest_s,
+            expected: input.blob_size,
+            actual: stats.size,
+        });
+    }
+    if diff_id != input.expected_diff_id {
+        return Err(Error::DiffIdMismatch {
+            index: input.index,
+            digest: digest_s,
+            expected: input.expected_diff_id.to_string(),
+            actual: diff_id.to_string(),
+        });
+    }
+    Ok((parsed, stats.tar_size))
+}
+
+/// [`stream_layer`] for an uncompressed tar this process generates (a stash), which no
+/// descriptor describes: nothing to verify it against. Returns what `parse` returned, the tar
+/// size and the diff_id computed on the way.
+pub(crate) fn stream_generated_tar<T>(
+    tar: Box<dyn Read + Send + '_>,
+    limits: &Limits,
+    parse: impl FnOnce(&mut ChannelReader) -> Result<T>,
+) -> Result<(T, u64, Digest)> {
+    // The placeholder digest never reaches a message the caller shows: a stash names its root.
+    let input = LayerInput {
+        index: 0,
+        blob_digest: Digest::of(b""),
+        // The reader reads one byte past the size to notice a longer blob; the layer-size
+        // limit stops a generated tar long before.
+        blob_size: limits.max_layer_bytes.min(u64::MAX / 2),
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        expected_diff_id: Digest::of(b""),
+    };
+    let (parsed, stats, diff_id) =
+        stream_unverified(&input, tar, limits, &crate::NoProgress, parse)?;
+    Ok((parsed, stats.tar_size, diff_id))
+}
+
+/// The reading and parsing of [`stream_layer`], without comparing the blob digest, size and
+/// diff_id against the descriptor: returns them.
+fn stream_unverified<T>(
+    input: &LayerInput,
+    blob: Box<dyn Read + Send + '_>,
+    limits: &Limits,
+    progress: &dyn LayerProgress,
+    parse: impl FnOnce(&mut ChannelReader) -> Result<T>,
+) -> Result<(T, BlobStats, Digest)> {
     let digest_s = input.blob_digest.to_string();
     let expected = media_type_compression(&input.media_type).ok_or_else(|| Error::Compression {
         digest: digest_s.clone(),
@@ -108,29 +166,7 @@ pub(crate) fn stream_layer<T>(
                 entry: None,
             });
         }
-        let diff_id = hasher.finish();
-        if stats.digest != input.blob_digest {
-            return Err(Error::DigestMismatch {
-                digest: digest_s.clone(),
-                actual: stats.digest.to_string(),
-            });
-        }
-        if stats.size != input.blob_size {
-            return Err(Error::SizeMismatch {
-                digest: digest_s.clone(),
-                expected: input.blob_size,
-                actual: stats.size,
-            });
-        }
-        if diff_id != input.expected_diff_id {
-            return Err(Error::DiffIdMismatch {
-                index: input.index,
-                digest: digest_s.clone(),
-                expected: input.expected_diff_id.to_string(),
-                actual: diff_id.to_string(),
-            });
-        }
-        Ok((parsed, stats.tar_size))
+        Ok((parsed, stats, hasher.finish()))
     })
 }
 

@@ -37,6 +37,7 @@ pub(crate) enum Method {
     Head,
     Post,
     Put,
+    Patch,
 }
 
 impl Method {
@@ -46,6 +47,7 @@ impl Method {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Patch => "PATCH",
         }
     }
 }
@@ -206,7 +208,7 @@ impl Client {
         headers: &[(&str, &str)],
         payload: Payload<'_>,
     ) -> Result<Response<Body>, RegistryError> {
-        let scope = if push {
+        let mut scope = if push {
             format!("repository:{repo}:pull,push")
         } else {
             format!("repository:{repo}:pull")
@@ -246,8 +248,16 @@ impl Client {
                 )));
             };
             // A new challenge (or insufficient_scope on a cached token): forget the token and
-            // ask again, once.
+            // ask again, once, for what the registry says it wants besides (a cross-repository
+            // mount needs pull on the source repository too).
             self.tokens.lock().expect("not poisoned").remove(&scope);
+            if let Challenge::Bearer {
+                scope: Some(wanted),
+                ..
+            } = &ch
+            {
+                scope = merge_scopes(&scope, wanted);
+            }
             *self.challenge.lock().expect("not poisoned") = Some(ch);
             reauthenticated = true;
         }
@@ -297,7 +307,10 @@ impl Client {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            q.append_pair("scope", scope);
+            // One `scope` parameter per scope, as the token spec and docker's clients send them.
+            for one in scope.split(' ').filter(|s| !s.is_empty()) {
+                q.append_pair("scope", one);
+            }
         }
         let basic = self.creds.as_ref().map(Credentials::basic_header);
         let asked = Instant::now();
@@ -484,6 +497,17 @@ impl Client {
     }
 }
 
+/// `ours` and the space-separated scopes of `wanted` not in it yet.
+fn merge_scopes(ours: &str, wanted: &str) -> String {
+    let mut all: Vec<&str> = ours.split(' ').filter(|s| !s.is_empty()).collect();
+    for w in wanted.split(' ').filter(|s| !s.is_empty()) {
+        if !all.contains(&w) {
+            all.push(w);
+        }
+    }
+    all.join(" ")
+}
+
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
@@ -549,18 +573,23 @@ pub(crate) fn transport(url: &Url, e: ureq::Error) -> RegistryError {
 }
 
 /// An unexpected status, with the registry's error message when it sends one.
-pub(crate) fn status_error(url: &Url, status: u16, mut resp: Response<Body>) -> RegistryError {
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 << 10)
-        .read_to_vec()
-        .unwrap_or_default();
+pub(crate) fn status_error(url: &Url, status: u16, resp: Response<Body>) -> RegistryError {
+    let body = error_body(resp);
     RegistryError::Status {
         url: url.to_string(),
         status,
         message: registry_message(&body),
     }
+}
+
+/// The first 64 KiB of an error response's body (empty if it cannot be read: the status is the
+/// error, the body only explains it).
+pub(crate) fn error_body(mut resp: Response<Body>) -> Vec<u8> {
+    resp.body_mut()
+        .with_config()
+        .limit(64 << 10)
+        .read_to_vec()
+        .unwrap_or_default()
 }
 
 /// The distribution spec's `{"errors":[{"code","message"}]}`, or a prefix of the text.
@@ -600,6 +629,18 @@ mod tests {
         for s in [200, 206, 400, 401, 403, 404, 416, 501] {
             assert!(!retryable(s), "{s}");
         }
+    }
+
+    #[test]
+    fn a_challenge_scope_adds_to_ours() {
+        assert_eq!(
+            merge_scopes(
+                "repository:copy:pull,push",
+                "repository:copy:pull,push repository:team/app:pull"
+            ),
+            "repository:copy:pull,push repository:team/app:pull"
+        );
+        assert_eq!(merge_scopes("repository:a:pull", ""), "repository:a:pull");
     }
 
     #[test]

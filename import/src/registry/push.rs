@@ -9,30 +9,32 @@
 //! every layer kept its digest the manifest goes up as the exact stored bytes; otherwise its
 //! layer descriptors are rewritten and the pushed image has a new manifest digest.
 
-use std::io::{self, Write};
-
-use layerstore_store::{Digest, DigestHasher, Store};
+use layerstore_store::{Digest, Store};
 use serde::Serialize;
 
 use super::client::{Client, Method, Payload, status_error};
 use super::{Reference, RegistryError, RegistryOptions};
 use crate::error::{Error, Result};
-
-/// How a layer blob the registry lacks is compressed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PushCompression {
-    #[default]
-    Gzip,
-    Zstd,
-}
+use crate::layer_out::{
+    Annotations, Compression, LayerCompression, NewLayer, Spool, rewrite_manifest, write_layers,
+};
 
 /// Options for [`push`].
 #[derive(Clone, Debug, Default)]
 pub struct PushOptions {
     pub registry: RegistryOptions,
-    pub compression: PushCompression,
+    /// How a layer blob the registry lacks is compressed (gzip for a Docker schema2 image when
+    /// schema2 has no media type for it).
+    pub compression: Compression,
+    /// Layer blobs larger than this go up in `PATCH` chunks of this size (default
+    /// [`CHUNK_BYTES`]).
+    pub chunk_bytes: Option<u64>,
 }
+
+/// The default chunk of a chunked upload: a blob larger than this is sent in `PATCH` requests
+/// of this size, so no request body exceeds it (proxies and registries cap them) and a failed
+/// request resends one chunk, not the blob.
+pub const CHUNK_BYTES: u64 = 32 << 20;
 
 /// How a layer reached the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +56,9 @@ pub struct PushedLayer {
     pub media_type: String,
     pub size: u64,
     pub how: LayerPush,
+    /// The descriptor annotations of a blob compressed for this push.
+    #[serde(skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: Annotations,
 }
 
 /// What a push did.
@@ -124,49 +129,62 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
     };
 
     let docker = info.manifest_media_type == "application/vnd.docker.distribution.manifest.v2+json";
+    // Docker schema2 has no zstd layer type.
+    let compression = match opts.compression {
+        c if docker && c.docker_media_type().is_none() => Compression::Gzip,
+        c => c,
+    };
+    let compression = LayerCompression::new(compression, None)?;
+    let media_type = |c: Compression| match docker {
+        true => c
+            .docker_media_type()
+            .expect("schema2 pushes use a compression schema2 has"),
+        false => c.oci_media_type(),
+    };
+    // First what the registry has or can mount; the rest is compressed in parallel.
+    let mut found = Vec::new();
+    for l in &info.layers {
+        found.push(if blob_exists(&client, repo, &l.blob_digest)? {
+            Some(LayerPush::Present)
+        } else if try_mount(&l.blob_digest)? {
+            Some(LayerPush::Mounted)
+        } else {
+            None
+        });
+    }
+    let missing: Vec<(Digest, LayerCompression)> = info
+        .layers
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(l, _)| (l.diff_id, compression))
+        .collect();
+    let tmp = std::env::temp_dir();
+    let mut blobs = write_layers(store, &missing, Spool::Anonymous(&tmp))?.into_iter();
     let mut layers = Vec::new();
     let mut uploaded_bytes = 0;
-    for l in &info.layers {
-        if blob_exists(&client, repo, &l.blob_digest)? {
-            layers.push(pushed(
-                l,
-                l.blob_digest,
-                &l.media_type,
-                l.blob_size,
-                LayerPush::Present,
-            ));
+    for (l, f) in info.layers.iter().zip(found) {
+        if let Some(how) = f {
+            layers.push(pushed(l, l.blob_digest, &l.media_type, l.blob_size, how));
             continue;
         }
-        if try_mount(&l.blob_digest)? {
-            layers.push(pushed(
-                l,
-                l.blob_digest,
-                &l.media_type,
-                l.blob_size,
-                LayerPush::Mounted,
-            ));
-            continue;
-        }
-        let compression = if docker {
-            // Docker schema2 has no zstd layer type.
-            PushCompression::Gzip
-        } else {
-            opts.compression
-        };
-        let (file, digest, size) = compress_layer(store, &l.diff_id, compression)?;
-        let media_type = match (docker, compression) {
-            (true, _) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            (false, PushCompression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
-            (false, PushCompression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        };
-        let how = if blob_exists(&client, repo, &digest)? {
+        let blob = blobs.next().expect("one blob per missing layer");
+        let how = if blob_exists(&client, repo, &blob.digest)? {
             LayerPush::Present
         } else {
-            upload(&client, repo, &digest, Payload::File(&file))?;
-            uploaded_bytes += size;
+            let chunk = opts.chunk_bytes.unwrap_or(CHUNK_BYTES).max(1);
+            if blob.size > chunk {
+                upload_chunked(&client, repo, &blob.digest, blob.file(), blob.size, chunk)?;
+            } else {
+                upload(&client, repo, &blob.digest, Payload::File(blob.file()))?;
+            }
+            uploaded_bytes += blob.size;
             LayerPush::Uploaded
         };
-        layers.push(pushed(l, digest, media_type, size, how));
+        let mt = media_type(blob.compression.compression);
+        let mut p = pushed(l, blob.digest, mt, blob.size, how);
+        p.annotations = blob.annotations;
+        layers.push(p);
     }
     let config_there =
         blob_exists(&client, repo, &info.config_digest)? || try_mount(&info.config_digest)?;
@@ -181,7 +199,19 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
     let manifest = if unchanged {
         manifest
     } else {
-        rewrite_manifest(&manifest, &layers)?
+        let new: Vec<Option<NewLayer<'_>>> = layers
+            .iter()
+            .zip(&info.layers)
+            .map(|(p, l)| {
+                (p.digest != l.blob_digest).then_some(NewLayer {
+                    media_type: &p.media_type,
+                    digest: p.digest,
+                    size: p.size,
+                    annotations: &p.annotations,
+                })
+            })
+            .collect();
+        rewrite_manifest(&manifest, &new, false)?
     };
     let manifest_digest = Digest::of(&manifest);
     let url = client.url(&format!("v2/{repo}/manifests/{tag}"));
@@ -224,6 +254,7 @@ fn pushed(
         media_type: media_type.into(),
         size,
         how,
+        annotations: Annotations::new(),
     }
 }
 
@@ -262,7 +293,15 @@ fn mount(client: &Client, repo: &str, digest: &Digest, from: &str) -> Result<boo
     url.query_pairs_mut()
         .append_pair("mount", &digest.to_string())
         .append_pair("from", from);
-    let resp = client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[]))?;
+    let resp = match client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[])) {
+        Ok(r) => r,
+        // No pull access to `from` (a token server grants what the user may): upload instead.
+        Err(RegistryError::Unauthorized { reason, .. }) => {
+            log::debug!("{repo}: cannot mount {digest} from {from}: {reason}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     // 202 means the registry started a plain upload instead; it expires unused.
     Ok(resp.status().as_u16() == 201)
 }
@@ -275,20 +314,7 @@ fn upload(client: &Client, repo: &str, digest: &Digest, body: Payload<'_>) -> Re
     if status != 202 {
         return Err(upload_error(&url, status, resp).into());
     }
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .ok_or_else(|| RegistryError::Upload {
-            url: url.to_string(),
-            status,
-            message: "no Location for the upload".into(),
-        })?;
-    let mut put = url.join(location).map_err(|e| RegistryError::Upload {
-        url: url.to_string(),
-        status,
-        message: format!("a bad upload Location {location:?}: {e}"),
-    })?;
+    let mut put = upload_location(&url, status, &resp)?;
     put.query_pairs_mut()
         .append_pair("digest", &digest.to_string());
     let resp = client.request(
@@ -306,144 +332,78 @@ fn upload(client: &Client, repo: &str, digest: &Digest, body: Payload<'_>) -> Re
     Ok(())
 }
 
-/// Counts and hashes what passes on to the file.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: DigestHasher,
-    count: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The layer's tar, rebuilt from the store and compressed into an anonymous temporary file;
-/// returns the file, the blob digest and its size.
-fn compress_layer(
-    store: &Store,
-    diff_id: &Digest,
-    compression: PushCompression,
-) -> Result<(std::fs::File, Digest, u64)> {
-    let what = format!("layer {diff_id}");
-    let file = tempfile::tempfile().map_err(|e| Error::io(&what, e))?;
-    let out = HashingWriter {
-        inner: io::BufWriter::with_capacity(
-            1 << 20,
-            file.try_clone().map_err(|e| Error::io(&what, e))?,
-        ),
-        hasher: DigestHasher::default(),
-        count: 0,
-    };
-    let out = match compression {
-        PushCompression::Gzip => {
-            // No name, mtime 0: the same tar always compresses to the same blob.
-            let mut gz = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(out, flate2::Compression::default());
-            store.export_layer_tar(diff_id, &mut gz)?;
-            gz.finish().map_err(|e| Error::io(&what, e))?
-        }
-        PushCompression::Zstd => {
-            let mut z =
-                zstd::stream::write::Encoder::new(out, 3).map_err(|e| Error::io(&what, e))?;
-            store.export_layer_tar(diff_id, &mut z)?;
-            z.finish().map_err(|e| Error::io(&what, e))?
-        }
-    };
-    let HashingWriter {
-        inner,
-        hasher,
-        count,
-    } = out;
-    inner
-        .into_inner()
-        .map_err(|e| Error::io(&what, e.into_error()))?;
-    Ok((file, hasher.finish(), count))
-}
-
-/// The stored manifest with the layer descriptors of `layers` (digest, size, media type); all
-/// else (config, annotations) kept; keys come out sorted.
-fn rewrite_manifest(manifest: &[u8], layers: &[PushedLayer]) -> Result<Vec<u8>> {
-    let bad = |reason: &str| Error::BadDocument {
-        what: "stored manifest".into(),
-        reason: reason.into(),
-    };
-    let mut v: serde_json::Value =
-        serde_json::from_slice(manifest).map_err(|e| Error::BadJson {
-            what: "stored manifest".into(),
-            source: e,
+/// Where an upload session goes on: the `Location` of `resp`, relative to `url`.
+fn upload_location(
+    url: &url::Url,
+    status: u16,
+    resp: &ureq::http::Response<ureq::Body>,
+) -> Result<url::Url, RegistryError> {
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| RegistryError::Upload {
+            url: url.to_string(),
+            status,
+            message: "no Location for the upload".into(),
         })?;
-    let descs = v
-        .get_mut("layers")
-        .and_then(|l| l.as_array_mut())
-        .ok_or_else(|| bad("no layers"))?;
-    if descs.len() != layers.len() {
-        return Err(bad("its layers do not match the image's"));
-    }
-    for (d, l) in descs.iter_mut().zip(layers) {
-        let d = d
-            .as_object_mut()
-            .ok_or_else(|| bad("a layer is not an object"))?;
-        d.insert("mediaType".into(), l.media_type.clone().into());
-        d.insert("digest".into(), l.digest.to_string().into());
-        d.insert("size".into(), l.size.into());
-        // A URL list belongs to the old blob.
-        d.remove("urls");
-    }
-    Ok(serde_json::to_vec(&v).expect("a JSON value serializes"))
+    url.join(location).map_err(|e| RegistryError::Upload {
+        url: url.to_string(),
+        status,
+        message: format!("a bad upload Location {location:?}: {e}"),
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rewritten_manifest_keeps_all_but_the_recompressed_layer_descriptors() {
-        let old = Digest::of(b"old");
-        let new = Digest::of(b"new");
-        let config = Digest::of(b"config");
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config.to_string(), "size": 6},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": old.to_string(), "size": 3,
-                        "urls": ["https://elsewhere.example/blob"],
-                        "annotations": {"a": "b"}}],
-            "annotations": {"x": "y"}
-        });
-        let layers = [PushedLayer {
-            diff_id: old,
-            digest: new,
-            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-            size: 42,
-            how: LayerPush::Uploaded,
-        }];
-        let out = rewrite_manifest(&serde_json::to_vec(&manifest).unwrap(), &layers).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["config"], manifest["config"]);
-        assert_eq!(v["annotations"], manifest["annotations"]);
-        let l = &v["layers"][0];
-        assert_eq!(l["digest"], new.to_string());
-        assert_eq!(l["size"], 42);
-        assert_eq!(
-            l["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        );
-        assert_eq!(l["annotations"], manifest["layers"][0]["annotations"]);
-        assert!(l.get("urls").is_none(), "the old blob's URLs are dropped");
-        assert!(
-            rewrite_manifest(&out, &[]).is_err(),
-            "layer counts must agree"
-        );
+/// Upload a blob of `size` bytes from `file` in chunks of `chunk` bytes: `POST` for a
+/// session, a `PATCH` per chunk with its `Content-Range` (each answer names where the next
+/// goes), then a `PUT` with the digest and no body.
+fn upload_chunked(
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    file: &std::fs::File,
+    size: u64,
+    chunk: u64,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let url = client.url(&format!("v2/{repo}/blobs/uploads/"));
+    let resp = client.request(Method::Post, &url, repo, true, &[], Payload::Bytes(&[]))?;
+    let status = resp.status().as_u16();
+    if status != 202 {
+        return Err(upload_error(&url, status, resp).into());
     }
+    let mut at = upload_location(&url, status, &resp)?;
+    let mut buf = vec![0u8; chunk.min(size) as usize];
+    let mut offset = 0u64;
+    while offset < size {
+        let n = chunk.min(size - offset) as usize;
+        file.read_exact_at(&mut buf[..n], offset)
+            .map_err(|e| Error::io(format!("the compressed layer {digest}"), e))?;
+        let range = format!("{offset}-{}", offset + n as u64 - 1);
+        let resp = client.request(
+            Method::Patch,
+            &at,
+            repo,
+            true,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            Payload::Bytes(&buf[..n]),
+        )?;
+        let status = resp.status().as_u16();
+        if status != 202 {
+            return Err(upload_error(&at, status, resp).into());
+        }
+        at = upload_location(&at, status, &resp)?;
+        offset += n as u64;
+    }
+    at.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    let resp = client.request(Method::Put, &at, repo, true, &[], Payload::Bytes(&[]))?;
+    let status = resp.status().as_u16();
+    if status != 201 {
+        return Err(upload_error(&at, status, resp).into());
+    }
+    Ok(())
 }

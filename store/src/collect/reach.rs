@@ -49,6 +49,22 @@ impl Store {
         )
     }
 
+    /// The live leases' pins on whole images by manifest digest ([`crate::Lease::pin_images`]),
+    /// sorted by lease.
+    pub fn lease_image_pins(&self) -> Result<Vec<(LeasePin, Digest)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT li.lease, le.what, li.digest FROM lease_images li
+             JOIN leases le ON le.id = li.lease ORDER BY li.lease, li.digest",
+        )?;
+        let rows: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter()
+            .map(|(lease, what, d)| Ok((LeasePin { lease, what }, d.parse()?)))
+            .collect()
+    }
+
     fn lease_pins(&self, sql: &str, key: rusqlite::types::Value) -> Result<Vec<LeasePin>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(sql)?;

@@ -211,6 +211,10 @@ mod model {
         LayersOnly(usize),
         /// Import with a local label.
         Label(usize),
+        /// Pin image i by digest to a lease (bind's pin: perhaps before it is stored).
+        Pin(usize),
+        /// End that lease.
+        Unpin,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -226,6 +230,8 @@ mod model {
             1 => (0..2usize).prop_map(Op::Unbind),
             1 => (0..4usize).prop_map(Op::LayersOnly),
             1 => (0..4usize).prop_map(Op::Label),
+            1 => (0..4usize).prop_map(Op::Pin),
+            1 => Just(Op::Unpin),
         ]
     }
 
@@ -267,8 +273,10 @@ mod model {
             let oci = tmp.path().join("oci");
             let mut layout = OciLayout::create(&oci).unwrap();
             let specs = images();
+            let mut written = Vec::new();
             for (i, s) in specs.iter().enumerate() {
-                layout.add_image(&format!("img{i}"), s).unwrap();
+                let w = layout.add_image(&format!("img{i}"), s).unwrap();
+                written.push(w.manifest_digest.parse::<layerstore_store::Digest>().unwrap());
             }
             let store = new_store(tmp.path());
             // Model: name → image index; root → image index; root → bound image indexes;
@@ -278,6 +286,10 @@ mod model {
             let mut bound: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
             let mut labels: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
             let mut digests: BTreeMap<usize, layerstore_store::Digest> = BTreeMap::new();
+            // Images whose rows are stored; images a lease pins (whether stored or not).
+            let mut stored: BTreeSet<usize> = BTreeSet::new();
+            let mut pinned: BTreeSet<usize> = BTreeSet::new();
+            let mut lease: Option<layerstore_store::Lease<'_>> = None;
             let named = |names: &BTreeMap<String, usize>, i: usize| names.get(&format!("img{i}")).copied();
             for op in ops {
                 match op {
@@ -285,11 +297,13 @@ mod model {
                         let r = import(&store, &format!("oci:{}:img{i}", oci.display())).unwrap();
                         digests.insert(i, r.manifest_digest);
                         names.insert(format!("img{i}"), i);
+                        stored.insert(i);
                     }
                     Op::LayersOnly(i) => {
                         let opts = layerstore_import::ImportOptions { layers_only: true, ..Default::default() };
                         let r = layerstore_import::import(&store, &format!("oci:{}:img{i}", oci.display()), &opts).unwrap();
                         digests.insert(i, r.manifest_digest);
+                        stored.insert(i);
                     }
                     Op::Label(i) => {
                         let opts = layerstore_import::ImportOptions {
@@ -300,6 +314,20 @@ mod model {
                         digests.insert(i, r.manifest_digest);
                         names.insert(format!("img{i}"), i);
                         labels.entry(i).or_default().insert(format!("k{i}"));
+                        stored.insert(i);
+                    }
+                    Op::Pin(i) => {
+                        let l = match &lease {
+                            Some(l) => l,
+                            None => lease.insert(store.begin_lease("model pin").unwrap()),
+                        };
+                        let is_stored = l.pin_images(&[written[i]]).unwrap()[0];
+                        prop_assert_eq!(is_stored, stored.contains(&i));
+                        pinned.insert(i);
+                    }
+                    Op::Unpin => {
+                        lease = None;
+                        pinned.clear();
                     }
                     Op::RootSet(r, i) => {
                         if let Some(img) = named(&names, i) {
@@ -349,13 +377,15 @@ mod model {
                     Op::Gc => {
                         gc(&store);
                         // Exactly the contents of the live images' layers remain: named, a
-                        // root's, bound to a root.
+                        // root's, bound to a root, pinned by a lease (once stored).
                         let live: BTreeSet<usize> = names
                             .values()
                             .chain(roots.values())
                             .chain(bound.values().flatten())
+                            .chain(pinned.intersection(&stored))
                             .copied()
                             .collect();
+                        stored.retain(|i| live.contains(i));
                         labels.retain(|i, _| live.contains(i));
                         for (i, keys) in &labels {
                             let have: BTreeSet<String> = store.labels(&digests[i]).unwrap().local.into_keys().collect();
@@ -382,6 +412,7 @@ mod model {
                 let named: BTreeSet<String> = store.images().unwrap().into_iter().map(|(n, _)| n).collect();
                 prop_assert_eq!(named, names.keys().cloned().collect::<BTreeSet<_>>());
             }
+            drop(lease);
             assert_sound(&store);
         }
     }
@@ -657,11 +688,10 @@ fn a_bound_image_lives_while_its_root_does() {
     let root = RefName::root("deploy").unwrap();
     let bound = RefName::bound(&root, &app).unwrap();
     assert_eq!(bound.lives_by().as_ref(), Some(&root));
+    // The root ref, then the binding (its row and its bound ref, as `bind` writes them).
+    store.set_refs(&[(root.clone(), base.to_string())]).unwrap();
     store
-        .set_refs(&[
-            (root.clone(), base.to_string()),
-            (bound.clone(), app.to_string()),
-        ])
+        .bind("deploy", &[(app, format!("localhost/app@{app}"))])
         .unwrap();
     store
         .remove_refs(&[
@@ -675,6 +705,8 @@ fn a_bound_image_lives_while_its_root_does() {
     assert_eq!(reasons[0].root, bound.to_string());
     assert_sound(&store);
 
+    // The root ref alone goes (not `root rm`, which unbinds too): gc drops the bound ref and
+    // its binding row.
     store.remove_refs(&[root]).unwrap();
     assert!(
         why(&store, &Subject::Image(app)).unwrap().is_empty(),

@@ -4,14 +4,17 @@
 //! 503/429, redirect loops, lies about sizes and digests, Bearer tokens). Every failure ends
 //! with no image ref and a sound store.
 
+mod bind;
 mod servers;
+mod token;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use self::servers::{Content, DockerRegistry, FaultServer, Req, Resp};
+use self::servers::{Content, DockerRegistry, FaultServer, RegistryAuth, Req, Resp};
 use crate::common::*;
 use layerstore_import::registry::{Credentials, RegistryError, RegistryOptions};
 use layerstore_import::{Error, ImportOptions, ImportReport, Platform};
@@ -80,6 +83,17 @@ fn pull(
     opts: &ImportOptions<'_>,
 ) -> layerstore_import::Result<ImportReport> {
     layerstore_import::import(store, spec, opts)
+}
+
+/// The report of a pull of `docker://HOST/REFERENCE` (plain HTTP allowed) that must succeed.
+#[track_caller]
+fn pulled(store: &Store, host: &str, reference: &str) -> ImportReport {
+    pull(
+        store,
+        &format!("docker://{host}/{reference}"),
+        &options(insecure()),
+    )
+    .unwrap()
 }
 
 /// The error of a pull of `docker://HOST/REFERENCE` (plain HTTP allowed) that must fail.
@@ -172,12 +186,7 @@ fn a_pull_by_digest_fetches_exactly_that_manifest() {
     let r = pull(&store, &spec, &options(insecure())).unwrap();
     assert_eq!(r.manifest_digest.to_string(), v1.manifest_digest);
     assert_eq!(r.name, format!("{}/app@{}", reg.host(), v1.manifest_digest));
-    let r = pull(
-        &store,
-        &format!("docker://{}/app:v1", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r = pulled(&store, &reg.host(), "app:v1");
     assert_eq!(r.manifest_digest.to_string(), v2.manifest_digest);
     assert_sound(&store);
 }
@@ -270,12 +279,7 @@ fn a_docker_schema2_image_pulls_and_pushes_as_docker_schema2() {
         String::from_utf8_lossy(&out.stderr)
     );
     let store = new_store(tmp.path());
-    let r = pull(
-        &store,
-        &format!("docker://{}/docker:v2", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r = pulled(&store, &reg.host(), "docker:v2");
     let info = store.resolve_image(&r.name).unwrap();
     assert_eq!(
         info.manifest_media_type,
@@ -305,12 +309,7 @@ fn a_docker_schema2_image_pulls_and_pushes_as_docker_schema2() {
     .unwrap();
     assert_eq!(p.manifest_digest, r.manifest_digest);
     let s2 = new_store(&tmp.path().join("s2"));
-    let back = pull(
-        &s2,
-        &format!("docker://{}/docker2:v2", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let back = pulled(&s2, &reg.host(), "docker2:v2");
     assert_eq!(back.manifest_digest, r.manifest_digest);
     assert_sound(&store);
     assert_sound(&s2);
@@ -326,12 +325,7 @@ fn a_second_pull_fetches_only_the_layers_the_store_lacks() {
     reg.push(&oci, "v1", "app:v1", None);
     reg.push(&oci, "v2", "app:v2", None);
     let store = new_store(tmp.path());
-    pull(
-        &store,
-        &format!("docker://{}/app:v1", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    pulled(&store, &reg.host(), "app:v1");
     let base = &v1.layers[0].blob_digest;
     assert_eq!(
         v2.layers[0].blob_digest, *base,
@@ -339,12 +333,7 @@ fn a_second_pull_fetches_only_the_layers_the_store_lacks() {
     );
     assert_eq!(reg.blob_gets("app", base), 1);
 
-    let r = pull(
-        &store,
-        &format!("docker://{}/app:v2", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r = pulled(&store, &reg.host(), "app:v2");
     assert!(r.layers[0].reused);
     assert!(!r.layers[1].reused);
     assert_eq!(
@@ -354,12 +343,7 @@ fn a_second_pull_fetches_only_the_layers_the_store_lacks() {
     );
     assert_eq!(reg.blob_gets("app", &v2.layers[1].blob_digest), 1);
     // Pulling v2 again fetches no layer at all.
-    pull(
-        &store,
-        &format!("docker://{}/app:v2", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    pulled(&store, &reg.host(), "app:v2");
     assert_eq!(reg.blob_gets("app", &v2.layers[1].blob_digest), 1);
     assert_sound(&store);
 }
@@ -523,19 +507,14 @@ fn a_pulled_image_pushed_to_another_repository_is_mounted_with_its_digests() {
     let (oci, v1, _) = two_versions(tmp.path());
     reg.push(&oci, "v1", "app:v1", None);
     let store = new_store(tmp.path());
-    let pulled = pull(
-        &store,
-        &format!("docker://{}/app:v1", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let first = pulled(&store, &reg.host(), "app:v1");
     let opts = PushOptions {
         registry: insecure(),
         ..PushOptions::default()
     };
     let r = push(
         &store,
-        &pulled.name,
+        &first.name,
         &format!("docker://{}/copy:v1", reg.host()),
         &opts,
     )
@@ -548,12 +527,7 @@ fn a_pulled_image_pushed_to_another_repository_is_mounted_with_its_digests() {
     // The exact manifest: the same digest as the original.
     assert_eq!(r.manifest_digest.to_string(), v1.manifest_digest);
     let s2 = new_store(&tmp.path().join("s2"));
-    let back = pull(
-        &s2,
-        &format!("docker://{}/copy:v1", reg.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let back = pulled(&s2, &reg.host(), "copy:v1");
     assert_eq!(back.manifest_digest.to_string(), v1.manifest_digest);
     assert_sound(&s2);
 
@@ -613,12 +587,7 @@ fn a_dropped_blob_connection_resumes_with_range() {
             resp
         }
     });
-    let r = pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    let r = pulled(&store, &srv.host(), "app:v1");
     assert_eq!(r.manifest_digest.to_string(), v1.manifest_digest);
     let gets = srv.requests(&blob_path(&base));
     assert_eq!(gets.len(), 2, "{gets:?}");
@@ -649,12 +618,7 @@ fn a_registry_that_ignores_range_is_read_past_what_was_delivered() {
             whole
         }
     });
-    pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    pulled(&store, &srv.host(), "app:v1");
     assert_eq!(srv.requests(&blob_path(&base)).len(), 2);
     assert_sound(&store);
 }
@@ -676,12 +640,7 @@ fn status_503_and_429_are_retried_after_retry_after() {
         }
         c.serve(req)
     });
-    pull(
-        &store,
-        &format!("docker://{}/app:v1", srv.host()),
-        &options(insecure()),
-    )
-    .unwrap();
+    pulled(&store, &srv.host(), "app:v1");
     assert_eq!(srv.requests(&blob_path(&base)).len(), 3);
     assert_sound(&store);
 }
