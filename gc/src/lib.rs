@@ -21,19 +21,21 @@
 //! sweep takes the exclusive lock: in one durable transaction it re-checks the plan against the
 //! index as it is now (a layer that became live since the mark — a new import, a new tag, a
 //! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
-//! rows and bumps the sweep generation, and nothing else: per-file work stays out of the lock.
-//! After the lock is released the doomed files are renamed to `.gc-` names in their own
-//! directory under the dooming lock (an import that found a file waits for it before it
-//! trusts the file, see [`layerstore_store::Store::dooming_lock`]), then unlinked (unlinks free
-//! blocks and can take seconds on a `discard` mount; imports never wait on them). An import
-//! that needs the same content later writes a new file under the object's name, which the
-//! doomed name does not touch.
+//! dead refs and image rows, turns dead layers into `gc:ID` tombstones and bumps the sweep
+//! generation — nothing per object, entry or file, so the lock does not grow with the store or
+//! with what is swept. After it, under the dooming lock only (an import that found a file
+//! waits for it before it trusts the file, see [`layerstore_store::Store::dooming_lock`]), the
+//! tombstones' entries and the dead objects' rows go in small transactions that spare what was
+//! pinned or published since, and the files whose rows went are renamed to `.gc-` names in
+//! their own directory; then they are unlinked (unlinks free blocks and can take seconds on a
+//! `discard` mount; nothing waits on them). An import that needs the same content later writes
+//! a new file under the object's name, which the doomed name does not touch.
 //!
-//! Crashes: no file is touched before the sweep commits, so a gc killed at any point leaves
-//! rows that all have their files, and files without rows (doomed or not yet renamed) that the
-//! next gc removes. Stores a gc of an earlier version was killed in (it renamed files before
-//! its commit and left the marker `sweeping`) get their files put back when opened. One gc
-//! runs at a time (`gc.lock`).
+//! Crashes: entries go before the rows they name and rows before their files, so a gc killed at
+//! any point leaves a sound store whose garbage (tombstones, rows no layer names, files no row
+//! names) the next gc removes. Stores a gc of an earlier version was killed in (it renamed
+//! files before its commit and left the marker `sweeping`) get their files put back when
+//! opened. One gc runs at a time (`gc.lock`).
 
 pub mod roots;
 pub mod why;

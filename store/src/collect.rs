@@ -9,10 +9,12 @@
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
 //! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock; the
-//! [`Sweep`] it returns is the only way to doom files, and [`Sweep::apply`] re-checks the mark,
-//! deletes the rows in one durable transaction and releases the lock; then, under the dooming
-//! lock only, it dooms (renames) the files. The [`Doomed`] files it returns are unlinked
-//! afterwards, without any lock.
+//! [`Sweep`] it returns is the only way to doom files. [`Sweep::apply`] re-checks the mark and
+//! flips the dead set in one durable transaction (refs and image rows go, dead layers become
+//! `gc:ID` tombstones) and releases the lock; then, under the dooming lock only, it deletes the
+//! tombstones' entries and the dead objects' rows in small transactions and dooms (renames) the
+//! files whose rows went. The [`Doomed`] files it returns are unlinked afterwards, without any
+//! lock.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -644,17 +646,19 @@ impl Store {
 impl Sweep<'_> {
     /// The sweep: one durable transaction re-checks `mark` against the index as it is now (a
     /// layer that became live since the mark — a new import, a new tag, a pin — keeps its
-    /// objects; only what was dead at the mark and is still dead goes), deletes the dead refs,
-    /// images, layers and objects' rows and bumps the sweep generation. That is all the
-    /// exclusive lock covers: it is released as soon as the transaction commits (or fails).
+    /// objects; only what was dead at the mark and is still dead goes) and flips the dead set:
+    /// refs, image rows and blob mappings go, dead layers become tombstones, the sweep
+    /// generation moves. That is all the exclusive lock covers, and it is released as soon as
+    /// the transaction commits (or fails): nothing in it is per object, entry or file.
     ///
-    /// The doomed loose files (dead objects' and strays') are then renamed to `.gc-` names
-    /// under the dooming lock ([`Store::dooming_lock`]), which the sweep takes before it lets
-    /// the store lock go: an import that pins after the commit waits for that lock before it
-    /// trusts a file it found, so it never relies on a file about to be renamed. Renaming after
-    /// the commit leaves nothing to put back if gc dies: a doomed file still at its name has no
-    /// row, and the next gc takes it for a stray. When the renames are done the generation is
-    /// bumped again, so a batch that opened while they ran looks at its files again.
+    /// The rest happens under the dooming lock ([`Store::dooming_lock`]), which the sweep takes
+    /// before it lets the store lock go: the tombstones' entries and rows and the dead objects'
+    /// rows go in small transactions (`drop_dead_rows`), then the loose files whose
+    /// rows went, and the strays, are renamed to `.gc-` names. An import that pins after the
+    /// commit waits for that lock before it trusts a file it found, so it never relies on a
+    /// file about to be renamed; when the renames are done the generation moves again, so a
+    /// batch that opened meanwhile looks at its files again. Nothing is ever put back if gc
+    /// dies: see `drop_dead_rows` for the order that keeps the store sound.
     pub fn apply(mut self, mark: Mark, policy: RootPolicy<'_>) -> Result<Swept> {
         drop(mark);
         let store = self.store;

@@ -1,5 +1,5 @@
 //! Space accounting, computed from the index alone (never by walking trees): totals kept in
-//! `counters` and a per-image summary kept in `image_usage` ([`usage`]), both up to date at
+//! `counters` and a per-image summary kept in `image_usage` (`df/usage.rs`), both up to date at
 //! every publish, so `df` reads a few rows whatever the store's size.
 
 use serde::Serialize;

@@ -53,12 +53,13 @@
 //!   place; between batches a gc may sweep, and spares what live leases pin. A lease may also
 //!   pin whole images by manifest digest, before they are stored ([`Lease::pin_images`]):
 //!   `bind` pins each image it pulls until its binding is recorded.
-//!   The sweep's transaction — re-check, row deletes — is the only exclusive holder; nothing
-//!   per file happens under it. Only a [`collect::Sweep`] can doom object files: after its
-//!   commit, under the `dooming` lock, which it takes before it lets `lock` go. A batch that
-//!   found a file present waits for that lock after its pin, then looks again if the sweep
-//!   generation moved (the sweep bumps it again when its renames are done). The inline
-//!   contents of swept objects are deleted after the lock, in small transactions.
+//!   The sweep's transaction — re-check, then refs and image rows deleted and dead layers
+//!   turned into `gc:ID` tombstones — is the only exclusive holder; nothing per object, entry or
+//!   file happens under it. After it, under the `dooming` lock (taken before `lock` is let go),
+//!   the tombstones' entries and the dead objects' rows go in small transactions, then the files
+//!   whose rows went are renamed away; only a [`collect::Sweep`] can doom object files. A batch
+//!   that found a file present waits for `dooming` after its pin, then looks again if the sweep
+//!   generation moved (the sweep moves it again when its renames are done).
 //! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `object_users`)
 //!   that every transaction changing image refs keeps up to date ([`df`]), never the entries.
 //! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
