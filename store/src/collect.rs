@@ -691,13 +691,9 @@ impl Sweep<'_> {
         end?;
         let dooming = dooming?;
         let after = Instant::now();
-        // The WAL still does not checkpoint (begin_sweep): gc checkpoints once, beside its
-        // unlinks, instead of at every few batches here.
-        let dropped = store.drop_dead_rows(top);
-        store
-            .conn()
-            .pragma_update(None, "wal_autocheckpoint", 1000)?;
-        let (gone, mut doomed_ids) = dropped?;
+        // The WAL checkpoints again during these batches: they dirty most of the index at
+        // 1,000,000 objects, and a WAL that held all of it filled the disk (scale.md).
+        let (gone, mut doomed_ids) = store.drop_dead_rows(top)?;
         log::debug!(
             "gc: {} object rows deleted after the lock in {:?}",
             gone.objects,
@@ -725,19 +721,16 @@ impl Sweep<'_> {
 
     /// End the sweep's locked part: put doomed files back if its transaction did not commit
     /// (files an earlier version's sweep doomed before its commit), remove the marker such a
-    /// sweep left, and if it failed, let the WAL checkpoint again (else [`Sweep::apply`] does,
-    /// once its deletions after the lock are done).
+    /// sweep left, let the WAL checkpoint again.
     fn end(&self, failed: bool) -> Result<()> {
         if failed {
             // The transaction rolled back: its rows stand, so their files go back.
             self.store.restore_doomed()?;
         }
         self.store.end_sweep()?;
-        if failed {
-            self.store
-                .conn()
-                .pragma_update(None, "wal_autocheckpoint", 1000)?;
-        }
+        self.store
+            .conn()
+            .pragma_update(None, "wal_autocheckpoint", 1000)?;
         Ok(())
     }
 }
