@@ -141,12 +141,14 @@ EOF
     rm -rf "$work/floor" && mkdir -p "$work/floor"
     tar -C "$store" -cf - -T "$out/doomed-$n.txt" | tar -C "$work/floor" -xf -
     sync
-    gc_once() { read -r gw gc < <(timed sh -c "'$ls' --json gc > '$out/gc-$n-$r.json'"); }
+    gc_once() { read -r gw gc < <(timed sh -c "'$ls' --json gc > '$out/gc-$n-$r.json'" || echo "0 0"); }
     rm_once() { read -r rw rc < <(timed rm -rf "$work/floor"); }
     if [ $((r % 2)) = 1 ]; then gc_once; sync; rm_once; else rm_once; sync; gc_once; fi
-    read -r held renames unlink loose_removed < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f %.1f %.1f %d" % (d["lock_held"]*1000, d.get("renames", 0)*1000, d["unlink"]*1000, d["removed"]["loose_files"]))' "$out/gc-$n-$r.json")
+    # A failed gc (e.g. a full disk) is a note in the report, not the end of the run.
+    read -r held renames unlink loose_removed < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f %.1f %.1f %d" % (d["lock_held"]*1000, d.get("renames", 0)*1000, d["unlink"]*1000, d["removed"]["loose_files"]))' "$out/gc-$n-$r.json" 2> /dev/null || echo "failed failed failed 0")
+    [ "$held" = failed ] && notes+=("gc at $n, round $r failed: see $out/gc-$n-$r.json")
     echo "$r $gw $gc $rw $rc $held $renames $unlink $loose_removed $ndoomed $(cut -d' ' -f1 /proc/loadavg)" >> "$out/gc-pairs-$n.txt"
-    rows_gc+=("| $(printf "%'d" "$n") | $r | $loose_removed ($ndoomed copied) | $gw | $rw | $(python3 -c "print('%.2f' % ($gw / $rw))") | $held | $renames | $unlink |")
+    rows_gc+=("| $(printf "%'d" "$n") | $r | $loose_removed ($ndoomed copied) | $gw | $rw | $(python3 -c "print('%.2f' % ($gw / $rw))" 2> /dev/null) | $held | $renames | $unlink |")
   done
   "$ls" -q fsck > /dev/null || notes+=("fsck after gc at $n found problems")
   # An import arriving while gc runs, beside the same import alone (both of the probe image
