@@ -189,6 +189,15 @@ CREATE TABLE prepared_updates (
     checked INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- The sha256 of stored contents (content_sha256.rs), so a partial pull finds the files a
+-- zstd:chunked table of contents names. Facts about contents: a row may outlive its object, and
+-- lookups join objects.
+CREATE TABLE object_sha256 (
+    object BLOB PRIMARY KEY,    -- objects.id (blake3 of the content)
+    sha256 BLOB NOT NULL        -- sha256 of the same content, 32 raw bytes
+) WITHOUT ROWID;
+CREATE INDEX object_sha256_sha256 ON object_sha256(sha256);
+
 -- The per-image usage summary df reads (df/usage.rs), kept up to date by every transaction that
 -- changes image refs: for each image an image/ ref names, the distinct content only it has and
 -- the content it shares with other named images.

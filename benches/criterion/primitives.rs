@@ -95,7 +95,7 @@ fn kib(n: usize) -> String {
 const TAR_LIMITS: TarLimits = TarLimits {
     max_record: 1 << 20,
     max_raw_data: 1 << 20,
-    max_trailer: 16 << 20,
+    raw_trailer: 1 << 20,
 };
 
 /// Our walker as the pipeline drives it: every entry, regular contents read whole into `buf`.

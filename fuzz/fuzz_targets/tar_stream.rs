@@ -7,7 +7,7 @@ use layerstore_store::ObjectId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = TarLimits { max_record: 1 << 16, max_raw_data: 1 << 16, max_trailer: 1 << 16 };
+    let limits = TarLimits { max_record: 1 << 16, max_raw_data: 1 << 16, raw_trailer: 1 << 10 };
     let mut p = TarParser::new(data, limits);
     let mut contents = Vec::new();
     loop {

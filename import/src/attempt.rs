@@ -164,6 +164,23 @@ impl<'a> Attempt<'a> {
         progress: &ProgressAdapter<'_>,
     ) -> Result<(LayerRecord, LayerStats)> {
         let l = &self.image.layers[i];
+        // A zstd:chunked layer from a registry: fetch only what the store lacks, if it can.
+        let mut partial = None;
+        if let Some(reg) = self.job.container.registry() {
+            match crate::chunked::pull(
+                self.job.store,
+                reg,
+                self.image,
+                i,
+                &self.job.limits,
+                self.lease.staging(),
+                progress,
+            )? {
+                crate::chunked::Outcome::Pulled(done) => return Ok(*done),
+                crate::chunked::Outcome::Whole(p) => partial = Some(p),
+                crate::chunked::Outcome::NotChunked => {}
+            }
+        }
         let (blob, _) =
             self.job
                 .container
@@ -171,13 +188,18 @@ impl<'a> Attempt<'a> {
                 .ok_or_else(|| Error::BlobMissing {
                     digest: l.digest.to_string(),
                 })?;
-        layer::import_layer(
+        let (record, mut stats) = layer::import_layer(
             &LayerInput::of(i, l),
             blob,
             self.lease.staging(),
             &self.job.limits,
             progress,
-        )
+        )?;
+        if let Some(mut p) = partial {
+            p.fetched_bytes += l.size;
+            stats.partial = Some(p);
+        }
+        Ok((record, stats))
     }
 
     /// Wait until the layers `theirs` names (claimed by other imports) are stored; returns those
@@ -260,8 +282,13 @@ impl<'a> Attempt<'a> {
                 report.content_bytes += stats.content_bytes;
                 stats
             });
-            // A layer read was read whole: its digest check saw exactly `size` bytes.
-            let fetched_bytes = if stats.is_some() { l.size } else { 0 };
+            // A layer read whole: its digest check saw exactly `size` bytes. A zstd:chunked layer
+            // counts what its partial pull fetched (the TOC and ranges, plus the blob if it
+            // was pulled whole after all).
+            let fetched_bytes = match &stats {
+                Some(s) => s.partial.as_ref().map_or(l.size, |p| p.fetched_bytes),
+                None => 0,
+            };
             report.fetched_bytes += fetched_bytes;
             report.layers.push(LayerReport {
                 diff_id: l.diff_id,

@@ -24,6 +24,9 @@
 //! digest), then `index.json`, replaced by rename. Destinations and options are checked before
 //! anything is written; an export that fails removes what it wrote (a layout it created, blobs
 //! it added to an existing layout, its temporary files).
+//!
+//! Progress (each blob's compressed bytes) reaches the caller through
+//! [`layer_out::BlobProgress`] ([`export_with`]); the library never prints.
 
 mod archive;
 mod layout;
@@ -235,6 +238,18 @@ pub fn export(
     dest: &str,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
+    export_with(store, image, dest, opts, &crate::NoProgress)
+}
+
+/// [`export`], reporting each blob written to `progress`, under the index of the first image
+/// layer it is written for (a layer listed twice is written once).
+pub fn export_with(
+    store: &Store,
+    image: &str,
+    dest: &str,
+    opts: &ExportOptions,
+    progress: &dyn layer_out::BlobProgress,
+) -> Result<ExportReport> {
     let destination = Destination::parse(dest)?;
     if let Some(c) = &opts.compression {
         c.check()?;
@@ -270,11 +285,14 @@ pub fn export(
         .collect();
     // A layer listed twice (an empty layer, say) is written once.
     let mut jobs: Vec<(Digest, LayerCompression)> = Vec::new();
+    // Per job, the first image layer it is for (what progress names it by).
+    let mut first_layer = Vec::new();
     let mut layer_blobs = Vec::new();
-    for (l, c) in info.layers.iter().zip(&wanted) {
+    for (n, (l, c)) in info.layers.iter().zip(&wanted).enumerate() {
         let job = (l.diff_id, *c);
         let i = jobs.iter().position(|j| *j == job).unwrap_or_else(|| {
             jobs.push(job);
+            first_layer.push(n);
             jobs.len() - 1
         });
         layer_blobs.push(i);
@@ -283,13 +301,17 @@ pub fn export(
         l.make_dirs()?;
     }
     let spool = target.spool_dir();
-    let blobs = layer_out::write_layers(
+    let blobs = layer_out::write_layers_with(
         store,
         &jobs,
         if target.named_blobs() {
             layer_out::Spool::Named(&spool)
         } else {
             layer_out::Spool::Anonymous(&spool)
+        },
+        &layer_out::Reindexed {
+            progress,
+            index: &first_layer,
         },
     )?;
     let mut layers = Vec::new();

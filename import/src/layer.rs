@@ -22,7 +22,7 @@ use layerstore_store::{Digest, LayerRecord, Limits, Staging};
 use crate::error::{Error, Result};
 use crate::tarparse::{TarError, TarLimits};
 
-pub use blob::{BlobCompression, media_type_compression};
+pub use blob::{BlobCompression, UNKNOWN_SIZE, media_type_compression};
 pub(crate) use blob::{ChannelReader, stream_generated_tar, stream_layer};
 
 /// A blob to import as a layer.
@@ -50,6 +50,9 @@ pub struct LayerStats {
     pub new_bytes: u64,
     pub dedup_hits: u64,
     pub inline_objects: u64,
+    /// How a zstd:chunked layer was pulled (partially, or whole and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<crate::chunked::PartialPull>,
 }
 
 impl LayerInput {
@@ -108,7 +111,9 @@ pub(crate) fn tar_limits(limits: &Limits) -> TarLimits {
     TarLimits {
         max_record: limits.max_pax_record,
         max_raw_data: 1 << 20,
-        max_trailer: 16 << 20,
+        // GNU tar pads to its 10 KiB record, `-b 2048` to 1 MiB: kept as it is; longer padding
+        // becomes a zero run (a skeleton that builds before zero runs cannot read).
+        raw_trailer: 1 << 20,
     }
 }
 

@@ -15,6 +15,9 @@
 //! the output, so a writer function never computes the digest or size itself. A format that
 //! needs to see the tar's entries (zstd:chunked's table of contents) is one more variant and
 //! one more writer function; nothing else changes.
+//!
+//! Progress reaches the caller through [`BlobProgress`] (the library never prints): the
+//! compressed bytes of each blob as they are written, in batches, summing to the blob's size.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -40,6 +43,10 @@ pub enum Compression {
     #[default]
     Gzip,
     Zstd,
+    /// zstd with a table of contents (see [`crate::chunked::write`]): plain zstd to any reader,
+    /// pullable partially by layerstore and containers-storage.
+    #[serde(rename = "zstd:chunked")]
+    ZstdChunked,
 }
 
 /// A compression's writer function: compress the tar `job.tar` writes into `out`. `out` is
@@ -58,7 +65,12 @@ pub struct EncodeJob<'a> {
 
 impl Compression {
     /// Every compression, for parsers and messages.
-    pub const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+    pub const ALL: [Compression; 4] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::ZstdChunked,
+    ];
 
     /// Its name on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -66,6 +78,7 @@ impl Compression {
             Compression::None => "none",
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::ZstdChunked => "zstd:chunked",
         }
     }
 
@@ -84,7 +97,9 @@ impl Compression {
         match self {
             Compression::None => "application/vnd.oci.image.layer.v1.tar",
             Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::Zstd | Compression::ZstdChunked => {
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            }
         }
     }
 
@@ -93,7 +108,7 @@ impl Compression {
         match self {
             Compression::None => Some("application/vnd.docker.image.rootfs.diff.tar"),
             Compression::Gzip => Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Compression::Zstd => None,
+            Compression::Zstd | Compression::ZstdChunked => None,
         }
     }
 
@@ -103,7 +118,7 @@ impl Compression {
             Compression::None => None,
             Compression::Gzip => Some(0..=9),
             // Negative (fast) levels are left out: they trade too much size for this use.
-            Compression::Zstd => Some(1..=22),
+            Compression::Zstd | Compression::ZstdChunked => Some(1..=22),
         }
     }
 
@@ -112,7 +127,7 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Gzip => 6,
-            Compression::Zstd => 3,
+            Compression::Zstd | Compression::ZstdChunked => 3,
         }
     }
 
@@ -121,6 +136,7 @@ impl Compression {
             Compression::None => write_plain,
             Compression::Gzip => write_gzip,
             Compression::Zstd => write_zstd,
+            Compression::ZstdChunked => write_zstd_chunked,
         }
     }
 }
@@ -271,18 +287,79 @@ pub(crate) fn output_temp(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
-/// Counts and hashes what passes on to `inner`.
-struct HashingWriter<W> {
+/// Progress of layer blobs being written by [`write_layers_with`]; the library never prints.
+/// `index` is the layer's position in the list given. All methods default to doing nothing.
+pub trait BlobProgress: Sync {
+    /// Writing the blob of layer `index` begins.
+    fn blob_start(&self, _index: usize, _diff_id: &Digest, _compression: LayerCompression) {}
+    /// `bytes` more compressed bytes of blob `index` were written. For one blob they sum to
+    /// its size.
+    fn blob_bytes(&self, _index: usize, _bytes: u64) {}
+    /// The blob of layer `index` is written.
+    fn blob_done(&self, _index: usize, _blob: &LayerBlob) {}
+}
+
+impl BlobProgress for crate::NoProgress {}
+
+/// The [`BlobProgress`] of a list of layers seen by a caller that numbers them otherwise:
+/// index `i` of the list is reported as `index[i]`.
+pub(crate) struct Reindexed<'a, P: ?Sized> {
+    pub progress: &'a P,
+    pub index: &'a [usize],
+}
+
+impl<P: BlobProgress + ?Sized> BlobProgress for Reindexed<'_, P> {
+    fn blob_start(&self, i: usize, diff_id: &Digest, compression: LayerCompression) {
+        self.progress
+            .blob_start(self.index[i], diff_id, compression);
+    }
+    fn blob_bytes(&self, i: usize, bytes: u64) {
+        self.progress.blob_bytes(self.index[i], bytes);
+    }
+    fn blob_done(&self, i: usize, blob: &LayerBlob) {
+        self.progress.blob_done(self.index[i], blob);
+    }
+}
+
+/// Compressed bytes are reported in batches of at least this many (the tar of an uncompressed
+/// blob arrives a 512-byte header at a time).
+const REPORT_BYTES: u64 = 256 << 10;
+
+/// Where a [`HashingWriter`] reports what it counted.
+struct Report<'a> {
+    progress: &'a dyn BlobProgress,
+    index: usize,
+    /// Counted but not reported yet.
+    pending: u64,
+}
+
+impl Report<'_> {
+    fn add(&mut self, n: u64, flush: bool) {
+        self.pending += n;
+        if self.pending > 0 && (flush || self.pending >= REPORT_BYTES) {
+            self.progress.blob_bytes(self.index, self.pending);
+            self.pending = 0;
+        }
+    }
+}
+
+/// Counts and hashes what passes on to `inner` (and reports the count, when it has a
+/// [`Report`]).
+struct HashingWriter<'a, W> {
     inner: W,
     hasher: DigestHasher,
     count: u64,
+    report: Option<Report<'a>>,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl<W: Write> Write for HashingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        if let Some(r) = &mut self.report {
+            r.add(n as u64, false);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -299,7 +376,19 @@ pub fn write_layer(
     compression: LayerCompression,
     spool: Spool<'_>,
 ) -> Result<LayerBlob> {
+    write_one(store, diff_id, compression, spool, &crate::NoProgress, 0)
+}
+
+fn write_one(
+    store: &Store,
+    diff_id: &Digest,
+    compression: LayerCompression,
+    spool: Spool<'_>,
+    progress: &dyn BlobProgress,
+    index: usize,
+) -> Result<LayerBlob> {
     compression.check()?;
+    progress.blob_start(index, diff_id, compression);
     let (file, path) = match spool {
         Spool::Anonymous(dir) => (
             tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?,
@@ -321,6 +410,11 @@ pub fn write_layer(
         inner: BufWriter::with_capacity(1 << 20, file.try_clone().map_err(blob_err)?),
         hasher: DigestHasher::default(),
         count: 0,
+        report: Some(Report {
+            progress,
+            index,
+            pending: 0,
+        }),
     };
     let mut tar_hash = None;
     let mut tar = |w: &mut dyn Write| -> Result<u64> {
@@ -328,6 +422,7 @@ pub fn write_layer(
             inner: w,
             hasher: DigestHasher::default(),
             count: 0,
+            report: None,
         };
         let n = store.export_layer_tar(diff_id, &mut tee)?;
         tar_hash = Some((tee.hasher.finish(), n));
@@ -357,9 +452,13 @@ pub fn write_layer(
         inner,
         hasher,
         count,
+        report,
     } = out;
     inner.into_inner().map_err(|e| blob_err(e.into_error()))?;
-    Ok(LayerBlob {
+    if let Some(mut r) = report {
+        r.add(0, true);
+    }
+    let blob = LayerBlob {
         diff_id: *diff_id,
         digest: hasher.finish(),
         size: count,
@@ -368,7 +467,9 @@ pub fn write_layer(
         annotations,
         file,
         path,
-    })
+    };
+    progress.blob_done(index, &blob);
+    Ok(blob)
 }
 
 /// [`write_layer`] for several layers at once, in parallel (rayon's pool); the blobs come back
@@ -379,9 +480,20 @@ pub fn write_layers(
     layers: &[(Digest, LayerCompression)],
     spool: Spool<'_>,
 ) -> Result<Vec<LayerBlob>> {
+    write_layers_with(store, layers, spool, &crate::NoProgress)
+}
+
+/// [`write_layers`], reporting to `progress` (indices are positions in `layers`).
+pub fn write_layers_with(
+    store: &Store,
+    layers: &[(Digest, LayerCompression)],
+    spool: Spool<'_>,
+    progress: &dyn BlobProgress,
+) -> Result<Vec<LayerBlob>> {
     layers
         .par_iter()
-        .map(|(d, c)| write_layer(store, d, *c, spool))
+        .enumerate()
+        .map(|(i, (d, c))| write_one(store, d, *c, spool, progress, i))
         .collect()
 }
 
@@ -526,6 +638,23 @@ fn write_zstd(job: EncodeJob<'_>, out: &mut dyn Write) -> Result<Annotations> {
     Ok(Annotations::new())
 }
 
+fn write_zstd_chunked(job: EncodeJob<'_>, out: &mut dyn Write) -> Result<Annotations> {
+    let err = |source| Error::LayerOut {
+        diff_id: job.diff_id,
+        compression: "zstd:chunked",
+        source,
+    };
+    // The table of contents needs each file's offsets in the tar: the tar is spooled to a
+    // temporary file and read twice (entries, then frames).
+    let mut tar = tempfile::tempfile().map_err(err)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, &mut tar);
+        (job.tar)(&mut w)?;
+        w.flush().map_err(err)?;
+    }
+    crate::chunked::write::write_chunked(&mut tar, out, job.level).map_err(err)
+}
+
 /// A layer descriptor's new values (see [`rewrite_manifest`]).
 pub(crate) struct NewLayer<'a> {
     pub media_type: &'a str,
@@ -597,7 +726,10 @@ pub(crate) fn rewrite_manifest(
                         _ => None,
                     })
                     .unwrap_or_default();
-                ann.retain(|k, _| !k.starts_with("io.github.containers."));
+                ann.retain(|k, _| {
+                    !k.starts_with("io.github.containers.")
+                        && !crate::chunked::write::is_chunked_annotation(k)
+                });
                 for (k, v) in blob.annotations {
                     ann.insert(k.clone(), v.clone().into());
                 }
@@ -649,7 +781,12 @@ mod tests {
     fn compressions_parse_by_name_and_map_media_types_both_ways() {
         for c in Compression::ALL {
             assert_eq!(c.name().parse::<Compression>().unwrap(), c);
-            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(c));
+            // zstd:chunked is zstd with annotations: its media type is zstd's.
+            let base = match c {
+                Compression::ZstdChunked => Compression::Zstd,
+                c => c,
+            };
+            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(base));
             if let Some(d) = c.docker_media_type() {
                 assert_eq!(Compression::from_media_type(d), Some(c));
             }

@@ -18,11 +18,19 @@
 //! Layers are keyed by diff_id: a layer already stored is not read again, whatever its
 //! compression; only its blob digest mapping is recorded.
 //!
+//! A layer is refused where the readers runtimes rely on would see another tree: where tar
+//! readers disagree ([`tarparse`] lists each corner and whether it agrees with Go's
+//! `archive/tar` or refuses), where a whiteout names an entry earlier in its own layer (the OCI
+//! spec keeps the entry, docker and containerd remove it), and where a whiteout or opaque
+//! marker resolves through a symlink of its own layer (the image's flattening refuses it). Each
+//! refusal is a typed error naming the entry; nothing is published.
+//!
 //! Modules: [`source`] (specs and the files of a source), [`resolve`] (to one image),
 //! `attempt` (one attempt's steps: plan, read, check that it flattens, publish), [`layer`] (one
 //! layer blob: the blob thread, the writer pool, entry validation), [`tarparse`],
 //! [`dedup`] (the dedup analysis, which reads layers as an import does and writes nothing),
-//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`layer_out`] (layer
+//! [`registry`] (`docker://` sources: the registry client, tags, and push), [`chunked`] (partial
+//! pulls of zstd:chunked layers from registries, and the zstd:chunked writer), [`layer_out`] (layer
 //! blobs rebuilt from the store and compressed, for push and export), [`export`] (`oci:`,
 //! `oci-archive:` and `docker-archive:` destinations), [`prepare`] (prepared updates and
 //! `status`), [`stash`] (a root tree stashed as a new layer on a parent image, compared through
@@ -33,6 +41,7 @@
 mod attempt;
 pub mod bind;
 pub mod bound;
+pub mod chunked;
 pub mod dedup;
 pub mod error;
 pub mod export;

@@ -11,6 +11,7 @@
 //! - [`auth`]: credentials (podman's lookup order) and `WWW-Authenticate` challenges.
 //! - `client`: HTTP (ureq, rustls), auth, redirects by hand, retries with backoff.
 //! - `blob`: a blob reader that resumes a dropped connection with `Range`.
+//! - [`ranges`]: multi-range reads of a blob (`multipart/byteranges`), for partial pulls.
 //! - [`tags`]: a repository's tags (paginated) and a tag's manifest digest, for `latest`.
 //! - [`push`]: pushing a stored image (blobs the registry has or can mount are not uploaded;
 //!   others are rebuilt from the store and compressed reproducibly).
@@ -23,6 +24,7 @@ pub mod auth;
 mod blob;
 mod client;
 pub mod push;
+pub mod ranges;
 pub mod reference;
 pub mod tags;
 
@@ -187,6 +189,10 @@ impl Container for RegistryContainer {
 
     fn describe(&self) -> String {
         format!("docker://{}", self.reference)
+    }
+
+    fn registry(&self) -> Option<&RegistryContainer> {
+        Some(self)
     }
 }
 

@@ -279,6 +279,10 @@ pub trait Container: Send + Sync {
     fn open_optional(&self, path: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>>;
     /// For messages.
     fn describe(&self) -> String;
+    /// The registry repository this container reads, where layers may be pulled partially.
+    fn registry(&self) -> Option<&crate::registry::RegistryContainer> {
+        None
+    }
 }
 
 /// The path of a blob in an OCI layout (the digest is validated, so this is never `..`).

@@ -51,10 +51,45 @@ impl std::fmt::Display for StashWarning {
     }
 }
 
-/// Progress callbacks; all default to doing nothing.
+/// Progress callbacks; all default to doing nothing. An attempt that starts over (gc swept an
+/// object it had found) reports again from [`StashProgress::hashing`].
 pub trait StashProgress: Sync {
+    /// The root was walked; `files` of it, `bytes` in all, are read next to compare their
+    /// contents with the parent's.
+    fn hashing(&self, _files: u64, _bytes: u64) {}
+    /// A file of `bytes` bytes was read for the comparison.
+    fn hashed(&self, _bytes: u64) {}
     /// The root was walked and compared; the layer is written next.
     fn compared(&self, _counts: &DiffCounts) {}
+    /// `bytes` more of the new layer's tar were made (read from the root); they sum to its
+    /// size.
+    fn layer_bytes(&self, _bytes: u64) {}
+}
+
+/// Passes the layer's tar on, reporting its bytes to [`StashProgress::layer_bytes`] in
+/// batches (the tar comes a 512-byte header at a time) and at each flush.
+struct Counted<'a, W> {
+    inner: W,
+    progress: &'a dyn StashProgress,
+    pending: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pending += n as u64;
+        if self.pending >= 256 << 10 {
+            self.progress.layer_bytes(std::mem::take(&mut self.pending));
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()?;
+        if self.pending > 0 {
+            self.progress.layer_bytes(std::mem::take(&mut self.pending));
+        }
+        Ok(())
+    }
 }
 
 /// A [`StashProgress`] that reports nothing.
@@ -220,6 +255,7 @@ impl Job<'_> {
             &tree,
             &excludes,
             self.opts.trust_mtime,
+            self.opts.progress,
         )?;
         self.opts.progress.compared(&plan.counts);
 
@@ -319,9 +355,14 @@ impl Job<'_> {
             root: root.path.into(),
             reason: format!("cannot make a pipe: {e}"),
         })?;
+        let progress = self.opts.progress;
         std::thread::scope(|s| {
             let producer = s.spawn(move || {
-                let w = BufWriter::with_capacity(1 << 20, writer);
+                let w = Counted {
+                    inner: BufWriter::with_capacity(1 << 20, writer),
+                    progress,
+                    pending: 0,
+                };
                 targen::write_layer(root, nodes, &plan.items, w)
             });
             let imported = crate::layer::import_generated_tar(Box::new(reader), staging, limits);

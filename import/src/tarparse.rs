@@ -41,7 +41,7 @@
 //! | stream ending without the end-of-archive marker, at a block boundary | accepted | same |
 //! | one zero block, then end of stream | accepted | same |
 //! | a zero block followed by a non-zero block | error | refused |
-//! | zero bytes after the end-of-archive marker | not read | accepted, kept for the round trip (up to [`TarLimits::max_trailer`]) |
+//! | zero bytes after the end-of-archive marker, any length | not read | accepted, kept for the round trip (past [`TarLimits::raw_trailer`] bytes as a zero run of the skeleton, so memory stays bounded; the layer-bytes limit applies) |
 //! | any non-zero byte after the marker (junk or a header) | not read (`tar --ignore-zeros` reads on) | refused |
 //! | header checksum | unsigned or signed sum, field parsed as octal | same |
 
@@ -60,9 +60,9 @@ pub struct TarLimits {
     pub max_record: u64,
     /// Largest data of a non-regular entry kept in the skeleton.
     pub max_raw_data: u64,
-    /// Most zero bytes after the end-of-archive marker (they are kept in memory for the
-    /// skeleton).
-    pub max_trailer: u64,
+    /// Zero bytes after the end-of-archive marker kept as they are in the skeleton; past them,
+    /// the rest of the padding, of any length, is kept as its length (a zero run).
+    pub raw_trailer: u64,
 }
 
 /// A rule of the archive format that a stream breaks: either malformed everywhere, or read
@@ -79,8 +79,6 @@ pub enum TarRule {
     DanglingExtension,
     /// A non-zero byte after the end-of-archive marker.
     DataAfterEnd,
-    /// More zero bytes after the end-of-archive marker than the limit.
-    TrailerTooLong,
     /// A numeric field that does not parse, is negative or overflows.
     BadNumber,
     /// A PAX record that is malformed or holds a value the readers treat differently.
@@ -108,7 +106,6 @@ impl fmt::Display for TarRule {
             TarRule::StackedExtensions => "one entry may have one name and one link extension",
             TarRule::DanglingExtension => "an extension header must precede an entry",
             TarRule::DataAfterEnd => "only zero bytes may follow the end-of-archive marker",
-            TarRule::TrailerTooLong => "too many zero bytes after the end-of-archive marker",
             TarRule::BadNumber => "numeric fields must parse and fit",
             TarRule::BadPax => "PAX records must be well-formed and unambiguous",
             TarRule::RecordTooLarge => "extension records are limited in size",
@@ -578,8 +575,10 @@ impl<R: BufRead> TarParser<R> {
     }
 
     /// After the first zero block: the second one (or the end of the stream, which Go accepts
-    /// too), then zero padding of any length up to the limit, kept raw. A non-zero byte is
-    /// refused: readers that go on past the marker would see more entries than the others.
+    /// too), then zero padding of any length (real writers pad to their record size, some far
+    /// more), kept raw up to [`TarLimits::raw_trailer`] and as a zero run past it, so memory
+    /// stays bounded. A non-zero byte is refused: readers that go on past the marker
+    /// (`tar --ignore-zeros`) would see entries the others do not.
     fn read_trailer(&mut self) -> TResult<()> {
         let second = self.pos;
         let Some(block) = self.block()? else {
@@ -592,7 +591,7 @@ impl<R: BufRead> TarParser<R> {
                 "a zero block followed by a non-zero block",
             ));
         }
-        let mut total = 0u64;
+        let mut raw_left = self.limits.raw_trailer;
         loop {
             let at = self.pos;
             let buf = self.r.fill_buf().map_err(|e| read_failed(at, e))?;
@@ -607,15 +606,10 @@ impl<R: BufRead> TarParser<R> {
                 ));
             }
             let n = buf.len();
-            total += n as u64;
-            if total > self.limits.max_trailer {
-                return Err(err(
-                    at,
-                    TarRule::TrailerTooLong,
-                    format!("more than {} bytes", self.limits.max_trailer),
-                ));
-            }
-            self.skeleton.raw(buf);
+            let raw = (n as u64).min(raw_left) as usize;
+            self.skeleton.raw(&buf[..raw]);
+            self.skeleton.zeros((n - raw) as u64);
+            raw_left -= raw as u64;
             self.r.consume(n);
             self.pos += n as u64;
         }

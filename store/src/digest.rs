@@ -22,6 +22,11 @@ impl Digest {
         &self.0
     }
 
+    /// From the raw 32 bytes of a finished sha256.
+    pub fn from_raw(raw: [u8; 32]) -> Self {
+        Digest(raw)
+    }
+
     /// The 64 hex digits, without the algorithm prefix (the name of the blob in an OCI layout).
     pub fn hex(&self) -> String {
         hex::encode(self.0)

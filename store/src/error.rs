@@ -95,6 +95,8 @@ pub enum Error {
     LayerDamaged { diff_id: String, advice: String },
     #[error("store {path} is read-only for this user; {what} needs write access to it")]
     ReadOnlyStore { path: PathBuf, what: &'static str },
+    #[error("{what} takes the exclusive store lock, but this handle holds the shared one")]
+    SharedLockHeld { what: &'static str },
 }
 
 /// The store's result type.

@@ -3,9 +3,17 @@
 //! Layers apply bottom-up. In each layer, opaque markers (wherever they stand in the stream) hide
 //! all lower children of their directory and whiteouts remove lower entries; then the layer's
 //! entries are applied in stream order, so entries of the same layer always survive. Parents a
-//! layer omits become implicit directories. Every path is resolved inside the image root: a
-//! symlink on a path is followed as if chrooted (`..` stops at the root, absolute targets restart
-//! there), so the merged tree's paths are canonical and contain no symlink below the root.
+//! layer omits become implicit directories, the parents of its whiteouts and opaque markers too
+//! (docker and containerd create them before they apply a marker). Every path is resolved inside
+//! the image root: a symlink on a path is followed as if chrooted (`..` stops at the root,
+//! absolute targets restart there), so the merged tree's paths are canonical and contain no
+//! symlink below the root.
+//!
+//! A marker whose directory resolves elsewhere once the layer's own entries are applied (its path
+//! goes through a symlink the same layer creates, replaces or removes) is refused: runtimes
+//! resolve a marker when they reach it in the stream, so where it acts depends on the order of
+//! the entries and on the snapshotter (containerd's overlay applier resolves it in the layer's
+//! own directory, its naive applier in the merged tree), and no one reading is the image.
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -45,35 +53,74 @@ impl MergedTree {
             reason,
         };
         // Opaque markers and whiteouts act on lower layers only, before this layer's entries.
+        // Each one's directory, as it resolved then, is checked again afterwards.
+        let mut acted_in = Vec::new();
         for e in entries {
-            match e.kind {
-                EntryKind::Opaque => {
-                    let dir = self.resolve(&e.path, true).map_err(|r| bad(&e.path, r))?;
-                    if let Some(dir) = dir
-                        && self
-                            .entries
-                            .get(&dir)
-                            .is_some_and(|d| d.kind == EntryKind::Directory)
-                    {
-                        self.remove_below(&dir);
+            let (dir, name) = match e.kind {
+                EntryKind::Opaque => (&e.path[..], None),
+                EntryKind::Whiteout => match e.path.iter().rposition(|&b| b == b'/') {
+                    Some(i) => (&e.path[..i], Some(&e.path[i + 1..])),
+                    None => (&b""[..], Some(&e.path[..])),
+                },
+                _ => continue,
+            };
+            let marker = marker_name(e);
+            let raw_dir = dir;
+            let dir = self.resolve_dir(raw_dir).map_err(|r| bad(&marker, r))?;
+            match self.entries.get(&dir) {
+                // Below a non-directory there is nothing to hide, nor a parent to create.
+                Some(d) if d.kind != EntryKind::Directory => {}
+                _ => {
+                    self.create_dirs(&dir).map_err(|r| bad(&marker, r))?;
+                    match name {
+                        None => self.remove_below(&dir),
+                        Some(n) => self.remove_subtree(&join(&dir, n)),
                     }
                 }
-                EntryKind::Whiteout => {
-                    let p = self.resolve(&e.path, false).map_err(|r| bad(&e.path, r))?;
-                    if let Some(p) = p
-                        && !p.is_empty()
-                    {
-                        self.remove_subtree(&p);
-                    }
-                }
-                _ => {}
             }
+            acted_in.push((marker, raw_dir, dir));
         }
         for e in entries {
             if matches!(e.kind, EntryKind::Opaque | EntryKind::Whiteout) {
                 continue;
             }
             self.insert(e).map_err(|r| bad(&e.path, r))?;
+        }
+        for (marker, raw_dir, before) in acted_in {
+            if self.resolve_dir(raw_dir).ok().as_ref() != Some(&before) {
+                return Err(bad(
+                    &marker,
+                    "a whiteout or opaque marker whose directory resolves through a symlink \
+                     the same layer creates, replaces or removes (runtimes read it differently)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a directory path inside the root, following every symlink on it; missing
+    /// components are kept as they are. Its last component may be a non-directory.
+    fn resolve_dir(&self, dir: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
+        let mut comps = components(dir);
+        let mut cur = Vec::new();
+        let mut hops = 0;
+        self.walk(&mut comps, &mut cur, &mut hops, true, true)?;
+        Ok(cur)
+    }
+
+    /// Create the missing components of a canonical path as implicit directories.
+    fn create_dirs(&mut self, canonical: &[u8]) -> std::result::Result<(), &'static str> {
+        let mut p = Vec::new();
+        for c in canonical.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            p = join(&p, c);
+            match self.entries.get(&p) {
+                Some(e) if e.kind == EntryKind::Directory => {}
+                Some(_) => return Err("a parent on the path is not a directory"),
+                None => {
+                    self.entries
+                        .insert(p.clone(), TreeEntry::implicit_dir(p.clone()));
+                }
+            }
         }
         Ok(())
     }
@@ -139,27 +186,6 @@ impl MergedTree {
         Ok(())
     }
 
-    /// Resolve a normalized path inside the root; `follow_last` follows a final symlink too.
-    /// `Ok(None)` if a component is missing.
-    fn resolve(
-        &self,
-        path: &[u8],
-        follow_last: bool,
-    ) -> std::result::Result<Option<Vec<u8>>, &'static str> {
-        let mut comps = components(path);
-        let last = if follow_last { None } else { comps.pop_back() };
-        let mut cur = Vec::new();
-        let mut hops = 0;
-        match self.walk(&mut comps, &mut cur, &mut hops, false, true) {
-            Err("a parent directory is missing") => return Ok(None),
-            r => r?,
-        }
-        if let Some(l) = last {
-            cur = join(&cur, &l);
-        }
-        Ok(self.entries.contains_key(&cur).then_some(cur))
-    }
-
     /// Resolve every component but the last; returns the canonical parent and the last name.
     /// Missing parents are an error unless `allow_missing`.
     fn resolve_parent<'p>(
@@ -184,18 +210,7 @@ impl MergedTree {
         path: &'p [u8],
     ) -> std::result::Result<(Vec<u8>, &'p [u8]), &'static str> {
         let (parent, name) = self.resolve_parent(path, true)?;
-        let mut p = Vec::new();
-        for c in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-            p = join(&p, c);
-            match self.entries.get(&p) {
-                Some(e) if e.kind == EntryKind::Directory => {}
-                Some(_) => return Err("a parent on the path is not a directory"),
-                None => {
-                    self.entries
-                        .insert(p.clone(), TreeEntry::implicit_dir(p.clone()));
-                }
-            }
-        }
+        self.create_dirs(&parent)?;
         Ok((parent, name))
     }
 
@@ -334,6 +349,20 @@ pub fn component_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.iter().map(|&x| key(x)).cmp(b.iter().map(|&x| key(x)))
 }
 
+/// The name a whiteout or opaque marker had in its layer's tar, for errors.
+fn marker_name(e: &TreeEntry) -> Vec<u8> {
+    match e.kind {
+        EntryKind::Opaque => join(&e.path, b".wh..wh..opq"),
+        _ => {
+            let (dir, name) = match e.path.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                None => (&b""[..], &e.path[..]),
+            };
+            join(dir, &[&b".wh."[..], name].concat())
+        }
+    }
+}
+
 fn components(path: &[u8]) -> VecDeque<Vec<u8>> {
     path.split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
@@ -398,6 +427,91 @@ mod tests {
         ];
         let t = merge(&[l1, l2]).unwrap();
         assert_eq!(paths(&t), ["", "a", "a/new", "b", "b/z2"]);
+    }
+
+    /// docker (`MkdirAll`) and containerd (`mkparent`) create a marker's missing parents before
+    /// they apply it; the old merge left them out.
+    #[test]
+    fn missing_parents_of_whiteouts_and_opaque_markers_become_directories() {
+        let l1 = vec![
+            dir("real"),
+            file("real/x", b"1"),
+            symlink("lnk", "/real/sub"),
+        ];
+        let l2 = vec![
+            marker("a/b/c", EntryKind::Whiteout),
+            marker("o/p", EntryKind::Opaque),
+            marker("lnk/gone", EntryKind::Whiteout),
+        ];
+        let t = merge(&[l1, l2]).unwrap();
+        assert_eq!(
+            paths(&t),
+            [
+                "", "a", "a/b", "lnk", "o", "o/p", "real", "real/sub", "real/x"
+            ]
+        );
+        assert_eq!(t.entries[&b"a/b"[..]].kind, EntryKind::Directory);
+        assert_eq!(t.entries[&b"a/b"[..]].mode, 0o755);
+    }
+
+    /// Runtimes resolve a marker when they reach it in the stream (and containerd's overlay
+    /// applier in the layer's own directory), so a marker under a symlink its own layer makes
+    /// or replaces acts in different places for them: refused, naming the marker.
+    #[test]
+    fn a_marker_through_a_symlink_of_its_own_layer_is_refused() {
+        let lower = || vec![dir("real"), file("real/x", b"1"), symlink("old", "real")];
+        let cases: [(&str, Vec<TreeEntry>, &str); 4] = [
+            (
+                "new symlink",
+                vec![symlink("lnk", "real"), marker("lnk/x", EntryKind::Whiteout)],
+                "/lnk/.wh.x",
+            ),
+            (
+                "new symlink, opaque",
+                vec![marker("lnk", EntryKind::Opaque), symlink("lnk", "/real")],
+                "/lnk/.wh..wh..opq",
+            ),
+            (
+                "a lower symlink replaced by a directory",
+                vec![dir("old"), marker("old/x", EntryKind::Whiteout)],
+                "/old/.wh.x",
+            ),
+            (
+                "a lower directory replaced by a symlink",
+                vec![
+                    symlink("real", "elsewhere"),
+                    marker("real/x", EntryKind::Whiteout),
+                ],
+                "/real/.wh.x",
+            ),
+        ];
+        for (what, l2, marker_path) in cases {
+            match merge(&[lower(), l2]) {
+                Err(Error::BadTree { path, reason, .. }) => {
+                    assert_eq!(path, marker_path, "{what}");
+                    assert!(reason.contains("same layer"), "{what}: {reason}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Through a lower symlink the layer leaves alone: resolved inside the root, accepted.
+        let t = merge(&[lower(), vec![marker("old/x", EntryKind::Whiteout)]]).unwrap();
+        assert_eq!(paths(&t), ["", "old", "real"]);
+    }
+
+    /// A directory that replaces a lower file, marked opaque (what overlayfs records for it):
+    /// the marker's place does not move, so it stays accepted.
+    #[test]
+    fn an_opaque_directory_replacing_a_file_is_accepted() {
+        let l1 = vec![file("d", b"was a file")];
+        let l2 = vec![
+            dir("d"),
+            marker("d", EntryKind::Opaque),
+            file("d/new", b"2"),
+        ];
+        let t = merge(&[l1, l2]).unwrap();
+        assert_eq!(paths(&t), ["", "d", "d/new"]);
+        assert_eq!(t.entries[&b"d"[..]].kind, EntryKind::Directory);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   sweeping         left by a gc of an earlier version killed while it renamed doomed files
 //!                    before its commit; opening the store puts those files back
 //!   lock             flock: shared for short readers (whole run), and for imports and long
-//!                    reads while they pin, exclusive for the gc sweep's transaction
+//!                    reads while they pin, exclusive for the gc sweep's transaction and fsck's
+//!                    repairs
 //!   dooming          flock: exclusive while a committed sweep renames its doomed files; an
 //!                    import that found a file takes it shared before trusting the file
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
@@ -40,7 +41,8 @@
 //!   trust only refs, so a crash at any instant leaves a store that opens and holds every ref it
 //!   held before.
 //! - Layers are keyed by diff_id. The index keeps each layer's full tree and its tar skeleton, so
-//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]). A merged tree
+//!   the uncompressed tar is rebuilt byte for byte ([`Store::export_layer_tar`]); a long run of
+//!   zeros (padding after the end-of-archive marker) is kept as its length ([`skeleton`]). A merged tree
 //!   (the flattened image a `merged/` ref pins during disk generation) is stored the same way.
 //! - An object file is trusted for dedup only if it holds the whole content: its size matches, or
 //!   it is a zstd frame declaring that size whose block chain and checksum end exactly at the end
@@ -62,6 +64,9 @@
 //!   generation moved (the sweep moves it again when its renames are done).
 //! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `object_users`)
 //!   that every transaction changing image refs keeps up to date ([`df`]), never the entries.
+//! - The other exclusive holder is `fsck --repair`: it checks under the shared lock, then
+//!   re-checks and removes damaged objects and leftovers under the exclusive one, sparing what
+//!   live leases pin ([`fsck`]).
 //! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest
 //!   digest; a `bound/ROOT/DIGEST` ref binds an image to it, with a `bindings` row naming the
 //!   reference it was bound as. Both change in one transaction; removing a root removes its
@@ -75,6 +80,7 @@
 mod blob_cache;
 pub mod checkout;
 pub mod collect;
+pub mod content_sha256;
 pub mod df;
 pub mod digest;
 pub mod disk;

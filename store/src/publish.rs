@@ -98,6 +98,13 @@ impl Store {
     ) -> Result<()> {
         lease.staging().flush()?;
         let corrections = lease.staging().corrections();
+        // Before the rows: a store holding a zero-run skeleton must name the feature.
+        if layers
+            .iter()
+            .any(|l| crate::skeleton::has_zero_runs(&l.skeleton))
+        {
+            self.require_feature(crate::store::SKELETON_ZERO_RUNS)?;
+        }
         self.sync()?;
         self.durable(false, |tx| -> Result<()> {
             for layer in layers {

@@ -254,6 +254,14 @@ impl Store {
             diff_id: diff_id.to_string(),
             reason,
         })?;
+        // Zero runs are counts, not bytes: a damaged one must not make the export write
+        // gigabytes before the diff_id check of whoever reads it fails.
+        if sk.stream_len() != Some(tar_size as u64) {
+            return Err(Error::BadSkeleton {
+                diff_id: diff_id.to_string(),
+                reason: "skeleton does not rebuild the layer's size",
+            });
+        }
         let mut written = 0u64;
         let mut counting = CountingWriter {
             inner: out,

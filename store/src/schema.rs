@@ -246,7 +246,16 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX lease_images_lease ON lease_images(lease);
     "#,
-    // 11 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
+    // 11 (partial pulls): the sha256 of stored contents, see content_sha256.rs. Rows are facts
+    // about contents and may outlive their objects; lookups join objects.
+    r#"
+    CREATE TABLE object_sha256 (
+        object BLOB PRIMARY KEY,    -- objects.id (blake3 of the content)
+        sha256 BLOB NOT NULL        -- sha256 of the same content, 32 raw bytes
+    ) WITHOUT ROWID;
+    CREATE INDEX object_sha256_sha256 ON object_sha256(sha256);
+    "#,
+    // 12 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
     // transaction that changes image refs, so df costs a few rows at any store size. Filled
     // here for the images stores already name, as df/usage.rs's sync would.
     r#"

@@ -16,9 +16,13 @@ use crate::tree::PathLimits;
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Features this build understands; a store that names another one is refused.
-const KNOWN_FEATURES: &[&str] = &[ZSTD_OBJECTS];
+const KNOWN_FEATURES: &[&str] = &[ZSTD_OBJECTS, SKELETON_ZERO_RUNS];
 /// The feature a store names once objects may be stored as zstd frames.
 pub const ZSTD_OBJECTS: &str = "zstd-objects";
+/// The feature a store names once a layer's skeleton holds a zero run (skeleton.rs, `LSK2`):
+/// builds from before cannot rebuild that layer, so they refuse the store rather than fail on
+/// its export.
+pub const SKELETON_ZERO_RUNS: &str = "skeleton-zero-runs";
 
 /// `meta.json`: the format version, feature flags and tunables fixed at `init`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -332,6 +336,26 @@ impl Store {
         &self.config
     }
 
+    /// Name `feature` in `meta.json` unless it is there already, so builds that do not know
+    /// it refuse the store. The file is replaced atomically (the other fields are fixed at
+    /// `init`, so a concurrent caller writes the same); the caller makes it durable (publish
+    /// syncs the store before its rows need the feature).
+    pub(crate) fn require_feature(&self, feature: &str) -> Result<()> {
+        if self.config.features.iter().any(|f| f == feature) {
+            return Ok(());
+        }
+        let path = self.path.join("meta.json");
+        let meta = self.root.read("meta.json").at(&path)?;
+        let mut config: StoreConfig = serde_json::from_slice(&meta)
+            .map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+        if config.features.iter().any(|f| f == feature) {
+            return Ok(());
+        }
+        config.features.push(feature.to_string());
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        crate::fsutil::atomic_write(&self.root, "meta.json", &json).at(&path)
+    }
+
     /// The limits imports must apply.
     pub fn limits(&self) -> Limits {
         self.config.limits
@@ -367,6 +391,12 @@ impl Store {
             _file: self.flock_file("dooming", op)?,
             shared: None,
         })
+    }
+
+    /// Whether a shared lock is held through this handle (by any thread): taking the exclusive
+    /// one then would wait for itself.
+    pub(crate) fn holds_shared_lock(&self) -> bool {
+        self.shared_held.load(Ordering::Acquire) > 0
     }
 
     /// Take the store lock; blocks until it is free.
@@ -535,6 +565,30 @@ pub(crate) fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A feature is named once, kept with the rest of `meta.json`, and known to this build;
+    /// one this build does not know makes it refuse the store.
+    #[test]
+    fn a_required_feature_is_named_in_meta_json_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s");
+        let opts = StoreOptions {
+            inline_threshold: 123,
+            ..StoreOptions::default()
+        };
+        let s = Store::init(&path, &opts).unwrap();
+        s.require_feature(SKELETON_ZERO_RUNS).unwrap();
+        s.require_feature(SKELETON_ZERO_RUNS).unwrap();
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.config().features, [SKELETON_ZERO_RUNS]);
+        assert_eq!(again.config().inline_threshold, 123);
+        again.require_feature("from-the-future").unwrap();
+        drop((s, again));
+        assert!(matches!(
+            Store::open(&path),
+            Err(Error::UnknownFeature { feature }) if feature == "from-the-future"
+        ));
+    }
 
     /// A gc waiting for the exclusive lock gets it before shared holders that came after it
     /// (three processes' worth of stores on one directory; sleeps only order the steps).

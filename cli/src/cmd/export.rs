@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::context::{Context, View};
 use crate::fmt;
+use crate::progress;
 
 /// Export a stored image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME[:TAG]]
 ///
@@ -27,7 +28,8 @@ pub struct Args {
     /// oci-archive:FILE[:TAG], docker-archive:FILE[:NAME[:TAG]].
     #[arg(value_parser = destination)]
     destination: String,
-    /// Compress every layer so: gzip, zstd or none.
+    /// Compress every layer so: gzip, zstd, zstd:chunked (zstd with a table of contents, for
+    /// partial pulls) or none.
     #[arg(long, value_parser = compression)]
     compress: Option<Compression>,
     /// The compression level (gzip 0-9, default 6; zstd 1-22, default 3).
@@ -87,8 +89,10 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
             .transpose()?,
     };
     let store = ctx.open()?;
-    let report = export::export(&store, &a.image, &a.destination, &opts)
+    let bars = progress::LayerBars::new(progress::visible(ctx), "writing");
+    let report = export::export_with(&store, &a.image, &a.destination, &opts, &bars)
         .with_context(|| format!("cannot export {} to {}", a.image, a.destination))?;
+    drop(bars);
     ctx.emit(&Exported {
         image: &a.image,
         report: &report,

@@ -134,7 +134,9 @@ impl View for Fsck {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
-    let store = ctx.shared()?;
+    // fsck takes the shared lock for its check and, with --repair, the exclusive one for the
+    // removals: this handle must not hold the shared lock across them.
+    let store = ctx.open()?;
     let rep = store.fsck(&FsckOptions { repair: a.repair })?;
     let clean = rep.is_clean();
     ctx.emit(&Fsck(rep))?;

@@ -121,6 +121,30 @@ impl View for Imported<'_> {
             fmt::bytes(r.new_bytes),
             r.dedup_hits,
         )?;
+        // zstd:chunked layers: what was fetched against the blob, and why one went whole.
+        for l in &r.layers {
+            let Some(p) = l.stats.as_ref().and_then(|s| s.partial.as_ref()) else {
+                continue;
+            };
+            match &p.whole {
+                None => writeln!(
+                    w,
+                    "  layer {}  partial pull: fetched {} of a {} blob ({:.1}%), {} of {} from the store",
+                    l.diff_id,
+                    fmt::bytes(p.fetched_bytes),
+                    fmt::bytes(p.blob_size),
+                    100.0 * p.fetched_bytes as f64 / p.blob_size.max(1) as f64,
+                    p.held_files,
+                    plural(p.files, "file", "files"),
+                )?,
+                Some(why) => writeln!(
+                    w,
+                    "  layer {}  pulled whole ({} fetched): {why}",
+                    l.diff_id,
+                    fmt::bytes(p.fetched_bytes)
+                )?,
+            }
+        }
         if ctx.verbose > 0 {
             for l in &r.layers {
                 match &l.stats {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cmd::import::RegistryArgs;
 use crate::context::{Context, View};
 use crate::fmt;
+use crate::progress;
 
 /// Push a stored image to a registry: docker://HOST[:PORT]/REPO[:TAG]
 ///
@@ -34,6 +35,9 @@ pub struct Args {
 enum CompressArg {
     Gzip,
     Zstd,
+    /// zstd with a table of contents, for partial pulls.
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 #[derive(Serialize)]
@@ -76,11 +80,14 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         compression: match a.compress {
             CompressArg::Gzip => Compression::Gzip,
             CompressArg::Zstd => Compression::Zstd,
+            CompressArg::ZstdChunked => Compression::ZstdChunked,
         },
         chunk_bytes: None,
     };
-    let report = push::push(&store, &a.image, &a.destination, &opts)
+    let bars = progress::LayerBars::new(progress::visible(ctx), "compressing");
+    let report = push::push_with(&store, &a.image, &a.destination, &opts, &bars)
         .with_context(|| format!("cannot push {} to {}", a.image, a.destination))?;
+    drop(bars);
     ctx.emit(&Pushed {
         image: &a.image,
         report: &report,

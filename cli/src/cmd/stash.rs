@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::context::{Context, View};
 use crate::fmt::{self, Align, plural};
 use crate::parse;
+use crate::progress;
 
 /// Stash a root tree as a new image layer
 ///
@@ -168,6 +169,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
     };
     let created = source_date_epoch()?;
     let store = ctx.open_or_init()?;
+    let bar = progress::StashBar::new(progress::visible(ctx), &root);
     let opts = StashOptions {
         tag,
         parent: a.parent,
@@ -176,10 +178,12 @@ pub fn run(ctx: &Context, a: Args) -> Result<ExitCode> {
         trust_mtime: a.trust_mtime,
         exclude: a.excludes,
         created,
-        ..StashOptions::default()
+        limits: None,
+        progress: &bar,
     };
     let report = stash::stash(&store, &root, &opts)
         .with_context(|| format!("cannot stash {}", root.display()))?;
+    drop(bar);
     for w in &report.warnings {
         log::warn!("{w}");
     }

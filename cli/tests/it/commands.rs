@@ -387,6 +387,62 @@ fn fsck_repair_removes_staging_leftovers() {
     assert_fsck_clean(&store);
 }
 
+/// A layer the tar readers disagree about, and a layer whose whiteout runtimes apply in
+/// different places: each refused with exit 2, an error naming the entry and the rule, no image,
+/// and a store fsck finds clean.
+#[test]
+fn refused_layers_exit_2_naming_the_entry_and_leave_nothing() {
+    use layerstore_tests::{RawHeader, RawTar};
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    let data_on_symlink = RawTar::new()
+        .header(&RawHeader::ustar(b'2').name(b"lnk").linkname(b"t").size(512))
+        .header(&RawHeader::ustar(b'0').name(b"hidden").size(0))
+        .end()
+        .finish_record();
+    layout
+        .add_image(
+            "tar",
+            &ImageSpec::new(vec![Layer::new(data_on_symlink, Compression::Gzip)]),
+        )
+        .unwrap();
+    let lower = layer(
+        TarFormat::Pax,
+        vec![Entry::dir("real"), Entry::file("real/x", "1")],
+        Compression::Gzip,
+    );
+    let upper = layer(
+        TarFormat::Pax,
+        vec![Entry::symlink("lnk", "real"), Entry::whiteout("lnk/x")],
+        Compression::Gzip,
+    );
+    layout
+        .add_image("whiteout", &ImageSpec::new(vec![lower, upper]))
+        .unwrap();
+    let store = tmp.path().join("store");
+    ok(&store, &["init"]);
+    for (name, entry, rule) in [
+        ("tar", "lnk", "an entry without data must declare size 0"),
+        (
+            "whiteout",
+            "lnk/.wh.x",
+            "the same layer creates, replaces or removes",
+        ),
+    ] {
+        let r = layerstore(
+            &store,
+            &["import", &format!("oci:{}:{name}", oci.display())],
+        );
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        assert!(r.stderr.contains(entry), "{name}: {}", r.stderr);
+        assert!(r.stderr.contains(rule), "{name}: {}", r.stderr);
+    }
+    let images = ok(&store, &["images", "--json"]);
+    assert_eq!(images.json(), serde_json::json!([]));
+    assert_fsck_clean(&store);
+}
+
 #[test]
 fn missing_store_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -87,11 +87,79 @@ fn export_writes_every_form_the_same_bytes_twice() {
     );
 }
 
-fn have(cmd: &str) -> bool {
+pub(crate) fn have(cmd: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// With stderr not a terminal (a pipe, as in every test here) an export prints its result and
+/// nothing else: no progress, no escape sequences; with --json the report alone.
+#[test]
+fn export_off_a_terminal_prints_only_its_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_with_app_v3(tmp.path());
+    let dest = format!("oci-archive:{}/a.tar", tmp.path().display());
+    let r = ok(&store, &["export", "app-v3", &dest]);
+    assert_eq!(r.stderr, "");
+    let text = r.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!("exported app-v3 to {dest}: ID sha256:")),
+        "{text}"
+    );
+    let r = ok(&store, &["--json", "export", "app-v3", &dest]);
+    assert_eq!(r.stderr, "");
+    assert_eq!(r.json()["layers"].as_array().unwrap().len(), 3);
+}
+
+/// `layerstore --store STORE ARGS…` on a terminal (a pty made by `script`); what the terminal
+/// showed, stdout and stderr together.
+pub(crate) fn on_terminal(store: &Path, args: &[&str]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut line = format!(
+        "stty cols 120 rows 40; exec {} --store {}",
+        quote(env!("CARGO_BIN_EXE_layerstore")),
+        quote(store.to_str().unwrap())
+    );
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    let o = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("LAYERSTORE_STORE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{args:?}: {shown}");
+    shown
+}
+
+/// On a terminal an export draws a line per layer (cleared at the end); --json and --quiet
+/// draw nothing, so the terminal shows the report alone.
+#[test]
+fn export_on_a_terminal_draws_layer_progress_unless_json_or_quiet() {
+    if !have("script") {
+        layerstore_tests::skip("needs script (util-linux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_with_app_v3(tmp.path());
+    let dest = format!("oci-archive:{}/a.tar", tmp.path().display());
+    let shown = on_terminal(&store, &["export", "app-v3", &dest]);
+    for i in 0..3 {
+        assert!(shown.contains(&format!("layer {i}")), "{shown:?}");
+    }
+    assert!(shown.contains("exported app-v3 to "), "{shown:?}");
+    let shown = on_terminal(&store, &["--json", "export", "app-v3", &dest]);
+    let report: serde_json::Value = serde_json::from_str(&shown)
+        .unwrap_or_else(|e| panic!("the terminal shows more than the JSON report: {e}: {shown:?}"));
+    assert_eq!(report["layers"].as_array().unwrap().len(), 3);
+    let shown = on_terminal(&store, &["--quiet", "export", "app-v3", &dest]);
+    assert_eq!(shown, "", "--quiet draws nothing");
 }
 
 #[test]

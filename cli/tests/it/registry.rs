@@ -207,3 +207,36 @@ fn offline_reaches_no_registry_and_json_reports_the_bytes_fetched() {
     assert!(fetched[1] > 0, "{r}");
     crate::assert_fsck_clean(&store);
 }
+
+/// With stderr not a terminal a push prints its result line and nothing else, the first time
+/// (layers compressed and uploaded) as the second (all present); --json is the report alone.
+#[test]
+fn push_off_a_terminal_prints_only_its_result() {
+    let Some(reg) = layerstore_tests::registry::DockerRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = crate::commands::fixture(tmp.path());
+    let store = tmp.path().join("store");
+    crate::import(&store, &oci, "simple");
+    let dest = format!("docker://{}/app:v1", reg.host());
+    for uploaded in [true, false] {
+        let r = ok(&store, &["push", "simple", &dest, "--tls-verify=false"]);
+        assert_eq!(r.stderr, "");
+        let text = r.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("pushed simple to {dest} sha256:")),
+            "{text}"
+        );
+        assert_eq!(!text.contains("(0 uploaded"), uploaded, "{text}");
+    }
+    let r = ok(
+        &store,
+        &["--json", "push", "simple", &dest, "--tls-verify=false"],
+    );
+    assert_eq!(r.stderr, "");
+    let report = r.json();
+    assert_eq!(report["uploaded_bytes"], 0, "{report}");
+    assert!(!report["layers"].as_array().unwrap().is_empty());
+}

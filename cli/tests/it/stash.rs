@@ -226,3 +226,31 @@ fn stash_without_tag_is_a_usage_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--tag"), "{}", r.stderr);
 }
+
+/// Off a terminal a stash prints its two result lines and nothing on stderr; on one (a pty) it
+/// draws its progress line, and with --json the terminal shows the report alone.
+#[test]
+fn stash_draws_progress_on_a_terminal_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/config"), b"x=1\n").unwrap();
+    let root_s = root.to_str().unwrap();
+    let store = tmp.path().join("store");
+    let r = ok(&store, &["stash", root_s, "--tag", "r"]);
+    assert_eq!(r.stderr, "");
+    let text = r.text();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("stashed r as sha256:"), "{text}");
+    if !crate::export::have("script") {
+        layerstore_tests::skip("needs script (util-linux)");
+        return;
+    }
+    let shown = crate::export::on_terminal(&store, &["stash", root_s, "--tag", "r"]);
+    assert!(shown.contains(&format!("stash {root_s}")), "{shown:?}");
+    assert!(shown.contains("stashed r as sha256:"), "{shown:?}");
+    let shown = crate::export::on_terminal(&store, &["--json", "stash", root_s, "--tag", "r"]);
+    let report: serde_json::Value = serde_json::from_str(&shown)
+        .unwrap_or_else(|e| panic!("the terminal shows more than the JSON report: {e}: {shown:?}"));
+    assert_eq!(report["name"], "r");
+}

@@ -43,6 +43,10 @@ fn sniff(head: &[u8]) -> BlobCompression {
     }
 }
 
+/// A [`LayerInput::blob_size`] for a blob whose length is not known before it is read: a tar a
+/// partial pull rebuilds as it fetches. Its digest is its diff_id, so the diff_id check covers it.
+pub const UNKNOWN_SIZE: u64 = u64::MAX;
+
 /// What the reading thread measured.
 struct BlobStats {
     digest: Digest,
@@ -72,7 +76,7 @@ pub(crate) fn stream_layer<T>(
             actual: stats.digest.to_string(),
         });
     }
-    if stats.size != input.blob_size {
+    if input.blob_size != UNKNOWN_SIZE && stats.size != input.blob_size {
         return Err(Error::SizeMismatch {
             digest: digest_s,
             expected: input.blob_size,
@@ -184,7 +188,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = buf
             .len()
-            .min((self.limit + 1 - self.count).min(usize::MAX as u64) as usize);
+            .min((self.limit.saturating_add(1) - self.count).min(usize::MAX as u64) as usize);
         if want == 0 {
             return Ok(0);
         }

@@ -68,6 +68,8 @@ fn parse_entries(
         stats: LayerStats::default(),
     };
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
+    // Directories that hold entries seen so far (their parents, whether listed or implicit).
+    let mut holding: HashSet<Vec<u8>> = HashSet::new();
     while let Some(te) = p.next_entry().map_err(tar_err)? {
         sink.stats.entries += 1;
         if sink.stats.entries > limits.max_entries {
@@ -112,10 +114,23 @@ fn parse_entries(
             } else {
                 EntryKind::Whiteout
             };
+            let removed = tree::join(&parent, target);
+            // The OCI spec keeps an entry of the whiteout's own layer, but docker and
+            // containerd remove what the stream wrote before the whiteout (or fail, with
+            // overlay): no reading is the image. (An entry after its whiteout survives for
+            // all of them.)
+            if kind == EntryKind::Whiteout
+                && (seen.contains_key(&removed) || holding.contains(&removed))
+            {
+                return Err(bad(
+                    "a whiteout of an entry earlier in its own layer (the OCI spec keeps it, \
+                     docker and containerd remove it)",
+                ));
+            }
             let mut e = TreeEntry::implicit_dir(if kind == EntryKind::Opaque {
                 parent
             } else {
-                tree::join(&parent, target)
+                removed
             });
             e.kind = kind;
             entries.push(e);
@@ -179,6 +194,13 @@ fn parse_entries(
                 e.link = Some(target);
             }
             _ => {}
+        }
+        let mut dir = tree::parent(&path);
+        while let Some(d) = dir.filter(|d| !d.is_empty()) {
+            if !holding.insert(d.to_vec()) {
+                break; // its parents are in already
+            }
+            dir = tree::parent(d);
         }
         seen.insert(
             path,

@@ -8,6 +8,9 @@
 //! thread), so pushing the same image again yields the same digests and uploads nothing. When
 //! every layer kept its digest the manifest goes up as the exact stored bytes; otherwise its
 //! layer descriptors are rewritten and the pushed image has a new manifest digest.
+//!
+//! Progress (layers found, bytes compressed, bytes uploaded) reaches the caller through
+//! [`PushProgress`] ([`push_with`]); the library never prints.
 
 use layerstore_store::{Digest, Store};
 use serde::Serialize;
@@ -16,7 +19,8 @@ use super::client::{Client, Method, Payload, status_error};
 use super::{Reference, RegistryError, RegistryOptions};
 use crate::error::{Error, Result};
 use crate::layer_out::{
-    Annotations, Compression, LayerCompression, NewLayer, Spool, rewrite_manifest, write_layers,
+    Annotations, BlobProgress, Compression, LayerCompression, NewLayer, Reindexed, Spool,
+    rewrite_manifest, write_layers_with,
 };
 
 /// Options for [`push`].
@@ -70,8 +74,37 @@ pub struct PushReport {
     pub uploaded_bytes: u64,
 }
 
+/// Progress of a push; the library never prints. `index` is the layer's position in the
+/// image, in the [`BlobProgress`] calls (a layer compressed anew) too. All methods default to
+/// doing nothing.
+pub trait PushProgress: BlobProgress {
+    /// The registry has layer `index`'s blob `digest` already ([`LayerPush::Present`]) or
+    /// mounted it ([`LayerPush::Mounted`]): nothing is compressed or uploaded for it.
+    fn layer_skipped(&self, _index: usize, _digest: &Digest, _how: LayerPush) {}
+    /// Uploading layer `index`'s compressed blob of `size` bytes begins.
+    fn upload_start(&self, _index: usize, _size: u64) {}
+    /// `bytes` more of layer `index`'s compressed blob were uploaded; for one blob they sum to
+    /// its size.
+    fn uploaded(&self, _index: usize, _bytes: u64) {}
+    /// Layer `index` is in the registry.
+    fn layer_pushed(&self, _index: usize, _layer: &PushedLayer) {}
+}
+
+impl PushProgress for crate::NoProgress {}
+
 /// Push the stored image `image` (a name or manifest digest) to `dest` (`docker://…`).
 pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Result<PushReport> {
+    push_with(store, image, dest, opts, &crate::NoProgress)
+}
+
+/// [`push`], reporting to `progress`.
+pub fn push_with(
+    store: &Store,
+    image: &str,
+    dest: &str,
+    opts: &PushOptions,
+    progress: &dyn PushProgress,
+) -> Result<PushReport> {
     let reference = dest
         .strip_prefix("docker://")
         .ok_or_else(|| Error::InvalidSource {
@@ -143,29 +176,45 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
     };
     // First what the registry has or can mount; the rest is compressed in parallel.
     let mut found = Vec::new();
-    for l in &info.layers {
-        found.push(if blob_exists(&client, repo, &l.blob_digest)? {
+    for (i, l) in info.layers.iter().enumerate() {
+        let how = if blob_exists(&client, repo, &l.blob_digest)? {
             Some(LayerPush::Present)
         } else if try_mount(&l.blob_digest)? {
             Some(LayerPush::Mounted)
         } else {
             None
-        });
+        };
+        if let Some(how) = how {
+            progress.layer_skipped(i, &l.blob_digest, how);
+        }
+        found.push(how);
     }
-    let missing: Vec<(Digest, LayerCompression)> = info
+    let (missing_index, missing): (Vec<usize>, Vec<(Digest, LayerCompression)>) = info
         .layers
         .iter()
         .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(l, _)| (l.diff_id, compression))
-        .collect();
+        .enumerate()
+        .filter(|(_, (_, f))| f.is_none())
+        .map(|(i, (l, _))| (i, (l.diff_id, compression)))
+        .unzip();
     let tmp = std::env::temp_dir();
-    let mut blobs = write_layers(store, &missing, Spool::Anonymous(&tmp))?.into_iter();
+    let mut blobs = write_layers_with(
+        store,
+        &missing,
+        Spool::Anonymous(&tmp),
+        &Reindexed {
+            progress,
+            index: &missing_index,
+        },
+    )?
+    .into_iter();
     let mut layers = Vec::new();
     let mut uploaded_bytes = 0;
-    for (l, f) in info.layers.iter().zip(found) {
+    for (i, (l, f)) in info.layers.iter().zip(found).enumerate() {
         if let Some(how) = f {
-            layers.push(pushed(l, l.blob_digest, &l.media_type, l.blob_size, how));
+            let p = pushed(l, l.blob_digest, &l.media_type, l.blob_size, how);
+            progress.layer_pushed(i, &p);
+            layers.push(p);
             continue;
         }
         let blob = blobs.next().expect("one blob per missing layer");
@@ -173,10 +222,21 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
             LayerPush::Present
         } else {
             let chunk = opts.chunk_bytes.unwrap_or(CHUNK_BYTES).max(1);
+            progress.upload_start(i, blob.size);
             if blob.size > chunk {
-                upload_chunked(&client, repo, &blob.digest, blob.file(), blob.size, chunk)?;
+                let sent = |n| progress.uploaded(i, n);
+                upload_chunked(
+                    &client,
+                    repo,
+                    &blob.digest,
+                    blob.file(),
+                    blob.size,
+                    chunk,
+                    &sent,
+                )?;
             } else {
                 upload(&client, repo, &blob.digest, Payload::File(blob.file()))?;
+                progress.uploaded(i, blob.size);
             }
             uploaded_bytes += blob.size;
             LayerPush::Uploaded
@@ -184,6 +244,7 @@ pub fn push(store: &Store, image: &str, dest: &str, opts: &PushOptions) -> Resul
         let mt = media_type(blob.compression.compression);
         let mut p = pushed(l, blob.digest, mt, blob.size, how);
         p.annotations = blob.annotations;
+        progress.layer_pushed(i, &p);
         layers.push(p);
     }
     let config_there =
@@ -356,7 +417,7 @@ fn upload_location(
 
 /// Upload a blob of `size` bytes from `file` in chunks of `chunk` bytes: `POST` for a
 /// session, a `PATCH` per chunk with its `Content-Range` (each answer names where the next
-/// goes), then a `PUT` with the digest and no body.
+/// goes), then a `PUT` with the digest and no body. `sent` hears of each chunk accepted.
 fn upload_chunked(
     client: &Client,
     repo: &str,
@@ -364,6 +425,7 @@ fn upload_chunked(
     file: &std::fs::File,
     size: u64,
     chunk: u64,
+    sent: &dyn Fn(u64),
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let url = client.url(&format!("v2/{repo}/blobs/uploads/"));
@@ -397,6 +459,7 @@ fn upload_chunked(
         }
         at = upload_location(&at, status, &resp)?;
         offset += n as u64;
+        sent(n as u64);
     }
     at.query_pairs_mut()
         .append_pair("digest", &digest.to_string());

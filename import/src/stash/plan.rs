@@ -154,6 +154,7 @@ pub(crate) fn plan(
     parent: &MergedTree,
     excludes: &Excludes,
     trust_mtime: bool,
+    progress: &dyn super::StashProgress,
 ) -> Result<Plan> {
     let index: HashMap<&[u8], usize> = nodes
         .iter()
@@ -238,9 +239,14 @@ pub(crate) fn plan(
         .filter(|&i| status[i] == Status::Hash)
         .collect();
     counts.hashed = to_hash.len() as u64;
+    progress.hashing(counts.hashed, to_hash.iter().map(|&i| nodes[i].size).sum());
     let hashed: Vec<(usize, ObjectId)> = to_hash
         .par_iter()
-        .map(|&i| hash_file(root, &nodes[i]).map(|id| (i, id)))
+        .map(|&i| {
+            let id = hash_file(root, &nodes[i])?;
+            progress.hashed(nodes[i].size);
+            Ok((i, id))
+        })
         .collect::<Result<_>>()?;
     for &(i, id) in &hashed {
         let n = &nodes[i];

@@ -48,7 +48,7 @@ fn parse(tar: &[u8]) -> Result<Vec<TarEntry>, TarError> {
     let limits = TarLimits {
         max_record: 1 << 20,
         max_raw_data: 1 << 20,
-        max_trailer: 1 << 20,
+        raw_trailer: 1 << 20,
     };
     let mut p = TarParser::new(tar, limits);
     let mut out = Vec::new();
@@ -162,7 +162,7 @@ fn zeros_after_the_end_marker_are_padding_and_anything_else_is_refused() {
         TarLimits {
             max_record: 1 << 20,
             max_raw_data: 1 << 20,
-            max_trailer: 1 << 20,
+            raw_trailer: 1 << 20,
         },
     );
     while p.next_entry().unwrap().is_some() {}
@@ -179,6 +179,59 @@ fn zeros_after_the_end_marker_are_padding_and_anything_else_is_refused() {
     half.extend([0u8; 512]);
     half.extend(header(b"hidden", b'0', 0));
     assert_eq!(parse(&half).unwrap_err().rule, TarRule::DataAfterEnd);
+}
+
+/// Padding far past `raw_trailer` (the old code refused it past its 16 MiB limit): accepted,
+/// held as a zero run rather than in memory, and rebuilt byte for byte; a non-zero byte after it
+/// is still refused.
+#[test]
+fn zero_padding_of_any_length_is_kept_as_a_zero_run() {
+    use std::io::{BufReader, Read};
+    const PAD: u64 = 40 << 20;
+    let mut head = header(b"f", b'0', 3).to_vec();
+    head.extend(data(b"abc"));
+    head.extend(end());
+    let limits = TarLimits {
+        max_record: 1 << 20,
+        max_raw_data: 1 << 20,
+        raw_trailer: 4096,
+    };
+    let stream = || BufReader::new((&head[..]).chain(std::io::repeat(0).take(PAD)));
+    let mut p = TarParser::new(stream(), limits);
+    let e = p.next_entry().unwrap().unwrap();
+    let mut buf = vec![0u8; 16];
+    let n = p.read_content(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    p.content_done(e.size, layerstore_store::ObjectId::of(b"abc"));
+    assert!(p.next_entry().unwrap().is_none());
+    assert_eq!(p.position(), head.len() as u64 + PAD, "the padding is read");
+    let sk = std::mem::take(&mut p.skeleton).finish().unwrap();
+    assert!(
+        sk.len() < 4096,
+        "the zeros are not kept: {} bytes",
+        sk.len()
+    );
+    let sk = layerstore_store::skeleton::Skeleton::decode(&sk, 1 << 16).unwrap();
+    assert!(sk.raw.len() < 8192, "raw part: {} bytes", sk.raw.len());
+    let mut out = Vec::new();
+    sk.rebuild(&mut out, |_, w| std::io::Write::write_all(w, b"abc"))
+        .unwrap();
+    let mut want = Vec::new();
+    stream().read_to_end(&mut want).unwrap();
+    assert!(out == want, "the stream is rebuilt byte for byte");
+
+    let junk = BufReader::new(
+        (&head[..])
+            .chain(std::io::repeat(0).take(PAD))
+            .chain(&b"\x01"[..]),
+    );
+    let mut p = TarParser::new(junk, limits);
+    p.next_entry().unwrap().unwrap();
+    let mut sink = vec![0u8; 16];
+    while p.read_content(&mut sink).unwrap() > 0 {}
+    let e = p.next_entry().unwrap_err();
+    assert_eq!(e.rule, TarRule::DataAfterEnd);
+    assert_eq!(e.offset, head.len() as u64 + PAD);
 }
 
 #[test]

@@ -248,3 +248,89 @@ pub fn go() -> Option<&'static layerstore_tests::GoTar> {
     )
     .as_ref()
 }
+
+/// What a push or an export reported to its progress sink, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgressEvent {
+    BlobStart(usize, layerstore_store::Digest),
+    BlobBytes(usize, u64),
+    /// Index, blob digest, blob size.
+    BlobDone(usize, layerstore_store::Digest, u64),
+    Skipped(usize, layerstore_import::registry::push::LayerPush),
+    UploadStart(usize, u64),
+    Uploaded(usize, u64),
+    Pushed(usize, layerstore_import::registry::push::LayerPush),
+}
+
+/// A progress sink for push and export that records every call.
+#[derive(Default)]
+pub struct ProgressRecorder(std::sync::Mutex<Vec<ProgressEvent>>);
+
+impl ProgressRecorder {
+    pub fn events(&self) -> Vec<ProgressEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn push(&self, e: ProgressEvent) {
+        self.0.lock().unwrap().push(e);
+    }
+
+    /// The compressed bytes reported for layer `index`, all calls together.
+    pub fn blob_bytes(&self, index: usize) -> u64 {
+        self.events()
+            .iter()
+            .map(|e| match e {
+                ProgressEvent::BlobBytes(i, n) if *i == index => *n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The uploaded bytes reported for layer `index`, and in how many calls.
+    pub fn uploaded(&self, index: usize) -> (u64, usize) {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                ProgressEvent::Uploaded(i, n) if *i == index => Some(*n),
+                _ => None,
+            })
+            .fold((0, 0), |(sum, calls), n| (sum + n, calls + 1))
+    }
+}
+
+impl layerstore_import::layer_out::BlobProgress for ProgressRecorder {
+    fn blob_start(
+        &self,
+        index: usize,
+        diff_id: &layerstore_store::Digest,
+        _: layerstore_import::layer_out::LayerCompression,
+    ) {
+        self.push(ProgressEvent::BlobStart(index, *diff_id));
+    }
+    fn blob_bytes(&self, index: usize, bytes: u64) {
+        self.push(ProgressEvent::BlobBytes(index, bytes));
+    }
+    fn blob_done(&self, index: usize, blob: &layerstore_import::layer_out::LayerBlob) {
+        self.push(ProgressEvent::BlobDone(index, blob.digest, blob.size));
+    }
+}
+
+impl layerstore_import::registry::push::PushProgress for ProgressRecorder {
+    fn layer_skipped(
+        &self,
+        index: usize,
+        _: &layerstore_store::Digest,
+        how: layerstore_import::registry::push::LayerPush,
+    ) {
+        self.push(ProgressEvent::Skipped(index, how));
+    }
+    fn upload_start(&self, index: usize, size: u64) {
+        self.push(ProgressEvent::UploadStart(index, size));
+    }
+    fn uploaded(&self, index: usize, bytes: u64) {
+        self.push(ProgressEvent::Uploaded(index, bytes));
+    }
+    fn layer_pushed(&self, index: usize, layer: &layerstore_import::registry::push::PushedLayer) {
+        self.push(ProgressEvent::Pushed(index, layer.how));
+    }
+}

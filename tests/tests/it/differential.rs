@@ -18,7 +18,7 @@ fn limits() -> TarLimits {
     TarLimits {
         max_record: 1 << 20,
         max_raw_data: 1 << 20,
-        max_trailer: 1 << 20,
+        raw_trailer: 1 << 20,
     }
 }
 
@@ -197,7 +197,7 @@ fn fuzz_corpus_inputs_we_accept_read_alike_in_go() {
     let fuzz_limits = TarLimits {
         max_record: 1 << 16,
         max_raw_data: 1 << 16,
-        max_trailer: 1 << 16,
+        raw_trailer: 1 << 16,
     };
     let (mut inputs, mut accepted) = (0, Vec::new());
     for dir in dirs {
@@ -242,7 +242,7 @@ fn fuzz_corpus_inputs_we_accept_read_alike_in_go() {
 }
 
 /// Archives layerstore accepts, each read alike by every reference.
-fn archives() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn archives() -> Vec<(&'static str, Vec<u8>)> {
     let long = format!("usr/share/{}/file", "n".repeat(180));
     let entries = || {
         vec![
@@ -428,6 +428,15 @@ fn archives() -> Vec<(&'static str, Vec<u8>)> {
             .header(&RawHeader::ustar(b'0').name(b"f").size(0))
             .end()
             .zero_blocks(100)
+            .bytes(&[0; 7])
+            .finish(),
+    ));
+    v.push((
+        "zero padding past what the skeleton keeps raw",
+        RawTar::new()
+            .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+            .end()
+            .zero_blocks(3 << 11)
             .bytes(&[0; 7])
             .finish(),
     ));

@@ -5,11 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerstore_import::export::{Destination, ExportError, ExportOptions, ExportReport, export};
+use layerstore_import::export::{
+    Destination, ExportError, ExportOptions, ExportReport, export, export_with,
+};
 use layerstore_import::layer_out::{Compression, LayerCompression};
 use layerstore_store::{CheckoutOptions, Store};
 
-use crate::common::{assert_same_tree, assert_sound, have, import, is_root, new_store};
+use crate::common::{
+    ProgressEvent, ProgressRecorder, assert_same_tree, assert_sound, have, import, is_root,
+    new_store,
+};
 
 /// A store holding app-v3 of the sample series (three layers: gzip, zstd, uncompressed; with
 /// whiteouts), and the series' layout.
@@ -179,6 +184,53 @@ fn podman_loads_the_docker_archive_and_the_oci_archive() {
         let got = run(podman(&state).args(["image", "inspect", "--format", "{{.Id}}", loaded]));
         assert_eq!(got.trim(), id.hex(), "{dest}");
     }
+}
+
+/// Every form and compression: each layer's blob is reported once, under its layer's index,
+/// and the compressed bytes reported add up to the blob's size (the tar's, uncompressed).
+#[test]
+fn export_progress_reports_each_blob_with_bytes_summing_to_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = app_v3(tmp.path());
+    let t = tmp.path().display();
+    for (dest, opts) in [
+        (format!("oci-archive:{t}/a.tar"), ExportOptions::default()),
+        (
+            format!("docker-archive:{t}/d.tar"),
+            ExportOptions::default(),
+        ),
+        (format!("oci:{t}/layout"), forced(Compression::Zstd)),
+        (format!("oci:{t}/layout-gz"), forced(Compression::Gzip)),
+    ] {
+        let rec = ProgressRecorder::default();
+        let r = export_with(&store, "app-v3", &dest, &opts, &rec).unwrap();
+        let events = rec.events();
+        assert_eq!(r.layers.len(), 3, "{dest}");
+        for (i, l) in r.layers.iter().enumerate() {
+            assert!(l.size > 0, "{dest}");
+            assert_eq!(rec.blob_bytes(i), l.size, "{dest}: layer {i}");
+            let started: Vec<_> = events
+                .iter()
+                .filter(|e| matches!(e, ProgressEvent::BlobStart(j, _) if *j == i))
+                .collect();
+            assert_eq!(
+                started,
+                [&ProgressEvent::BlobStart(i, l.diff_id)],
+                "{dest}: layer {i}"
+            );
+            assert!(
+                events.contains(&ProgressEvent::BlobDone(i, l.digest, l.size)),
+                "{dest}: layer {i}: {events:?}"
+            );
+        }
+        assert!(
+            events
+                .iter()
+                .all(|e| !matches!(e, ProgressEvent::BlobBytes(_, 0))),
+            "no empty reports: {events:?}"
+        );
+    }
+    assert_sound(&store);
 }
 
 #[test]

@@ -42,6 +42,9 @@ struct Case {
     opts: StoreOptions,
     /// Edits the OCI layout after it is written (broken blobs, documents).
     tamper: Option<Tamper>,
+    /// Why a refused case is refused when the tar readers agree on it (runtimes disagree on
+    /// how to apply it).
+    because: Option<&'static str>,
 }
 
 impl Case {
@@ -53,7 +56,13 @@ impl Case {
             compressions: vec![Compression::Gzip],
             opts: StoreOptions::default(),
             tamper: None,
+            because: None,
         }
+    }
+
+    fn because(mut self, why: &'static str) -> Self {
+        self.because = Some(why);
+        self
     }
 
     fn compressions(mut self, c: &[Compression]) -> Self {
@@ -106,7 +115,10 @@ impl Case {
                     .map(|l| explain_disagreement(&reference_readings(l, Some(go))))
                     .collect::<Vec<_>>()
                     .join(" | ");
-                eprintln!("{}: refused; the references: {why}", self.name);
+                match self.because {
+                    Some(b) => eprintln!("{}: refused: {b}; the tar references: {why}", self.name),
+                    None => eprintln!("{}: refused; the references: {why}", self.name),
+                }
             }
         }
     }
@@ -242,10 +254,16 @@ fn assert_image_is_what_go_reads(
     assert_eq!(listing.error, None, "{name}: Go refuses a layer we accept");
     let mut model: BTreeMap<Vec<u8>, GoEntry> = BTreeMap::new();
     let mut through_symlink = false;
+    // Whiteouts and opaque markers: docker and containerd create their missing parents.
+    let mut markers = Vec::new();
     for e in listing.entries.iter().filter(|e| e.typeflag != b'g') {
         let path = rooted(&e.name).expect("accepted names have no '..'");
         let is_whiteout = path.split(|&b| b == b'/').any(|c| c.starts_with(b".wh."));
-        if path.is_empty() || is_whiteout {
+        if is_whiteout {
+            markers.push(path);
+            continue;
+        }
+        if path.is_empty() {
             continue;
         }
         let mut parent = Vec::new();
@@ -368,7 +386,7 @@ fn assert_image_is_what_go_reads(
     }
     if !through_symlink {
         let mut ancestors = std::collections::HashSet::new();
-        for k in model.keys() {
+        for k in model.keys().chain(&markers) {
             ancestors.insert(Vec::new());
             for (i, &b) in k.iter().enumerate() {
                 if b == b'/' {
@@ -976,6 +994,24 @@ fn only_zero_bytes_may_follow_the_end_of_archive() {
     )
     .every_compression()
     .check();
+    // Past the old 16 MiB limit, and past what the skeleton keeps raw (1 MiB): the rest is a
+    // zero run, and the export still rebuilds the diff_id (checked for every accepted case).
+    Case::new(
+        "zero padding longer than 16 MiB",
+        vec![body().end().zero_blocks(17 << 11).bytes(&[0; 100]).finish()],
+        Accept {
+            has: &["f"],
+            lacks: &[],
+        },
+    )
+    .every_compression()
+    .check();
+    Case::new(
+        "a non-zero byte after 17 MiB of zero padding",
+        vec![body().end().zero_blocks(17 << 11).bytes(b"\x01").finish()],
+        Reject("only zero bytes may follow the end-of-archive marker"),
+    )
+    .check();
     Case::new(
         "one zero block, then the end of the stream",
         vec![body().zero_blocks(1).finish()],
@@ -1112,6 +1148,82 @@ fn whiteouts_resolve_their_parent_inside_the_image_like_containerd() {
         },
     )
     .check();
+}
+
+/// Where runtimes agree, so do we: docker (`MkdirAll`) and containerd (`mkparent`) create the
+/// missing parents of a whiteout or opaque marker. Where they do not (a marker under a symlink
+/// its own layer creates or replaces: docker and containerd's naive applier resolve it when the
+/// stream reaches it, containerd's overlay applier in the layer's own directory), the layer is
+/// refused, naming the marker.
+#[test]
+fn whiteouts_agree_with_runtimes_or_are_refused() {
+    let lower = || {
+        tar(
+            vec![
+                Entry::dir("real"),
+                Entry::file("real/x", "1"),
+                Entry::symlink("old", "real"),
+            ],
+            TarFormat::Pax,
+        )
+    };
+    Case::new(
+        "a whiteout whose parents are missing",
+        vec![tar(
+            vec![Entry::file("f", "1"), Entry::whiteout("a/b/c")],
+            TarFormat::Pax,
+        )],
+        Accept {
+            has: &["f", "a", "a/b"],
+            lacks: &["a/b/c"],
+        },
+    )
+    .check();
+    Case::new(
+        "an opaque marker of a missing directory, over a lower layer",
+        vec![
+            lower(),
+            tar(
+                vec![Entry::opaque("o/p"), Entry::whiteout("old/q/r")],
+                TarFormat::Pax,
+            ),
+        ],
+        Accept {
+            has: &["o", "o/p", "real/x", "real/q", "old"],
+            lacks: &["real/q/r"],
+        },
+    )
+    .check();
+    for (what, upper) in [
+        (
+            "a whiteout through a symlink of the same layer",
+            vec![Entry::symlink("lnk", "real"), Entry::whiteout("lnk/x")],
+        ),
+        (
+            "a whiteout before the symlink of the same layer it goes through",
+            vec![Entry::whiteout("lnk/x"), Entry::symlink("lnk", "/real")],
+        ),
+        (
+            "an opaque marker through a symlink of the same layer",
+            vec![Entry::symlink("lnk", "real"), Entry::opaque("lnk")],
+        ),
+        (
+            "a whiteout under a lower symlink the layer replaces by a directory",
+            vec![Entry::dir("old"), Entry::whiteout("old/x")],
+        ),
+    ] {
+        Case::new(
+            what,
+            vec![lower(), tar(upper, TarFormat::Pax)],
+            Reject("resolves through a symlink the same layer creates, replaces or removes"),
+        )
+        .because(
+            "the tar readers agree; docker and containerd's naive applier resolve the marker \
+             when the stream reaches it (before or after the symlink), containerd's overlay \
+             applier in the layer's own directory (no symlink at all)",
+        )
+        .check();
+    }
 }
 
 #[test]
@@ -1306,12 +1418,43 @@ fn whiteouts_follow_the_layer_rules() {
         },
     )
     .check();
+    // The OCI spec keeps a file its own layer whites out; docker and containerd's naive
+    // applier remove it when the whiteout follows it in the stream, their overlay appliers fail
+    // (the whiteout device cannot be made over the file): refused. A whiteout before the file
+    // removes only the lower one for all of them.
+    for (what, upper) in [
+        (
+            "whiteout after a file of the same name in one layer",
+            vec![Entry::file("foo", "new"), Entry::whiteout("foo")],
+        ),
+        (
+            "whiteout after entries below it in one layer",
+            vec![Entry::file("d/new", "new"), Entry::whiteout("d")],
+        ),
+    ] {
+        Case::new(
+            what,
+            vec![
+                tar(
+                    vec![Entry::file("foo", "old"), Entry::file("d/x", "1")],
+                    TarFormat::Pax,
+                ),
+                tar(upper, TarFormat::Pax),
+            ],
+            Reject("a whiteout of an entry earlier in its own layer"),
+        )
+        .because(
+            "the tar readers agree; the OCI spec keeps the entry, docker and containerd's \
+             naive applier remove it, their overlay appliers fail",
+        )
+        .check();
+    }
     Case::new(
-        "whiteout and file of the same name in one layer",
+        "whiteout before a file of the same name in one layer",
         vec![
             tar(vec![Entry::file("foo", "old")], TarFormat::Pax),
             tar(
-                vec![Entry::file("foo", "new"), Entry::whiteout("foo")],
+                vec![Entry::whiteout("foo"), Entry::file("foo", "new")],
                 TarFormat::Pax,
             ),
         ],
@@ -1939,5 +2082,55 @@ fn a_refusal_names_its_rule_and_entry_as_fields() {
         }
         other => panic!("expected a tar refusal, got {other:?}"),
     }
+    assert_sound(&store);
+}
+
+/// The differential suite's accepted archives, each imported as a one-layer image: its tree
+/// (layerstore's `ls -R`) and its checkout are what Go's archive/tar reads, and it exports to
+/// its diff_id.
+#[test]
+fn differential_archives_import_as_go_reads_them() {
+    for (name, tar) in crate::differential::archives() {
+        Case::new(
+            format!("differential: {name}"),
+            vec![tar],
+            Accept {
+                has: &[],
+                lacks: &[],
+            },
+        )
+        .check();
+    }
+}
+
+/// A layer whose skeleton needs a zero run (padding past what is kept raw) makes the store name
+/// the `skeleton-zero-runs` feature, so builds from before it refuse the store instead of failing
+/// on that layer's export; a layer with ordinary padding does not.
+#[test]
+fn a_zero_run_skeleton_names_its_feature_in_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let mut layout = OciLayout::create(&oci).unwrap();
+    let body = RawTar::new()
+        .header(&RawHeader::ustar(b'0').name(b"f").size(0))
+        .end();
+    for (name, blocks) in [("short", 16), ("long", 4096)] {
+        let tar = body.clone().zero_blocks(blocks).finish();
+        let spec = ImageSpec::new(vec![Layer::new(tar, Compression::Gzip)]);
+        layout.add_image(name, &spec).unwrap();
+    }
+    let path = tmp.path().join("store");
+    let store = Store::init(&path, &StoreOptions::default()).unwrap();
+    let named = || {
+        Store::open(&path)
+            .unwrap()
+            .config()
+            .features
+            .contains(&layerstore_store::store::SKELETON_ZERO_RUNS.to_string())
+    };
+    import(&store, &format!("oci:{}:short", oci.display())).unwrap();
+    assert!(!named(), "ordinary padding needs no feature");
+    import(&store, &format!("oci:{}:long", oci.display())).unwrap();
+    assert!(named());
     assert_sound(&store);
 }

@@ -5,6 +5,7 @@
 //! with no image ref and a sound store.
 
 mod bind;
+mod partial;
 mod servers;
 mod token;
 mod upload;

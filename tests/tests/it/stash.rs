@@ -505,3 +505,82 @@ fn a_file_that_changes_while_stashed_is_an_error_naming_it() {
     );
     assert_sound(&store);
 }
+
+/// Records what a stash reports: files and bytes to hash, bytes hashed, layer bytes.
+#[derive(Default)]
+struct Recorder {
+    hashing: std::sync::Mutex<Vec<(u64, u64)>>,
+    hashed: std::sync::atomic::AtomicU64,
+    compared: std::sync::atomic::AtomicUsize,
+    layer: std::sync::atomic::AtomicU64,
+}
+
+impl StashProgress for Recorder {
+    fn hashing(&self, files: u64, bytes: u64) {
+        self.hashing.lock().unwrap().push((files, bytes));
+    }
+    fn hashed(&self, bytes: u64) {
+        self.hashed
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn compared(&self, _: &DiffCounts) {
+        self.compared
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn layer_bytes(&self, bytes: u64) {
+        self.layer
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stash reports the files it reads to compare (their bytes all hashed) and the layer's tar
+/// bytes as they are made, summing to the layer's size: a first stash (nothing to compare) and
+/// one on it where files of the same size must be read.
+#[test]
+fn stash_progress_reports_bytes_hashed_and_layer_bytes_summing_to_the_layer_size() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    let root = tmp.path().join("root");
+    base_root(&root);
+    let run = |rec: &Recorder| {
+        stash::stash(
+            &store,
+            &root,
+            &StashOptions {
+                tag: "s".into(),
+                created: Some(1_700_000_000),
+                progress: rec,
+                ..StashOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let first = Recorder::default();
+    let r = run(&first);
+    assert_eq!(
+        *first.hashing.lock().unwrap(),
+        [(0, 0)],
+        "no parent: nothing to compare"
+    );
+    assert_eq!(first.compared.load(Relaxed), 1);
+    assert_eq!(first.layer.load(Relaxed), r.layer_size, "{r:?}");
+
+    // Same size, new content and mtime: read to compare, then stored.
+    let tool: Vec<u8> = (0..200_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    write(&root.join("usr/bin/tool"), &tool);
+    let second = Recorder::default();
+    let r = run(&second);
+    let hashing = second.hashing.lock().unwrap().clone();
+    assert_eq!(hashing.len(), 1, "{hashing:?}");
+    let (files, bytes) = hashing[0];
+    assert_eq!(files, r.counts.hashed, "{r:?}");
+    assert!(bytes >= tool.len() as u64, "{hashing:?}");
+    assert_eq!(second.hashed.load(Relaxed), bytes);
+    assert_eq!(second.layer.load(Relaxed), r.layer_size, "{r:?}");
+    assert!(
+        r.layer_size > tool.len() as u64,
+        "the changed file is in the layer"
+    );
+    assert_sound(&store);
+}

@@ -182,6 +182,14 @@ pub struct Content {
 }
 
 impl Content {
+    /// A copy, for a handler that serves it changed.
+    pub fn clone_for_test(&self) -> Self {
+        Content {
+            manifests: self.manifests.clone(),
+            blobs: self.blobs.clone(),
+        }
+    }
+
     pub fn of(layout: &Path, tags: &[(&str, &WrittenImage)]) -> Self {
         let mut blobs = HashMap::new();
         for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
