@@ -197,3 +197,21 @@ CREATE TABLE object_sha256 (
     sha256 BLOB NOT NULL        -- sha256 of the same content, 32 raw bytes
 ) WITHOUT ROWID;
 CREATE INDEX object_sha256_sha256 ON object_sha256(sha256);
+
+-- The per-image usage summary df reads (df/usage.rs), kept up to date by every transaction that
+-- changes image refs: for each image an image/ ref names, the distinct content only it has and
+-- the content it shares with other named images.
+CREATE TABLE image_usage (
+    image INTEGER PRIMARY KEY,  -- images.id of an image an image/ ref names
+    exclusive_bytes INTEGER NOT NULL,
+    shared_bytes INTEGER NOT NULL
+);
+
+-- Each object the named images have: how many of them, and the sum of their images.id (with one
+-- user, that user: removing the second-to-last one finds whom the content belongs to alone).
+CREATE TABLE object_users (
+    id BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,      -- content bytes
+    users INTEGER NOT NULL,
+    user_sum INTEGER NOT NULL
+) WITHOUT ROWID;

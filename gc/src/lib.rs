@@ -21,17 +21,21 @@
 //! sweep takes the exclusive lock: in one durable transaction it re-checks the plan against the
 //! index as it is now (a layer that became live since the mark — a new import, a new tag, a
 //! pin — keeps its objects; only what was dead at the mark and is still dead goes), deletes the
-//! rows and bumps the sweep generation. Meanwhile other threads rename the doomed files to
-//! `.gc-` names in their own directory. After the lock is released the doomed files are
-//! unlinked (unlinks free blocks and can take seconds on a `discard` mount; imports never wait
-//! on them). An import that needs the same content later writes a new file under the object's
-//! name, which the doomed name does not touch.
+//! dead refs and image rows, turns dead layers into `gc:ID` tombstones and bumps the sweep
+//! generation — nothing per object, entry or file, so the lock does not grow with the store or
+//! with what is swept. After it, under the dooming lock only (an import that found a file
+//! waits for it before it trusts the file, see [`layerstore_store::Store::dooming_lock`]), the
+//! tombstones' entries and the dead objects' rows go in small transactions that spare what was
+//! pinned or published since, and the files whose rows went are renamed to `.gc-` names in
+//! their own directory; then they are unlinked (unlinks free blocks and can take seconds on a
+//! `discard` mount; nothing waits on them). An import that needs the same content later writes
+//! a new file under the object's name, which the doomed name does not touch.
 //!
-//! Crashes: the renames start before the commit, so the sweep sets a marker file first
-//! (`sweeping`, see [`Store::begin_sweep`]). Opening a store whose marker is present puts back
-//! every doomed file whose row still stands (the sweep did not commit); a sweep that fails
-//! without a crash does the same before it returns. Any other leftover is a file no row names,
-//! which the next gc removes. One gc runs at a time (`gc.lock`).
+//! Crashes: entries go before the rows they name and rows before their files, so a gc killed at
+//! any point leaves a sound store whose garbage (tombstones, rows no layer names, files no row
+//! names) the next gc removes. Stores a gc of an earlier version was killed in (it renamed
+//! files before its commit and left the marker `sweeping`) get their files put back when
+//! opened. One gc runs at a time (`gc.lock`).
 
 pub mod roots;
 pub mod why;
@@ -70,10 +74,12 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Dead leases reclaimed.
     pub leases_reclaimed: usize,
-    /// How long gc waited for the exclusive lock, how long it held it, and how long the unlinks
-    /// took after it was released.
+    /// How long gc waited for the exclusive lock, how long it held it, how long renaming the
+    /// doomed files took after it was released (imports that found one of them wait that
+    /// long), and how long the unlinks took after that.
     pub lock_wait: Duration,
     pub lock_held: Duration,
+    pub renames: Duration,
     pub unlink: Duration,
     /// Hardlink-checkout variants of removed objects that went with them.
     pub variants_removed: u64,
@@ -109,10 +115,12 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     let held_start = Instant::now();
     let lock_wait = held_start - wait_start;
     let swept = sweep.apply(mark, &roots)?;
-    let lock_held = held_start.elapsed();
+    let lock_held = swept.lock_held;
     log::debug!(
-        "gc: rows deleted and {} files doomed, lock held {lock_held:?}",
-        swept.doomed.len()
+        "gc: rows deleted, lock held {lock_held:?}; {} files doomed in {:?} after it, {:?} in all",
+        swept.doomed.len(),
+        swept.renames,
+        held_start.elapsed()
     );
     let unlink_start = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -134,6 +142,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         leases_reclaimed,
         lock_wait,
         lock_held,
+        renames: swept.renames,
         unlink: unlink_start.elapsed(),
         variants_removed,
     };

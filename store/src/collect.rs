@@ -8,14 +8,16 @@
 //! layers it pins, and whole the images it pins by digest ([`crate::Lease::pin_images`]).
 //!
 //! Protocol: [`Store::mark`] (no store lock) leaves what is dead in temp tables of the store's
-//! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock and sets
-//! the sweep marker; the [`Sweep`] it returns is the only way to doom files, and
-//! [`Sweep::apply`] re-checks the mark, deletes the rows in one durable transaction while other
-//! threads doom (rename) the files, and releases the lock. The [`Doomed`] files it returns are
-//! unlinked afterwards, without the lock.
+//! connection and returns a [`Mark`]. [`Store::begin_sweep`] takes the exclusive lock; the
+//! [`Sweep`] it returns is the only way to doom files. [`Sweep::apply`] re-checks the mark and
+//! flips the dead set in one durable transaction (refs and image rows go, dead layers become
+//! `gc:ID` tombstones) and releases the lock; then, under the dooming lock only, it deletes the
+//! tombstones' entries and the dead objects' rows in small transactions and dooms (renames) the
+//! files whose rows went. The [`Doomed`] files it returns are unlinked afterwards, without any
+//! lock.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use rusqlite::Connection;
@@ -152,7 +154,7 @@ impl Doomed {
 #[must_use]
 pub struct Sweep<'s> {
     store: &'s Store,
-    _lock: StoreLock,
+    lock: Option<StoreLock>,
     ended: bool,
 }
 
@@ -163,6 +165,10 @@ pub struct Swept {
     pub removed: Dead,
     /// The files it doomed, to unlink now that the lock is released.
     pub doomed: Doomed,
+    /// How long it held the exclusive store lock (the re-check, the deletions, the commit).
+    pub lock_held: Duration,
+    /// How long renaming the doomed files took, after the lock was released.
+    pub renames: Duration,
 }
 
 /// Which images and layers are live, in temp tables named with `suffix` (so the mark's and the
@@ -317,6 +323,29 @@ const LIVE_BLOBS: &str = "SELECT config_digest FROM images
 
 /// What the temp tables describe (without the strays).
 fn describe(conn: &Connection) -> Result<Dead> {
+    let mut p = describe_lists(conn)?;
+    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
+        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
+         FROM gc_dead",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    p.objects = objects as u64;
+    p.object_bytes = object_bytes as u64;
+    p.stored_bytes = stored_bytes as u64;
+    p.loose_files = loose_files as u64;
+    Ok(p)
+}
+
+/// The refs, images and layers the temp tables describe.
+fn describe_lists(conn: &Connection) -> Result<Dead> {
     let strings = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
         let mut stmt = conn.prepare(sql)?;
         let v = stmt
@@ -350,23 +379,6 @@ fn describe(conn: &Connection) -> Result<Dead> {
         [],
         |r| r.get::<_, i64>(0),
     )? as u64;
-    let (objects, object_bytes, stored_bytes, loose_files) = conn.query_row(
-        "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(stored), 0), COALESCE(sum(loose), 0)
-         FROM gc_dead",
-        [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        },
-    )?;
-    p.objects = objects as u64;
-    p.object_bytes = object_bytes as u64;
-    p.stored_bytes = stored_bytes as u64;
-    p.loose_files = loose_files as u64;
     Ok(p)
 }
 
@@ -393,9 +405,18 @@ fn recheck(tx: &Connection, policy: RootPolicy<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The sweep's deletions, in its transaction: what the re-checked mark found dead.
-fn delete_rows(tx: &Connection) -> Result<Dead> {
-    let mut removed = describe(tx)?;
+/// The prefix of a dead layer's key from the sweep's commit until its rows are deleted (after
+/// the lock): `gc:ID`. No digest or merged key starts so, so nothing finds the layer by key any
+/// more, and its row keeps its id (so no new layer takes the id of entries still there).
+pub(crate) const TOMBSTONE_PREFIX: &str = "gc:";
+
+/// The sweep's transaction, under the exclusive lock: what the re-checked mark found dead
+/// becomes unreachable. Refs, image rows and blob mappings go; dead layers become tombstones
+/// (`gc:ID`, merged); nothing per object or per entry happens here, so the lock does not grow
+/// with what is swept. Returns what went (without the objects: see [`Store::drop_dead_rows`])
+/// and the highest layer id now: layers above it are published after the commit.
+fn flip(tx: &Connection) -> Result<(Dead, i64)> {
+    let mut removed = describe_lists(tx)?;
     (removed.stray_files, removed.stray_bytes) = stray_totals(tx)?;
     tx.execute(
         "DELETE FROM refs WHERE name LIKE ?1
@@ -410,24 +431,133 @@ fn delete_rows(tx: &Connection) -> Result<Dead> {
     tx.execute_batch(
         "DELETE FROM bindings WHERE 'bound/' || root || '/' || image IN
              (SELECT name FROM gc_drop_refs);
-         DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);
-         DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
+         DELETE FROM refs WHERE name IN (SELECT name FROM gc_drop_refs);",
+    )?;
+    // The refs a policy drops may name images (gc's own policy drops none): the usage summary
+    // follows while their rows are still there.
+    crate::df::usage::sync(tx)?;
+    tx.execute_batch(&format!(
+        "DELETE FROM image_layers WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM image_labels WHERE image IN (SELECT id FROM gc_dead_images);
          DELETE FROM images WHERE id IN (SELECT id FROM gc_dead_images);
          DELETE FROM layer_blobs WHERE diff_id IN
              (SELECT diff_id FROM layers WHERE id IN (SELECT id FROM gc_dead_layers));
-         DELETE FROM entries WHERE layer IN (SELECT id FROM gc_dead_layers);
-         DELETE FROM layers WHERE id IN (SELECT id FROM gc_dead_layers);
-         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';
-         DELETE FROM objects WHERE id IN (SELECT id FROM gc_dead);
-         DELETE FROM inline_contents WHERE id IN
-             (SELECT content FROM gc_dead WHERE content IS NOT NULL);",
-    )?;
-    ObjectTotals::sum_of_dead(tx)?.negated().add_to(tx)?;
-    Ok(removed)
+         UPDATE layers SET diff_id = '{TOMBSTONE_PREFIX}' || id, merged = 1
+             WHERE id IN (SELECT id FROM gc_dead_layers);
+         UPDATE counters SET value = value + 1 WHERE name = 'sweeps';"
+    ))?;
+    let top: i64 = tx.query_row("SELECT COALESCE(max(id), 0) FROM layers", [], |r| r.get(0))?;
+    Ok((removed, top))
+}
+
+/// Objects whose rows go per transaction after the lock: writers (pins, publishes) get the
+/// index between two batches.
+const ROW_BATCH: usize = 4096;
+
+/// A dead object's row as the mark saw it.
+struct DeadRow {
+    id: ObjectId,
+    size: i64,
+    stored: i64,
+    loose: bool,
+    content: Option<i64>,
 }
 
 impl Store {
+    /// The sweep's deletions after the lock, in small transactions: the entries and rows of
+    /// the tombstoned layers first, then the rows (and inline contents) of the dead objects.
+    /// In that order a row goes only once no entry names it, and a file (renamed by the
+    /// caller, after this) only once its row is gone, so a sweep killed at any point leaves
+    /// garbage the next one takes (tombstones are dead layers, rows no layer names are dead
+    /// objects, files without rows are strays). Each batch spares what became needed since the
+    /// commit: objects pinned by a lease, or named by a layer published after it (ids above
+    /// `top`; a dead layer's content imported again is such a layer). Returns the object
+    /// figures of what went and the loose objects whose files are to be renamed.
+    fn drop_dead_rows(&self, top: i64) -> Result<(Dead, Vec<ObjectId>)> {
+        let layers: Vec<i64> = self
+            .conn()
+            .prepare("SELECT id FROM gc_dead_layers ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for layer in layers {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM entries WHERE layer = ?1", [layer])?;
+            tx.execute(
+                "DELETE FROM layers WHERE id = ?1 AND diff_id LIKE ?2",
+                rusqlite::params![layer, format!("{TOMBSTONE_PREFIX}%")],
+            )?;
+            tx.commit()?;
+        }
+        let rows: Vec<DeadRow> = {
+            let conn = self.conn();
+            let mut stmt =
+                // Inline contents (the big table) in their order, so that each batch dirties
+                // a run of its pages rather than pages all over it; then the loose ones.
+                conn.prepare(
+                    "SELECT id, size, stored, loose, content FROM gc_dead
+                     ORDER BY content IS NULL, content, id",
+                )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)?
+                    && let Some(id) = ObjectId::from_slice(b)
+                {
+                    out.push(DeadRow {
+                        id,
+                        size: r.get(1)?,
+                        stored: r.get(2)?,
+                        loose: r.get::<_, i64>(3)? != 0,
+                        content: r.get(4)?,
+                    });
+                }
+            }
+            out
+        };
+        let mut gone = Dead::default();
+        let mut loose = Vec::new();
+        for batch in rows.chunks(ROW_BATCH) {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let spared: IdMap<()> = object_ids(
+                &tx,
+                &format!(
+                    "SELECT object FROM entries WHERE layer > {top} AND object IS NOT NULL
+                     UNION ALL SELECT id FROM gc_pinned"
+                ),
+            )?
+            .into_iter()
+            .map(|id| (id, ()))
+            .collect();
+            let mut totals = ObjectTotals::default();
+            {
+                let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+                let mut del_content =
+                    tx.prepare_cached("DELETE FROM inline_contents WHERE id = ?1")?;
+                for r in batch.iter().filter(|r| !spared.contains_key(&r.id)) {
+                    if del.execute([&r.id.as_bytes()[..]])? == 0 {
+                        continue;
+                    }
+                    if let Some(c) = r.content {
+                        del_content.execute([c])?;
+                    }
+                    totals += ObjectTotals::row(r.size as u64, r.loose, r.stored as u64);
+                    gone.objects += 1;
+                    gone.object_bytes += r.size as u64;
+                    gone.stored_bytes += r.stored as u64;
+                    if r.loose {
+                        gone.loose_files += 1;
+                        loose.push(r.id);
+                    }
+                }
+            }
+            totals.negated().add_to(&tx)?;
+            tx.commit()?;
+        }
+        Ok((gone, loose))
+    }
+
     /// Mark what a collection would remove, in one read snapshot, without any store lock:
     /// imports, checkouts and disks go on meanwhile. `policy` is asked for the roots as the
     /// snapshot sees the refs. Files no row names are found by a scan of `objects/` that runs
@@ -490,19 +620,18 @@ impl Store {
         }
     }
 
-    /// Start a sweep: wait for the exclusive lock, then set the sweep marker. The sweep's commit
-    /// would checkpoint the WAL (copy every page it changed into the database file) under the
-    /// lock; that waits until after it ([`Store::checkpoint`]).
+    /// Start a sweep: wait for the exclusive lock. The sweep's commit would checkpoint the WAL
+    /// (copy every page it changed into the database file) under the lock; that waits until
+    /// after it ([`Store::checkpoint`]). No file is touched before the sweep commits, so it
+    /// sets no sweep marker (that was for sweeps that renamed files before their commit).
     pub fn begin_sweep(&self) -> Result<Sweep<'_>> {
         let lock = self.lock(LockMode::Exclusive)?;
         self.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
-        let sweep = Sweep {
+        Ok(Sweep {
             store: self,
-            _lock: lock,
+            lock: Some(lock),
             ended: false,
-        };
-        self.set_sweep_marker()?;
-        Ok(sweep)
+        })
     }
 
     /// Copy what the WAL holds into the database file, as far as readers allow (a passive
@@ -517,51 +646,84 @@ impl Store {
 impl Sweep<'_> {
     /// The sweep: one durable transaction re-checks `mark` against the index as it is now (a
     /// layer that became live since the mark — a new import, a new tag, a pin — keeps its
-    /// objects; only what was dead at the mark and is still dead goes), deletes the dead refs,
-    /// images, layers and objects' rows and bumps the sweep generation, while other threads
-    /// rename the doomed loose files (dead objects' and strays') to `.gc-` names. If it fails,
-    /// the files go back. Either way the marker is removed and the lock released on return.
+    /// objects; only what was dead at the mark and is still dead goes) and flips the dead set:
+    /// refs, image rows and blob mappings go, dead layers become tombstones, the sweep
+    /// generation moves. That is all the exclusive lock covers, and it is released as soon as
+    /// the transaction commits (or fails): nothing in it is per object, entry or file.
+    ///
+    /// The rest happens under the dooming lock ([`Store::dooming_lock`]), which the sweep takes
+    /// before it lets the store lock go: the tombstones' entries and rows and the dead objects'
+    /// rows go in small transactions (`drop_dead_rows`), then the loose files whose
+    /// rows went, and the strays, are renamed to `.gc-` names. An import that pins after the
+    /// commit waits for that lock before it trusts a file it found, so it never relies on a
+    /// file about to be renamed; when the renames are done the generation moves again, so a
+    /// batch that opened meanwhile looks at its files again. Nothing is ever put back if gc
+    /// dies: see `drop_dead_rows` for the order that keeps the store sound.
     pub fn apply(mut self, mark: Mark, policy: RootPolicy<'_>) -> Result<Swept> {
         drop(mark);
         let store = self.store;
-        let swept = store.durable(true, |tx| -> Result<Swept> {
-            let t = Instant::now();
+        let held_since = Instant::now();
+        let committed = store.durable(true, |tx| -> Result<(Dead, i64, Vec<ObjectId>)> {
             recheck(tx, policy)?;
-            log::debug!("gc: sweep re-checked the mark in {:?}", t.elapsed());
-            let doomed_ids = object_ids(
-                tx,
-                "SELECT id FROM gc_dead WHERE loose = 1 UNION ALL SELECT id FROM gc_strays",
-            )?;
-            std::thread::scope(|s| {
-                let renames = s.spawn(|| {
-                    doomed_ids
-                        .par_iter()
-                        .map(|id| store.doom_loose(id))
-                        .collect::<Result<Vec<String>>>()
-                });
-                let removed = delete_rows(tx);
-                log::debug!("gc: sweep deleted the rows at {:?}", t.elapsed());
-                let doomed = renames
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-                Ok(Swept {
-                    removed: removed?,
-                    doomed: Doomed {
-                        names: doomed?,
-                        trash: false,
-                    },
-                })
-            })
+            log::debug!(
+                "gc: sweep re-checked the mark in {:?}",
+                held_since.elapsed()
+            );
+            let strays = object_ids(tx, "SELECT id FROM gc_strays")?;
+            let (removed, top) = flip(tx)?;
+            log::debug!(
+                "gc: sweep flipped the dead set at {:?}",
+                held_since.elapsed()
+            );
+            Ok((removed, top, strays))
         });
+        // Take the dooming lock before the store lock goes, so no import comes between.
+        let dooming = match committed {
+            Ok(_) => Some(store.dooming_lock(LockMode::Exclusive)),
+            Err(_) => None,
+        }
+        .transpose();
         self.ended = true;
-        self.end(swept.is_err())?;
-        swept
+        let end = self.end(committed.is_err());
+        drop(self.lock.take());
+        let lock_held = held_since.elapsed();
+        let (mut removed, top, strays) = committed?;
+        end?;
+        let dooming = dooming?;
+        let after = Instant::now();
+        // The WAL checkpoints again during these batches: they dirty most of the index at
+        // 1,000,000 objects, and a WAL that held all of it filled the disk (scale.md).
+        let (gone, mut doomed_ids) = store.drop_dead_rows(top)?;
+        log::debug!(
+            "gc: {} object rows deleted after the lock in {:?}",
+            gone.objects,
+            after.elapsed()
+        );
+        (removed.objects, removed.object_bytes) = (gone.objects, gone.object_bytes);
+        (removed.stored_bytes, removed.loose_files) = (gone.stored_bytes, gone.loose_files);
+        doomed_ids.extend(strays);
+        let names = doomed_ids
+            .par_iter()
+            .map(|id| store.doom_loose(id))
+            .collect::<Result<Vec<String>>>()?;
+        store.bump_sweep_generation()?;
+        drop(dooming);
+        Ok(Swept {
+            removed,
+            doomed: Doomed {
+                names,
+                trash: false,
+            },
+            lock_held,
+            renames: after.elapsed(),
+        })
     }
 
-    /// End the sweep: put doomed files back if its transaction did not commit, remove the
-    /// marker, let the WAL checkpoint again.
-    fn end(&self, restore: bool) -> Result<()> {
-        if restore {
+    /// End the sweep's locked part: put doomed files back if its transaction did not commit
+    /// (files an earlier version's sweep doomed before its commit), remove the marker such a
+    /// sweep left, let the WAL checkpoint again.
+    fn end(&self, failed: bool) -> Result<()> {
+        if failed {
             // The transaction rolled back: its rows stand, so their files go back.
             self.store.restore_doomed()?;
         }
@@ -716,6 +878,112 @@ mod tests {
         swept.doomed.unlink(&s).unwrap();
         assert!(s.scan_objects().unwrap().ids.is_empty());
         assert!(s.object_ids().unwrap().is_empty());
+        assert!(s.fsck(&Default::default()).unwrap().is_clean());
+    }
+
+    /// What a sweep does between its commit and its renames, held there: the rows of `ids`
+    /// gone and the generation bumped (the commit), the dooming lock held. Returns the lock.
+    fn commit_a_sweep_of(s: &Store, ids: &[ObjectId]) -> StoreLock {
+        let conn = s.conn();
+        for id in ids {
+            conn.execute("DELETE FROM objects WHERE id = ?1", [&id.as_bytes()[..]])
+                .unwrap();
+        }
+        drop(conn);
+        s.bump_sweep_generation().unwrap();
+        s.dooming_lock(LockMode::Exclusive).unwrap()
+    }
+
+    /// An import batch that found a file a committed sweep has yet to rename waits for the
+    /// renames (the dooming lock) after its pin, and then finds the file gone: its flush fails
+    /// (the import retries and writes the content) instead of relying on a file about to go.
+    #[test]
+    fn a_flush_that_found_a_file_a_committed_sweep_dooms_waits_and_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let lease = s.begin_lease("import in flight").unwrap();
+        let content = [0u8; 10_000];
+        let (obj, hit) = lease.staging().put_bytes(&content).unwrap();
+        assert_eq!(hit, crate::object::PutOutcome::Deduplicated);
+        assert!(ids.contains(&obj.id));
+        let dooming = commit_a_sweep_of(&s, &ids);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| tx.send(lease.staging().flush()).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(rx.try_recv().is_err(), "the flush waits for the renames");
+            for id in &ids {
+                s.doom_loose(id).unwrap();
+            }
+            s.bump_sweep_generation().unwrap();
+            drop(dooming);
+            match rx.recv().unwrap() {
+                Err(Error::ObjectSwept { id }) => assert_eq!(id, obj.id.hex()),
+                other => panic!("flush after the renames: {other:?}"),
+            }
+        });
+    }
+
+    /// A batch of content nobody had (nothing found, no name taken) does not wait for a
+    /// sweep's renames.
+    #[test]
+    fn a_flush_of_new_content_does_not_wait_for_a_sweeps_renames() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let lease = s.begin_lease("import in flight").unwrap();
+        let (obj, hit) = lease.staging().put_bytes(&[9u8; 10_000]).unwrap();
+        assert_eq!(hit, crate::object::PutOutcome::Written);
+        let _dooming = commit_a_sweep_of(&s, &ids);
+        lease.staging().flush().unwrap();
+        assert!(s.loose_state(&obj.id, 10_000).unwrap().is_some());
+    }
+
+    /// A gc killed after its commit, half-way through the deletions after its lock: a dead
+    /// layer is a tombstone whose entries still name an object (whose row stands), other
+    /// objects' rows are gone but their files not yet renamed. The store is sound (those files
+    /// are files no row names), and the next gc removes all of it.
+    #[test]
+    fn a_gc_killed_after_its_commit_leaves_garbage_the_next_gc_removes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO layers (id, diff_id, merged, tar_size, entry_count, content_size,
+                                     skeleton, imported_at)
+                     VALUES (7, '{TOMBSTONE_PREFIX}7', 1, 0, 1, 10000, x'', 0);"
+            ))
+            .unwrap();
+        s.conn()
+            .execute(
+                "INSERT INTO entries (layer, seq, path, kind, mode, uid, gid, mtime, mtime_nsec,
+                                      size, object, dev_major, dev_minor)
+                     VALUES (7, 0, x'61', 0, 420, 0, 0, 0, 0, 10000, ?1, 0, 0)",
+                [&ids[0].as_bytes()[..]],
+            )
+            .unwrap();
+        drop(commit_a_sweep_of(&s, &ids[1..]));
+        for _ in &ids[1..] {
+            ObjectTotals::row(10_000, true, 10_000)
+                .negated()
+                .add_to(&s.conn())
+                .unwrap();
+        }
+        let rep = s.fsck(&Default::default()).unwrap();
+        assert!(rep.is_clean(), "{:?}", rep.findings);
+        assert_eq!(rep.unreferenced_files, ids.len() as u64);
+
+        let mark = s.mark(&nothing).unwrap();
+        assert_eq!(mark.dead().layers, vec![format!("{TOMBSTONE_PREFIX}7")]);
+        assert_eq!(mark.dead().objects, 1);
+        assert_eq!(mark.dead().stray_files, ids.len() as u64);
+        let swept = s.begin_sweep().unwrap().apply(mark, &nothing).unwrap();
+        swept.doomed.unlink(&s).unwrap();
+        assert!(s.scan_objects().unwrap().ids.is_empty());
+        let left: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM layers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "the tombstone went with the next sweep");
         assert!(s.fsck(&Default::default()).unwrap().is_clean());
     }
 }

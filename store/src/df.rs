@@ -1,12 +1,14 @@
-//! Space accounting, computed from the index alone (never by walking trees).
+//! Space accounting, computed from the index alone (never by walking trees): totals kept in
+//! `counters` and a per-image summary kept in `image_usage` (`df/usage.rs`), both up to date at
+//! every publish, so `df` reads a few rows whatever the store's size.
 
 use serde::Serialize;
 
-use std::collections::HashMap;
-
-use crate::digest::{Digest, IdMap, ObjectId};
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::store::Store;
+
+pub(crate) mod usage;
 
 /// Per-image usage.
 #[derive(Clone, Debug, Serialize)]
@@ -81,11 +83,6 @@ impl ObjectTotals {
     /// The totals counted from the rows (fsck).
     pub(crate) fn counted(conn: &rusqlite::Connection) -> Result<Self> {
         Self::sum_of(conn, "objects", "COALESCE(stored, size)")
-    }
-
-    /// The totals over gc's dead objects (the temp table `gc_dead`, see `collect.rs`).
-    pub(crate) fn sum_of_dead(conn: &rusqlite::Connection) -> Result<Self> {
-        Self::sum_of(conn, "gc_dead", "stored")
     }
 
     /// The totals over `table`, any table with the columns `size` and `loose`, with `stored`
@@ -175,66 +172,21 @@ impl Store {
             conn.query_row("SELECT COUNT(*) FROM layers WHERE merged = 0", [], |r| {
                 r.get(0)
             })?;
-        // Distinct objects of each live layer (entries carry the content size), then per image
-        // the union of its layers', counting how many images use each object.
-        let mut layer_objects: HashMap<String, Vec<(ObjectId, u64)>> = HashMap::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT e.object, e.size FROM entries e JOIN layers l ON l.id = e.layer
-                 WHERE l.diff_id = ?1 AND e.kind = 0 AND e.object IS NOT NULL",
-            )?;
-            for (_, info) in &images {
-                for l in &info.layers {
-                    let key = l.diff_id.to_string();
-                    if layer_objects.contains_key(&key) {
-                        continue;
-                    }
-                    let mut v = Vec::new();
-                    let mut rows = stmt.query([&key])?;
-                    while let Some(r) = rows.next()? {
-                        if let rusqlite::types::ValueRef::Blob(id) = r.get_ref(0)?
-                            && let Some(id) = ObjectId::from_slice(id)
-                        {
-                            v.push((id, r.get::<_, i64>(1)? as u64));
-                        }
-                    }
-                    layer_objects.insert(key, v);
-                }
+        // Exclusive and shared bytes per image from the summary publishes keep (usage.rs); if
+        // it does not track exactly the named images, counted from the entries.
+        let usage = match usage::recorded(&conn)? {
+            Some(u) => u,
+            None => {
+                log::debug!("df: the usage summary is behind the refs; counting from entries");
+                usage::recompute(&conn)?
             }
-        }
+        };
         drop(conn);
-        // image id -> its distinct objects; object -> number of images using it.
-        let mut per_image: HashMap<i64, IdMap<u64>> = HashMap::new();
-        for (_, info) in &images {
-            if per_image.contains_key(&info.id) {
-                continue;
-            }
-            let mut set = IdMap::default();
-            for l in &info.layers {
-                for (id, size) in &layer_objects[&l.diff_id.to_string()] {
-                    set.insert(*id, *size);
-                }
-            }
-            per_image.insert(info.id, set);
-        }
-        let mut users: IdMap<u32> = IdMap::default();
-        for set in per_image.values() {
-            for id in set.keys() {
-                *users.entry(*id).or_default() += 1;
-            }
-        }
         let mut out = Vec::new();
         let mut logical_bytes = 0;
         let mut counted = std::collections::HashSet::new();
         for (name, info) in images {
-            let (mut exclusive_bytes, mut shared_bytes) = (0, 0);
-            for (id, size) in &per_image[&info.id] {
-                if users[id] > 1 {
-                    shared_bytes += size;
-                } else {
-                    exclusive_bytes += size;
-                }
-            }
+            let (exclusive_bytes, shared_bytes) = usage.get(&info.id).copied().unwrap_or_default();
             if counted.insert(info.id) {
                 logical_bytes += info.logical_size;
             }

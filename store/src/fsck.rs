@@ -46,6 +46,9 @@ pub enum Finding {
         recorded: ObjectTotals,
         counted: ObjectTotals,
     },
+    /// The per-image usage summary df reads differs from the entries in this many images and
+    /// objects (`--repair` builds it again).
+    UsageSummary { differences: u64 },
     /// A layer lost content to `--repair` (heal.rs): import one of `images` again.
     DamagedLayer {
         diff_id: String,
@@ -147,6 +150,9 @@ impl Store {
     fn fsck_check(&self, rep: &mut FsckReport) -> Result<(Vec<Finding>, Fixes)> {
         let mut found = Vec::new();
         let mut fixes = Fixes::default();
+        // A gc deletes rows and renames their files after its lock, under the dooming lock: a
+        // check meanwhile would see rows whose files are being renamed away.
+        let _no_sweep_after_its_lock = self.dooming_lock(crate::store::LockMode::Shared)?;
 
         let rows = self.object_rows()?;
 
@@ -231,6 +237,14 @@ impl Store {
             );
             if recorded != counted {
                 found.push(Finding::ObjectTotals { recorded, counted });
+            }
+        }
+
+        // The per-image usage summary df reads.
+        {
+            let differences = crate::df::usage::differences(&self.conn())?;
+            if differences != 0 {
+                found.push(Finding::UsageSummary { differences });
             }
         }
 
@@ -452,6 +466,14 @@ impl Store {
                         rep.repaired.push(Finding::UnreferencedInlineContents {
                             count: count as u64,
                         });
+                    }
+                }
+                Finding::UsageSummary { .. } => {
+                    let conn = self.conn();
+                    let differences = crate::df::usage::differences(&conn)?;
+                    if differences != 0 {
+                        crate::df::usage::rebuild(&conn)?;
+                        rep.repaired.push(Finding::UsageSummary { differences });
                     }
                 }
                 Finding::ObjectTotals { .. } => {

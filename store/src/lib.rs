@@ -15,10 +15,13 @@
 //!                    combination of mode, owner and xattrs, mtime 0, made on first use;
 //!                    disposable (variant.rs)
 //!   objects/ab/.gc-… object files a gc sweep doomed, unlinked after it released the lock
-//!   sweeping         present while a gc sweep renames doomed files before its commit; opening
-//!                    a store where it was left (the sweep was killed) puts those files back
+//!   sweeping         left by a gc of an earlier version killed while it renamed doomed files
+//!                    before its commit; opening the store puts those files back
 //!   lock             flock: shared for short readers (whole run), and for imports and long
-//!                    reads while they pin, exclusive for the gc sweep and fsck's repairs
+//!                    reads while they pin, exclusive for the gc sweep's transaction and fsck's
+//!                    repairs
+//!   dooming          flock: exclusive while a committed sweep renames its doomed files; an
+//!                    import that found a file takes it shared before trusting the file
 //!   gc.lock          flock held by a gc from start to end: one collection at a time
 //!   turnstile        flock a gc takes before `lock` and shared holders pass through, so a
 //!                    waiting gc is not starved by a stream of readers and imports
@@ -52,9 +55,16 @@
 //!   place; between batches a gc may sweep, and spares what live leases pin. A lease may also
 //!   pin whole images by manifest digest, before they are stored ([`Lease::pin_images`]):
 //!   `bind` pins each image it pulls until its binding is recorded.
-//!   The sweep — re-check, row deletes and, alongside, doomed renames — is one exclusive
-//!   holder, and only a [`collect::Sweep`] (which holds that lock and the `sweeping` marker)
-//!   can doom object files. The other is `fsck --repair`: it checks under the shared lock, then
+//!   The sweep's transaction — re-check, then refs and image rows deleted and dead layers
+//!   turned into `gc:ID` tombstones — is the only exclusive holder; nothing per object, entry or
+//!   file happens under it. After it, under the `dooming` lock (taken before `lock` is let go),
+//!   the tombstones' entries and the dead objects' rows go in small transactions, then the files
+//!   whose rows went are renamed away; only a [`collect::Sweep`] can doom object files. A batch
+//!   that found a file present waits for `dooming` after its pin, then looks again if the sweep
+//!   generation moved (the sweep moves it again when its renames are done).
+//! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `object_users`)
+//!   that every transaction changing image refs keeps up to date ([`df`]), never the entries.
+//! - The other exclusive holder is `fsck --repair`: it checks under the shared lock, then
 //!   re-checks and removes damaged objects and leftovers under the exclusive one, sparing what
 //!   live leases pin ([`fsck`]).
 //! - Roots and bindings ([`roots`]): a `root/NAME` ref pins a deployment's image by manifest

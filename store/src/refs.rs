@@ -245,6 +245,9 @@ pub(crate) fn upsert_refs(
     for (name, target) in refs {
         stmt.execute(params![name.as_str(), target, now()])?;
     }
+    if refs.iter().any(|(n, _)| n.kind() == RefKind::Image) {
+        crate::df::usage::sync(tx)?;
+    }
     Ok(())
 }
 
@@ -272,6 +275,9 @@ impl Store {
                         name: name.to_string(),
                     });
                 }
+            }
+            if names.iter().any(|n| n.kind() == RefKind::Image) {
+                crate::df::usage::sync(tx)?;
             }
             Ok(())
         })

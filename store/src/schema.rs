@@ -255,6 +255,41 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX object_sha256_sha256 ON object_sha256(sha256);
     "#,
+    // 12 (scale): the per-image usage summary df reads (df/usage.rs), kept up to date by every
+    // transaction that changes image refs, so df costs a few rows at any store size. Filled
+    // here for the images stores already name, as df/usage.rs's sync would.
+    r#"
+    CREATE TABLE image_usage (
+        image INTEGER PRIMARY KEY,  -- images.id of an image an image/ ref names
+        exclusive_bytes INTEGER NOT NULL,
+        shared_bytes INTEGER NOT NULL
+    );
+    CREATE TABLE object_users (
+        id BLOB PRIMARY KEY,        -- an object the named images have
+        size INTEGER NOT NULL,
+        users INTEGER NOT NULL,     -- how many named images have it
+        user_sum INTEGER NOT NULL   -- the sum of their images.id (with one user, that user)
+    ) WITHOUT ROWID;
+    CREATE TEMP TABLE usage_pairs AS
+        SELECT DISTINCT il.image AS image, e.object AS object, e.size AS size
+        FROM image_layers il JOIN layers l ON l.diff_id = il.diff_id
+        JOIN entries e ON e.layer = l.id
+        WHERE e.kind = 0 AND e.object IS NOT NULL
+          AND il.image IN (SELECT i.id FROM refs r JOIN images i ON i.manifest_digest = r.target
+                           WHERE r.name >= 'image/' AND r.name < 'image0');
+    INSERT INTO object_users (id, size, users, user_sum)
+        SELECT object, max(size), count(*), sum(image) FROM usage_pairs GROUP BY object;
+    INSERT INTO image_usage (image, exclusive_bytes, shared_bytes)
+        SELECT i.id,
+               COALESCE((SELECT sum(p.size) FROM usage_pairs p JOIN object_users o
+                         ON o.id = p.object WHERE p.image = i.id AND o.users = 1), 0),
+               COALESCE((SELECT sum(p.size) FROM usage_pairs p JOIN object_users o
+                         ON o.id = p.object WHERE p.image = i.id AND o.users > 1), 0)
+        FROM images i
+        WHERE i.id IN (SELECT i.id FROM refs r JOIN images i ON i.manifest_digest = r.target
+                       WHERE r.name >= 'image/' AND r.name < 'image0');
+    DROP TABLE temp.usage_pairs;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -419,6 +454,72 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// A store from before the usage summary gets it filled from its entries: the named images
+    /// (and only they), content shared between two of them, and an unnamed image's content.
+    #[test]
+    fn the_usage_summary_of_a_store_from_before_is_filled_from_its_entries() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let mine = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE image_usage"))
+            .unwrap();
+        for m in &MIGRATIONS[..mine] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", mine as u32)
+            .unwrap();
+        // Images 1 and 2 named, 3 not; layer n holds objects [n, n + 1] of n * 10 bytes.
+        for n in 1..=3i64 {
+            conn.execute(
+                "INSERT INTO images (id, manifest_digest, manifest_media_type, manifest,
+                                     config_digest, config, imported_at)
+                 VALUES (?1, ?2, 'm', x'', 'c', x'', 0)",
+                rusqlite::params![n, format!("d{n}")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO layers (id, diff_id, tar_size, entry_count, content_size, skeleton,
+                                     imported_at) VALUES (?1, ?2, 0, 0, 0, x'', 0)",
+                rusqlite::params![n, format!("l{n}")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO image_layers (image, idx, diff_id, blob_digest, media_type, blob_size)
+                 VALUES (?1, 0, ?2, 'b', 'm', 0)",
+                rusqlite::params![n, format!("l{n}")],
+            )
+            .unwrap();
+            for (seq, o) in [n, n + 1].into_iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO entries (layer, seq, path, kind, mode, uid, gid, mtime,
+                         mtime_nsec, size, object, dev_major, dev_minor)
+                     VALUES (?1, ?2, x'', 0, 420, 0, 0, 0, 0, ?3, ?4, 0, 0)",
+                    rusqlite::params![n, seq as i64, o * 10, vec![o as u8; 32]],
+                )
+                .unwrap();
+            }
+        }
+        conn.execute_batch(
+            "INSERT INTO refs (name, target, created) VALUES ('image/a', 'd1', 0);
+             INSERT INTO refs (name, target, created) VALUES ('image/b', 'd2', 0);
+             INSERT INTO refs (name, target, created) VALUES ('image/b2', 'd2', 0);
+             INSERT INTO refs (name, target, created) VALUES ('layer/l3', 'l3', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        // Object 2 is shared by images 1 and 2; 1 is image 1's alone, 3 image 2's (image 3,
+        // which has 3 too, is not named).
+        let usage: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT image, exclusive_bytes, shared_bytes FROM image_usage ORDER BY image")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(usage, vec![(1, 10, 20), (2, 30, 20)]);
+        assert_eq!(crate::df::usage::differences(&conn).unwrap(), 0);
     }
 
     #[test]

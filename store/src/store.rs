@@ -376,6 +376,23 @@ impl Store {
         })
     }
 
+    /// Take the dooming lock (`STORE/dooming`): a gc sweep holds it exclusively from just
+    /// before it releases the store lock until the files it doomed are renamed away; an import
+    /// takes it shared (under the shared store lock) before it trusts an object file it found,
+    /// so it never relies on a file whose row a committed sweep deleted but which is still at
+    /// its name. See [`crate::collect::Sweep::apply`].
+    pub fn dooming_lock(&self, mode: LockMode) -> Result<StoreLock> {
+        use rustix::fs::FlockOperation::{LockExclusive, LockShared};
+        let op = match mode {
+            LockMode::Shared => LockShared,
+            LockMode::Exclusive => LockExclusive,
+        };
+        Ok(StoreLock {
+            _file: self.flock_file("dooming", op)?,
+            shared: None,
+        })
+    }
+
     /// Whether a shared lock is held through this handle (by any thread): taking the exclusive
     /// one then would wait for itself.
     pub(crate) fn holds_shared_lock(&self) -> bool {

@@ -31,6 +31,7 @@ struct Collected {
     leases_reclaimed: usize,
     lock_wait: f64,
     lock_held: f64,
+    renames: f64,
     unlink: f64,
     variants_removed: u64,
 }
@@ -43,6 +44,7 @@ impl From<GcReport> for Collected {
             leases_reclaimed: r.leases_reclaimed,
             lock_wait: r.lock_wait.as_secs_f64(),
             lock_held: r.lock_held.as_secs_f64(),
+            renames: r.renames.as_secs_f64(),
             unlink: r.unlink.as_secs_f64(),
             variants_removed: r.variants_removed,
         }

@@ -18,10 +18,12 @@ use crate::store::{LockMode, ObjectCompression, Store};
 /// The import does not hold the store lock while it runs, so a gc may sweep at any moment.
 /// New loose objects therefore wait in staging, and object files found present are noted, in a
 /// batch; [`Staging::flush`] (every [`FLUSH_AT`] objects, and before publishing) pins the batch
-/// to the lease under the shared store lock, then renames the waiting files into `objects/`.
-/// A file renamed after the pin is safe from every later sweep. A file found before the pin
-/// may have been swept in between: if the sweep generation moved since the batch opened, each
-/// one is looked at again, and one that is gone fails the import with [`Error::ObjectSwept`]
+/// to the lease under the shared store lock, waits for any sweep that committed before the pin
+/// to finish renaming its doomed files (the dooming lock, see [`Store::dooming_lock`]), then
+/// renames the waiting files into `objects/`. A file renamed after the pin is safe from every
+/// later sweep. A file found before the pin may have been swept in between: if the sweep
+/// generation moved since the batch opened, each one is looked at again, and one that is gone
+/// fails the import with [`Error::ObjectSwept`]
 /// (the import starts over with a new lease, and writes what is gone). Under
 /// [`Staging::pin_found_at_once`] (an import's last attempt), a file found present is pinned
 /// at once under the shared lock instead, so no sweep can come between, at the cost of a
@@ -96,6 +98,8 @@ impl<'s> Staging<'s> {
     /// sweep in between.
     fn find_and_pin(&self, id: ObjectId, size: u64) -> Result<Option<LooseFile>> {
         let _shared = self.store.lock(LockMode::Shared)?;
+        // A sweep that committed may still be renaming its files away: wait for it.
+        let _renamed = self.store.dooming_lock(LockMode::Shared)?;
         let found = self.store.loose_state(&id, size)?;
         if found.is_some() {
             self.store.pin_objects(&self.name, &[id])?;
@@ -144,10 +148,31 @@ impl<'s> Staging<'s> {
         let ids: Vec<ObjectId> = (batch.waiting.iter().map(|w| w.1))
             .chain(batch.found.iter().map(|f| f.0))
             .collect();
-        let now = self.store.pin_objects(&self.name, &ids)?;
+        let mut now = self.store.pin_objects(&self.name, &ids)?;
+        // A sweep that committed before the pin may still be renaming its doomed files. Only
+        // a file this batch found, or one that beat a waiting file to its name, can be one of
+        // them: then wait until the sweep's renames are done, and read the generation again
+        // (the sweep bumps it once more when they are, so a batch that opened meanwhile looks
+        // again). A batch of new content does not wait.
+        let mut renamed = None;
+        let mut wait_for_renames = || -> Result<u64> {
+            if renamed.is_none() {
+                renamed = Some(self.store.dooming_lock(LockMode::Shared)?);
+            }
+            self.store.sweep_generation()
+        };
+        if !batch.found.is_empty() {
+            now = wait_for_renames()?;
+        }
         let mut corrections = Vec::new();
         for (tmp, id, size, file) in &batch.waiting {
-            let on_disk = self.publish_temp(tmp, id, *size, *file)?;
+            let on_disk = match self.publish_temp(tmp, id, *size, *file)? {
+                Some(f) => f,
+                None => {
+                    now = wait_for_renames()?;
+                    self.publish_temp_over(tmp, id, *size, *file)?
+                }
+            };
             if on_disk != *file {
                 corrections.push((*id, on_disk));
             }
@@ -332,11 +357,34 @@ impl<'s> Staging<'s> {
         run().at(path)
     }
 
+    /// Move the (read-only) temp file to its object name if nothing has it; `None` if a file
+    /// is there already (see [`Staging::publish_temp_over`]).
+    fn publish_temp(
+        &self,
+        tmp: &str,
+        id: &ObjectId,
+        _size: u64,
+        file: LooseFile,
+    ) -> Result<Option<LooseFile>> {
+        let rel = id.rel_path();
+        match rustix::fs::renameat_with(
+            &self.dir,
+            tmp,
+            &self.store.objects,
+            rel.as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::EXIST) => Ok(None),
+            Err(e) => Err(Error::io(self.store.path.join("objects").join(rel), e)),
+        }
+    }
+
     /// Move the (read-only) temp file to its object name; returns what is there now. An object
     /// file that exists already and holds this content whole is a dedup hit and the temp file
     /// goes; anything else there is a damaged leftover (a crash before its data reached the
-    /// disk) and is replaced.
-    fn publish_temp(
+    /// disk) and is replaced. Called with no committed sweep's doomed file left at any name.
+    fn publish_temp_over(
         &self,
         tmp: &str,
         id: &ObjectId,

@@ -1,5 +1,5 @@
-//! The file side of a gc sweep: scanning `objects/`, dooming files, putting them back after an
-//! interrupted sweep, and unlinking them.
+//! The file side of a gc sweep: scanning `objects/`, dooming files, putting back files a sweep
+//! of an earlier version doomed before it was interrupted, and unlinking them.
 
 use std::io;
 
@@ -84,7 +84,7 @@ impl Store {
     }
 
     /// Rename a loose object file to its doomed name in the same directory (gc, under the
-    /// exclusive lock, with the sweep marker present); a missing one is fine. Returns the doomed
+    /// dooming lock, after the sweep deleted its row); a missing one is fine. Returns the doomed
     /// name, `ab/.gc-cdef…`.
     pub(crate) fn doom_loose(&self, id: &ObjectId) -> Result<String> {
         let rel = id.rel_path();
@@ -96,10 +96,22 @@ impl Store {
         }
     }
 
-    /// Mark the start of a sweep (under the exclusive lock, see [`crate::collect::Sweep`]): gc
-    /// renames doomed files while its transaction deletes their rows, so until it commits, a
-    /// file may be doomed whose row still stands. Opening a store whose marker is present (the
-    /// sweep was killed) puts such files back, see [`Store::recover_sweep`].
+    /// Bump the sweep generation once a sweep's doomed files are renamed away: an import batch
+    /// that opened while they were being renamed sees the generation move and looks at the
+    /// files it found again (see [`crate::object::Staging`]). Not durable: after a crash the
+    /// files not yet renamed stay where they are, and an import may rely on them.
+    pub(crate) fn bump_sweep_generation(&self) -> Result<()> {
+        self.conn().execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'sweeps'",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Leave the marker a sweep of an earlier version set before it renamed files ahead of its
+    /// commit (tests: what such a sweep, killed, leaves). Opening a store whose marker is
+    /// present puts back the doomed files whose rows stand, see [`Store::recover_sweep`].
+    #[cfg(test)]
     pub(crate) fn set_sweep_marker(&self) -> Result<()> {
         self.root
             .write(SWEEP_MARKER, b"")
