@@ -535,10 +535,15 @@ impl Store {
                 let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
                 let mut del_content =
                     tx.prepare_cached("DELETE FROM inline_contents WHERE id = ?1")?;
+                // The content's sha256 goes with its row: a store that pulls partially and
+                // collects would otherwise keep a row for every content it ever held.
+                let mut del_sha256 =
+                    tx.prepare_cached("DELETE FROM object_sha256 WHERE object = ?1")?;
                 for r in batch.iter().filter(|r| !spared.contains_key(&r.id)) {
                     if del.execute([&r.id.as_bytes()[..]])? == 0 {
                         continue;
                     }
+                    del_sha256.execute([&r.id.as_bytes()[..]])?;
                     if let Some(c) = r.content {
                         del_content.execute([c])?;
                     }
@@ -879,6 +884,29 @@ mod tests {
         assert!(s.scan_objects().unwrap().ids.is_empty());
         assert!(s.object_ids().unwrap().is_empty());
         assert!(s.fsck(&Default::default()).unwrap().is_clean());
+    }
+
+    /// The sha256 rows a partial pull recorded go with the objects a sweep removes, so a store
+    /// that pulls and collects does not keep a row for every content it ever held.
+    #[test]
+    fn a_sweep_removes_the_sha256_rows_of_the_objects_it_removes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, ids, _) = store_with_rows_and_a_stray(tmp.path());
+        let pairs: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, crate::Digest::of(id.as_bytes())))
+            .collect();
+        s.record_sha256(&pairs).unwrap();
+        let rows = |s: &Store| -> i64 {
+            s.conn()
+                .query_row("SELECT count(*) FROM object_sha256", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(rows(&s), 3);
+        let mark = s.mark(&nothing).unwrap();
+        let swept = s.begin_sweep().unwrap().apply(mark, &nothing).unwrap();
+        swept.doomed.unlink(&s).unwrap();
+        assert_eq!(rows(&s), 0);
     }
 
     /// What a sweep does between its commit and its renames, held there: the rows of `ids`

@@ -2,7 +2,8 @@
 //! their content, objects are named by blake3, so a partial pull needs the pairs.
 //!
 //! Rows are facts about contents, `object → sha256`, true whatever happens to the object: a row
-//! may outlive its object (gc does not delete rows), and lookups join `objects`, so only stored
+//! may outlive its object for a while (gc deletes it with the object's row; a partial pull may
+//! record it before the object is published), and lookups join `objects`, so only stored
 //! objects are found. Rows are written outside the publish transaction, like the blob info
 //! cache: losing them costs a backfill, never correctness.
 //!

@@ -158,7 +158,7 @@ fn a_skopeo_zstd_chunked_update_is_pulled_partially_and_equals_a_full_pull() {
     assert_sound(&store);
     // base-v1 came as gzip: its contents got their sha256 in a backfill, once. With base-v2
     // removed and collected, a new pull of it finds them without one (the rows of the
-    // contents only base-v2 had outlive their objects, and are not offered).
+    // contents only base-v2 had went with their objects).
     assert!(p.backfilled_objects > 0);
     store
         .remove_refs(&[layerstore_store::RefName::image(&r.name).unwrap()])
