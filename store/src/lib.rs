@@ -103,6 +103,7 @@ pub mod roots;
 mod schema;
 pub mod skeleton;
 pub mod store;
+pub mod time;
 pub mod tree;
 pub mod variant;
 
@@ -120,6 +121,7 @@ pub use query::{ImageInfo, LayerInfo};
 pub use refs::{RefInfo, RefKind, RefName};
 pub use roots::{Binding, RootInfo};
 pub use store::{Limits, LockMode, ObjectCompression, Store, StoreConfig, StoreLock, StoreOptions};
+pub use time::rfc3339;
 pub use tree::{EntryKind, TreeEntry};
 
 impl Store {

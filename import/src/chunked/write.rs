@@ -20,6 +20,7 @@ use layerstore_store::Digest;
 use serde::Serialize;
 
 use super::toc::{ANNOTATION_FAMILIES, SKIPPABLE_MAGIC};
+use layerstore_store::rfc3339;
 
 /// The magic at the end of the footer ("GNUlInUx").
 const FOOTER_MAGIC: &[u8; 8] = b"GNUlInUx";
@@ -65,28 +66,6 @@ fn is_zero(v: &u64) -> bool {
 struct TocOut<'a> {
     version: u32,
     entries: &'a [Entry],
-}
-
-/// RFC 3339 UTC of a Unix time, as Go's `time.Time` marshals it (whole seconds).
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Where each entry's payload is in the tar, and its TOC entry.
@@ -376,12 +355,5 @@ mod tests {
         let mut again = Vec::new();
         write_chunked(&mut f, &mut again, 3).unwrap();
         assert_eq!(again, blob);
-    }
-
-    #[test]
-    fn dates_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
     }
 }
