@@ -2,7 +2,10 @@
 """Interleaved (paired) timing: each round runs every variant once, order alternating by round.
 
 usage: pair.py OUT.json ROUNDS SPEC.json
-SPEC: {"variants": [{"name":..., "prepare": "sh cmd", "cmd": "sh cmd"}, ...]}
+SPEC: {"variants": [{"name":..., "prepare": "sh cmd", "cmd": "sh cmd"}, ...], "order": "rotate"?}
+"order": "rotate" rotates the order by one variant per round instead of reversing it, so that with
+N variants every variant takes every position once per N rounds (a position effect, e.g. the one
+run after a big delete, then spreads evenly).
 Each sample: wall s, user+sys s of the timed command (rusage of children), load average.
 """
 import json, os, resource, subprocess, sys, time
@@ -24,13 +27,17 @@ def run(cmd):
 
 
 for r in range(rounds):
-    order = variants if r % 2 == 0 else list(reversed(variants))
+    if spec.get("order") == "rotate":
+        k = r % len(variants)
+        order = variants[k:] + variants[:k]
+    else:
+        order = variants if r % 2 == 0 else list(reversed(variants))
     for v in order:
         subprocess.run(v["prepare"], shell=True, check=True, stdout=subprocess.DEVNULL)
         subprocess.run("sync", shell=True)
         load = os.getloadavg()[0]
         wall, cpu, rc = run(v["cmd"])
-        samples.append(dict(round=r, name=v["name"], wall=wall, cpu=cpu, rc=rc, load1=load))
+        samples.append(dict(round=r, pos=order.index(v), name=v["name"], wall=wall, cpu=cpu, rc=rc, load1=load))
         print(f"round {r} {v['name']:12s} wall {wall:7.3f} s  cpu {cpu:7.3f} s  load {load:5.2f}", flush=True)
         json.dump(dict(spec=spec, samples=samples), open(out, "w"), indent=1)
 
