@@ -192,13 +192,18 @@ impl Variants {
 
     /// Link the variant of object `id` (`size` bytes) with `meta` as `target`, making (or
     /// remaking) the variant first if needed; `read` opens the object's content.
+    ///
+    /// A gc removes the variants of the objects it removes, after its lock, and an object it
+    /// removed may be imported again meanwhile: so a variant found (or just made) may be gone
+    /// by the time it is linked. Then it is made again, a bounded number of times.
     pub(crate) fn link(
         &self,
         (id, size): (&ObjectId, u64),
         meta: &VariantMeta<'_>,
-        read: impl FnOnce() -> Result<ObjectData>,
+        read: impl Fn() -> Result<ObjectData>,
         target: LinkTarget<'_>,
     ) -> Result<Linked> {
+        const ATTEMPTS: u32 = 3;
         let LinkTarget {
             dir: pfd,
             name,
@@ -206,17 +211,25 @@ impl Variants {
         } = target;
         let rel = format!("{}.{}", id.rel_path(), meta.key());
         let mut out = Linked::default();
-        match rustix::fs::statat(&self.dir, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if meta.matches(&st, size, self.privileged) => {}
-            Ok(_) => {
-                out = self.make(id, size, meta, read, &rel)?;
-                out.remade = true;
+        for attempt in 1..=ATTEMPTS {
+            match rustix::fs::statat(&self.dir, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if meta.matches(&st, size, self.privileged) => {}
+                Ok(_) => {
+                    out = self.make(id, size, meta, &read, &rel)?;
+                    out.remade = true;
+                }
+                Err(rustix::io::Errno::NOENT) => out = self.make(id, size, meta, &read, &rel)?,
+                Err(e) => return Err(Error::io(self.path.join(&rel), e)),
             }
-            Err(rustix::io::Errno::NOENT) => out = self.make(id, size, meta, read, &rel)?,
-            Err(e) => return Err(Error::io(self.path.join(&rel), e)),
+            match rustix::fs::linkat(&self.dir, rel.as_str(), pfd, name, AtFlags::empty()) {
+                Ok(()) => return Ok(out),
+                // The variant went between the look and the link (the target's directory is
+                // held open, so it is not the one missing): look again.
+                Err(rustix::io::Errno::NOENT) if attempt < ATTEMPTS => {}
+                Err(e) => return Err(Error::io(dest.to_owned(), e)),
+            }
         }
-        rustix::fs::linkat(&self.dir, rel.as_str(), pfd, name, AtFlags::empty()).at(dest)?;
-        Ok(out)
+        unreachable!("the last attempt returns")
     }
 
     /// Write a variant in a temp file beside its name and rename it into place (over a changed
@@ -226,7 +239,7 @@ impl Variants {
         id: &ObjectId,
         size: u64,
         meta: &VariantMeta<'_>,
-        read: impl FnOnce() -> Result<ObjectData>,
+        read: &impl Fn() -> Result<ObjectData>,
         rel: &str,
     ) -> Result<Linked> {
         let sub = &rel[..2];
