@@ -80,6 +80,14 @@ fn apply(conn: &Connection, deltas: &Deltas) -> Result<()> {
     Ok(())
 }
 
+/// An object's `(users, user_sum)` row, if any image is tracked as using it.
+fn users_of(get: &mut rusqlite::CachedStatement<'_>, key: &[u8]) -> Result<Option<(i64, i64)>> {
+    use rusqlite::OptionalExtension;
+    Ok(get
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Start tracking `image`: it has become named.
 fn add(conn: &Connection, image: i64) -> Result<()> {
     let mut get = conn.prepare_cached("SELECT users, user_sum FROM object_users WHERE id = ?1")?;
@@ -93,11 +101,7 @@ fn add(conn: &Connection, image: i64) -> Result<()> {
     let mut deltas = Deltas::new();
     for (id, size) in image_objects(conn, image)? {
         let key = &id.as_bytes()[..];
-        let users: Option<(i64, i64)> = {
-            use rusqlite::OptionalExtension;
-            get.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-        };
+        let users = users_of(&mut get, key)?;
         match users {
             None => {
                 insert.execute(params![key, size, image])?;
@@ -133,11 +137,7 @@ fn remove(conn: &Connection, image: i64) -> Result<()> {
     let mut deltas = Deltas::new();
     for (id, size) in image_objects(conn, image)? {
         let key = &id.as_bytes()[..];
-        let users: Option<(i64, i64)> = {
-            use rusqlite::OptionalExtension;
-            get.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-        };
+        let users = users_of(&mut get, key)?;
         match users {
             None => {}
             Some((users, _)) if users <= 1 => {
