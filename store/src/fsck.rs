@@ -72,6 +72,15 @@ pub enum Finding {
     BoundRefWithoutBinding { name: String, target: String },
 }
 
+impl From<crate::variant::VariantProblem> for Finding {
+    fn from(p: crate::variant::VariantProblem) -> Self {
+        Finding::ChangedVariant {
+            path: p.path,
+            reason: p.reason,
+        }
+    }
+}
+
 /// Options for [`Store::fsck`].
 #[derive(Clone, Debug, Default)]
 pub struct FsckOptions {
@@ -262,15 +271,7 @@ impl Store {
         rep.unreferenced_files += variants.orphans + variants.leftovers;
         fixes.variants =
             !variants.changed.is_empty() || variants.orphans > 0 || variants.leftovers > 0;
-        found.extend(
-            variants
-                .changed
-                .into_iter()
-                .map(|p| Finding::ChangedVariant {
-                    path: p.path,
-                    reason: p.reason,
-                }),
-        );
+        found.extend(variants.changed.into_iter().map(Finding::from));
         found.extend(
             variants
                 .stray
@@ -517,15 +518,8 @@ impl Store {
         }
         if fixes.variants || variants_changed {
             let variants = self.check_variants(true)?;
-            rep.repaired.extend(
-                variants
-                    .changed
-                    .into_iter()
-                    .map(|p| Finding::ChangedVariant {
-                        path: p.path,
-                        reason: p.reason,
-                    }),
-            );
+            rep.repaired
+                .extend(variants.changed.into_iter().map(Finding::from));
         }
         *found = kept;
         Ok(())
