@@ -334,3 +334,25 @@ impl layerstore_import::registry::push::PushProgress for ProgressRecorder {
         self.push(ProgressEvent::Pushed(index, layer.how));
     }
 }
+
+/// Run `cmd`, which must succeed; its standard output.
+#[track_caller]
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `umoci unpack --image IMAGE BUNDLE`, which must succeed; the bundle's rootfs.
+#[track_caller]
+pub fn umoci_unpack(image: &str, bundle: &Path) -> PathBuf {
+    run(std::process::Command::new("umoci")
+        .args(["unpack", "--image", image])
+        .arg(bundle));
+    bundle.join("rootfs")
+}

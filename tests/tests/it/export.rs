@@ -13,7 +13,7 @@ use layerstore_store::{CheckoutOptions, Store};
 
 use crate::common::{
     ProgressEvent, ProgressRecorder, assert_same_tree, assert_sound, have, import, is_root,
-    new_store,
+    new_store, run, umoci_unpack,
 };
 
 /// A store holding app-v3 of the sample series (three layers: gzip, zstd, uncompressed; with
@@ -38,18 +38,6 @@ fn checkout(store: &Store, image: &str, dest: &Path) {
     store
         .checkout(&tree, dest, &CheckoutOptions::default())
         .unwrap();
-}
-
-#[track_caller]
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// `skopeo inspect --raw`'s manifest digest and `skopeo inspect`'s layers (diff_ids for a
@@ -118,13 +106,10 @@ fn umoci_unpacks_an_oci_export_to_the_checkout() {
     )
     .unwrap();
     let bundle = tmp.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:app", layout.display()))
-        .arg(&bundle));
+    let rootfs = umoci_unpack(&format!("{}:app", layout.display()), &bundle);
     let ours = tmp.path().join("co");
     checkout(&store, "app-v3", &ours);
-    assert_same_tree(&ours, &bundle.join("rootfs"));
+    assert_same_tree(&ours, &rootfs);
 }
 
 /// podman with all its state in `dir` (vfs, no cgroups or events: nothing of the host's).

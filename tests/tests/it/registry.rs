@@ -461,18 +461,8 @@ fn a_pushed_image_reads_back_with_skopeo_and_pulls_back_equal_and_pushes_again_a
             .checkout(&tree, &ours, &layerstore_store::CheckoutOptions::default())
             .unwrap();
         let bundle = tmp.path().join("bundle");
-        let o = Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:v1", out.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "umoci: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_same_tree(&ours, &bundle.join("rootfs"));
+        let rootfs = umoci_unpack(&format!("{}:v1", out.display()), &bundle);
+        assert_same_tree(&ours, &rootfs);
     } else {
         eprintln!("(umoci unpack comparison left out: needs umoci and root)");
     }

@@ -102,18 +102,8 @@ fn checkouts_match_umoci_unpack() {
             .checkout(&tree, &ours, &CheckoutOptions::default())
             .unwrap();
         let bundle = tmp.path().join(format!("umoci-{tag}"));
-        let st = std::process::Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:{tag}", oci.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "umoci: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        assert_same_tree(&ours, &bundle.join("rootfs"));
+        let rootfs = umoci_unpack(&format!("{}:{tag}", oci.display()), &bundle);
+        assert_same_tree(&ours, &rootfs);
         // A hard-link checkout has the same paths and contents.
         hardlink_checkout_matches(&store, &tree, &ours, &tmp.path().join(format!("hl-{tag}")));
     }

@@ -15,22 +15,13 @@ use layerstore_store::{CheckoutOptions, MergedTree, Store};
 
 use crate::common::*;
 
-fn sh(cmd: &mut Command) {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
 }
 
 fn touch(p: &Path, secs: i64) {
-    sh(Command::new("touch")
+    run(Command::new("touch")
         .arg("-h")
         .arg("-d")
         .arg(format!("@{secs}"))
@@ -38,7 +29,7 @@ fn touch(p: &Path, secs: i64) {
 }
 
 fn setfattr(p: &Path, name: &str, value: &str) {
-    sh(Command::new("setfattr")
+    run(Command::new("setfattr")
         .args(["-n", name, "-v", value])
         .arg(p));
 }
@@ -132,7 +123,7 @@ pub(crate) fn base_root(root: &Path) {
     write(&root.join("srv/old/sub/b"), b"b");
     write(&root.join("data/keep"), &vec![b'k'; 10_000]);
     std::fs::create_dir_all(root.join("run")).unwrap();
-    sh(Command::new("mkfifo").arg(root.join("run/fifo")));
+    run(Command::new("mkfifo").arg(root.join("run/fifo")));
     write(
         &root.join(OsStr::from_bytes(b"odd-\xff-name")),
         b"not utf-8",
@@ -167,9 +158,9 @@ pub(crate) fn modify(root: &Path) -> PathBuf {
     std::os::unix::fs::symlink("/etc", root.join("host-etc")).unwrap();
     std::os::unix::fs::symlink("../../../../etc/passwd", root.join("etc/escape")).unwrap();
     // A fifo, a device node (as root), a socket (skipped with a warning).
-    sh(Command::new("mkfifo").arg(root.join("run/fifo2")));
+    run(Command::new("mkfifo").arg(root.join("run/fifo2")));
     if is_root() {
-        sh(Command::new("mknod")
+        run(Command::new("mknod")
             .arg(root.join("run/zero"))
             .args(["c", "1", "5"]));
     }
@@ -271,13 +262,9 @@ fn a_root_modified_every_way_checks_out_equal_to_itself() {
     assert_sound(&third);
     if have("umoci") && is_root() {
         let bundle = tmp.path().join("bundle");
-        sh(Command::new("umoci")
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:build", layout.display()))
-            .arg(&bundle));
+        let rootfs = umoci_unpack(&format!("{}:build", layout.display()), &bundle);
         let (want, wg) = tree_facts(&root);
-        let (got, gg) = tree_facts(&bundle.join("rootfs"));
+        let (got, gg) = tree_facts(&rootfs);
         assert_eq!(want, got, "umoci unpacks the stash to the modified root");
         assert_eq!(wg, gg);
     } else {

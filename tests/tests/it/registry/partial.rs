@@ -109,18 +109,8 @@ fn assert_checkout_equals_umoci(store: &Store, name: &str, oci: &Path, tag: &str
         .checkout(&tree, &ours, &layerstore_store::CheckoutOptions::default())
         .unwrap();
     let bundle = tmp.join(format!("bundle-{tag}"));
-    let o = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:{tag}", oci.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_same_tree(&ours, &bundle.join("rootfs"));
+    let rootfs = umoci_unpack(&format!("{}:{tag}", oci.display()), &bundle);
+    assert_same_tree(&ours, &rootfs);
 }
 
 #[test]
