@@ -132,7 +132,12 @@ fn insert_layer(
     let mut content = tx.prepare_cached("INSERT INTO inline_contents (data) VALUES (?1)")?;
     let mut link = tx.prepare_cached("UPDATE objects SET content = ?2 WHERE id = ?1")?;
     let mut totals = ObjectTotals::default();
-    for o in &layer.objects {
+    // In key order: `objects` is keyed by blake3, so the layer's rows then land leaf page after
+    // leaf page instead of all over a large index (and its inline contents, in the same order,
+    // still fill pages of their own).
+    let mut order: Vec<&NewObject> = layer.objects.iter().collect();
+    order.sort_unstable_by_key(|o| o.id);
+    for o in order {
         let (zstd, stored) = match corrections.get(&o.id) {
             Some(f) if o.inline.is_none() => (f.zstd, f.len),
             _ => (o.zstd, o.stored),

@@ -49,7 +49,9 @@ fn tracked(conn: &Connection) -> Result<BTreeSet<i64>> {
     Ok(ids)
 }
 
-/// The distinct objects of an image, with their content sizes.
+/// The distinct objects of an image, with their content sizes, in key order: `object_users`
+/// is keyed by blake3, so visiting its rows in order touches each leaf page once, where the
+/// entries' order would spread the image's updates over the whole table again and again.
 fn image_objects(conn: &Connection, image: i64) -> Result<Vec<(ObjectId, i64)>> {
     let mut stmt = conn.prepare_cached(IMAGE_OBJECTS)?;
     let mut rows = stmt.query([image])?;
@@ -63,6 +65,7 @@ fn image_objects(conn: &Connection, image: i64) -> Result<Vec<(ObjectId, i64)>> 
             out.push((id, r.get(1)?));
         }
     }
+    out.sort_unstable_by_key(|o| o.0);
     Ok(out)
 }
 
