@@ -24,7 +24,7 @@ L=$(readlink -f "${LAYERSTORE:-$repo/target/release/layerstore}")
 ROUNDS=${ROUNDS:-5}
 WORK=${WORK:-/var/tmp/partial-pull}
 REPORT=${REPORT:-$(run_dir)/partial-pull.md}
-PAIR=$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py
+PAIR=$repo/benches/pair.py
 [ -x "$L" ] || die "no layerstore binary at $L (cargo build --release -p layerstore-cli)"
 for t in docker-registry skopeo python3; do command -v $t > /dev/null || die "$t is not installed"; done
 

@@ -118,7 +118,7 @@ EOF
  {"name": "full", "prepare": "LAYERSTORE_STORE=$store $ls -q rm $probe_tag 2>/dev/null; LAYERSTORE_STORE=$store $ls -q gc", "cmd": "LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:$probe_tag"}
 ]}
 EOF
-    python3 "$repo/benches/results/runs/2026-12-06-kvm-epyc-2core/pair.py" "$out/pair-import.json" "${PAIR_ROUNDS:-4}" \
+    python3 "$repo/benches/pair.py" "$out/pair-import.json" "${PAIR_ROUNDS:-4}" \
       "$out/pair-import-spec.json" > "$out/pair-import.txt" 2>&1 || notes+=("pair-import failed")
     rm -rf "$work/empty"
     "$ls" -q rm "$probe_tag" 2> /dev/null || true

@@ -11,7 +11,12 @@ CREATE TABLE objects (
     loose INTEGER NOT NULL,     -- 1: a file objects/ab/cdef…; 0: an inline_contents row
     zstd INTEGER NOT NULL DEFAULT 0, -- 1: stored as one zstd frame of the content
     stored INTEGER,             -- bytes stored, where not `size`
-    content INTEGER             -- inline_contents.id of an inline object
+    content INTEGER,            -- inline_contents.id of an inline object
+    -- For df's per-image usage summary (df/usage.rs): how many named images have the content,
+    -- and the sum of their images.id (with one user, that user: removing the second-to-last one
+    -- finds whom the content belongs to alone).
+    users INTEGER NOT NULL DEFAULT 0,
+    user_sum INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 -- Small contents (<= the inline threshold) in import order, so gc deletes whole pages of them.
@@ -198,20 +203,12 @@ CREATE TABLE object_sha256 (
 ) WITHOUT ROWID;
 CREATE INDEX object_sha256_sha256 ON object_sha256(sha256);
 
--- The per-image usage summary df reads (df/usage.rs), kept up to date by every transaction that
--- changes image refs: for each image an image/ ref names, the distinct content only it has and
--- the content it shares with other named images.
+-- The per-image usage summary df reads (df/usage.rs, with objects.users and user_sum), kept up
+-- to date by every transaction that changes image refs: for each image an image/ ref names, the
+-- distinct content only it has and the content it shares with other named images.
 CREATE TABLE image_usage (
     image INTEGER PRIMARY KEY,  -- images.id of an image an image/ ref names
     exclusive_bytes INTEGER NOT NULL,
     shared_bytes INTEGER NOT NULL
 );
 
--- Each object the named images have: how many of them, and the sum of their images.id (with one
--- user, that user: removing the second-to-last one finds whom the content belongs to alone).
-CREATE TABLE object_users (
-    id BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,      -- content bytes
-    users INTEGER NOT NULL,
-    user_sum INTEGER NOT NULL
-) WITHOUT ROWID;

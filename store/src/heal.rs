@@ -63,10 +63,10 @@ impl Store {
             for l in &layers {
                 mark.execute(params![l, key, now()])?;
             }
-            let gone: Option<(ObjectTotals, Option<i64>)> = tx
+            let gone: Option<(ObjectTotals, Option<i64>, i64)> = tx
                 .query_row(
                     "DELETE FROM objects WHERE id = ?1
-                     RETURNING size, loose, COALESCE(stored, size), content",
+                     RETURNING size, loose, COALESCE(stored, size), content, users",
                     [key],
                     |r| {
                         Ok((
@@ -76,14 +76,19 @@ impl Store {
                                 r.get::<_, i64>(2)? as u64,
                             ),
                             r.get(3)?,
+                            r.get(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            if let Some((t, content)) = gone {
+            if let Some((t, content, users)) = gone {
                 t.negated().add_to(tx)?;
                 if let Some(c) = content {
                     tx.execute("DELETE FROM inline_contents WHERE id = ?1", [c])?;
+                }
+                // Named images had it: their usage no longer counts it.
+                if users != 0 {
+                    crate::df::usage::rebuild(tx)?;
                 }
             }
             Ok(layers)
@@ -179,11 +184,15 @@ impl Store {
     }
 }
 
-/// Clear the marks of objects that have rows again, inside a publish transaction.
+/// Clear the marks of objects that have rows again, inside a publish transaction. The usage
+/// summary counts them again (named images that have them counted without them).
 pub(crate) fn clear_healed(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    tx.execute(
+    let healed = tx.execute(
         "DELETE FROM damaged_layers WHERE object IN (SELECT id FROM objects)",
         [],
     )?;
+    if healed != 0 {
+        crate::df::usage::rebuild(tx)?;
+    }
     Ok(())
 }

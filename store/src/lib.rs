@@ -62,7 +62,7 @@
 //!   whose rows went are renamed away; only a [`collect::Sweep`] can doom object files. A batch
 //!   that found a file present waits for `dooming` after its pin, then looks again if the sweep
 //!   generation moved (the sweep moves it again when its renames are done).
-//! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `object_users`)
+//! - df reads totals (`counters`) and a per-image usage summary (`image_usage`, `objects.users`)
 //!   that every transaction changing image refs keeps up to date ([`df`]), never the entries.
 //! - The other exclusive holder is `fsck --repair`: it checks under the shared lock, then
 //!   re-checks and removes damaged objects and leftovers under the exclusive one, sparing what

@@ -1,8 +1,12 @@
 //! The per-image usage summary `df` reads: for each image some `image/` ref names, the bytes of
 //! distinct content only it needs and the bytes it shares with other named images, kept in
 //! `image_usage`; and for each object those images have, how many of them have it and the sum of
-//! their `images.id`s, kept in `object_users` (with one user the sum is that user, which is
-//! how removing the second-to-last user finds whom the content now belongs to alone).
+//! their `images.id`s, kept in its `objects` row (`users`, `user_sum`; with one user the sum is
+//! that user, which is how removing the second-to-last user finds whom the content now belongs
+//! to alone). The counts live in the row an import writes anyway: a table of their own, keyed by
+//! the same random blake3, made each import into a large store rewrite most of its pages too.
+//! Content without an `objects` row (fsck --repair removed it as corrupt) counts nowhere until
+//! an import brings it back, which rebuilds the summary.
 //!
 //! Invariant: the tracked images (`image_usage` rows) are the named images, and the figures
 //! equal what [`recompute`] counts from the entries. Every transaction that changes `image/`
@@ -23,10 +27,11 @@ use crate::error::Result;
 const NAMED: &str = "SELECT DISTINCT i.id FROM refs r JOIN images i ON i.manifest_digest = r.target
                      WHERE r.name >= 'image/' AND r.name < 'image0'";
 
-/// Distinct content of one image, by its `images.id`.
-const IMAGE_OBJECTS: &str = "SELECT DISTINCT e.object, e.size FROM image_layers il
-     JOIN layers l ON l.diff_id = il.diff_id JOIN entries e ON e.layer = l.id
-     WHERE il.image = ?1 AND e.kind = 0 AND e.object IS NOT NULL";
+/// Distinct stored content of one image, by its `images.id`, with its users.
+const IMAGE_OBJECTS: &str = "SELECT DISTINCT e.object, e.size, o.users, o.user_sum
+     FROM image_layers il JOIN layers l ON l.diff_id = il.diff_id JOIN entries e ON e.layer = l.id
+     JOIN objects o ON o.id = e.object
+     WHERE il.image = ?1 AND e.kind = 0";
 
 /// One image's figures: (exclusive bytes, shared bytes).
 pub(crate) type Usage = (u64, u64);
@@ -49,10 +54,18 @@ fn tracked(conn: &Connection) -> Result<BTreeSet<i64>> {
     Ok(ids)
 }
 
-/// The distinct objects of an image, with their content sizes, in key order: `object_users`
-/// is keyed by blake3, so visiting its rows in order touches each leaf page once, where the
-/// entries' order would spread the image's updates over the whole table again and again.
-fn image_objects(conn: &Connection, image: i64) -> Result<Vec<(ObjectId, i64)>> {
+/// One stored content of an image: its size and its `(users, user_sum)` when read.
+struct Held {
+    id: ObjectId,
+    size: i64,
+    users: i64,
+    user_sum: i64,
+}
+
+/// The distinct stored objects of an image, in key order: `objects` is keyed by blake3, so
+/// updating its rows in order touches each leaf page once, where the entries' order would
+/// spread the image's updates over the whole table again and again.
+fn image_objects(conn: &Connection, image: i64) -> Result<Vec<Held>> {
     let mut stmt = conn.prepare_cached(IMAGE_OBJECTS)?;
     let mut rows = stmt.query([image])?;
     let mut seen: IdMap<()> = IdMap::default();
@@ -62,10 +75,15 @@ fn image_objects(conn: &Connection, image: i64) -> Result<Vec<(ObjectId, i64)>> 
             && let Some(id) = ObjectId::from_slice(b)
             && seen.insert(id, ()).is_none()
         {
-            out.push((id, r.get(1)?));
+            out.push(Held {
+                id,
+                size: r.get(1)?,
+                users: r.get(2)?,
+                user_sum: r.get(3)?,
+            });
         }
     }
-    out.sort_unstable_by_key(|o| o.0);
+    out.sort_unstable_by_key(|o| o.id);
     Ok(out)
 }
 
@@ -83,43 +101,30 @@ fn apply(conn: &Connection, deltas: &Deltas) -> Result<()> {
     Ok(())
 }
 
-/// An object's `(users, user_sum)` row, if any image is tracked as using it.
-fn users_of(get: &mut rusqlite::CachedStatement<'_>, key: &[u8]) -> Result<Option<(i64, i64)>> {
-    use rusqlite::OptionalExtension;
-    Ok(get
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
-}
+/// Set an object's users to `users` and their sum to `user_sum`.
+const SET_USERS: &str = "UPDATE objects SET users = ?2, user_sum = ?3 WHERE id = ?1";
 
 /// Start tracking `image`: it has become named.
 fn add(conn: &Connection, image: i64) -> Result<()> {
-    let mut get = conn.prepare_cached("SELECT users, user_sum FROM object_users WHERE id = ?1")?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO object_users (id, size, users, user_sum) VALUES (?1, ?2, 1, ?3)",
-    )?;
-    let mut update = conn.prepare_cached(
-        "UPDATE object_users SET users = users + 1, user_sum = user_sum + ?2 WHERE id = ?1",
-    )?;
+    let mut set = conn.prepare_cached(SET_USERS)?;
     let (mut exclusive, mut shared) = (0i64, 0i64);
     let mut deltas = Deltas::new();
-    for (id, size) in image_objects(conn, image)? {
-        let key = &id.as_bytes()[..];
-        let users = users_of(&mut get, key)?;
-        match users {
-            None => {
-                insert.execute(params![key, size, image])?;
-                exclusive += size;
+    for o in image_objects(conn, image)? {
+        if o.users == 0 {
+            exclusive += o.size;
+        } else {
+            if o.users == 1 {
+                let d = deltas.entry(o.user_sum).or_default();
+                d.0 -= o.size;
+                d.1 += o.size;
             }
-            Some((users, sole)) => {
-                if users == 1 {
-                    let d = deltas.entry(sole).or_default();
-                    d.0 -= size;
-                    d.1 += size;
-                }
-                update.execute(params![key, image])?;
-                shared += size;
-            }
+            shared += o.size;
         }
+        set.execute(params![
+            &o.id.as_bytes()[..],
+            o.users + 1,
+            o.user_sum + image
+        ])?;
     }
     apply(conn, &deltas)?;
     conn.prepare_cached(
@@ -132,29 +137,23 @@ fn add(conn: &Connection, image: i64) -> Result<()> {
 /// Stop tracking `image`: no ref names it any more (its rows may be gone: gc deletes them
 /// only after they are unnamed, so they are still there when this runs).
 fn remove(conn: &Connection, image: i64) -> Result<()> {
-    let mut get = conn.prepare_cached("SELECT users, user_sum FROM object_users WHERE id = ?1")?;
-    let mut delete = conn.prepare_cached("DELETE FROM object_users WHERE id = ?1")?;
-    let mut update = conn.prepare_cached(
-        "UPDATE object_users SET users = users - 1, user_sum = user_sum - ?2 WHERE id = ?1",
-    )?;
+    let mut set = conn.prepare_cached(SET_USERS)?;
     let mut deltas = Deltas::new();
-    for (id, size) in image_objects(conn, image)? {
-        let key = &id.as_bytes()[..];
-        let users = users_of(&mut get, key)?;
-        match users {
-            None => {}
-            Some((users, _)) if users <= 1 => {
-                delete.execute([key])?;
-            }
-            Some((users, sum)) => {
-                if users == 2 {
-                    let d = deltas.entry(sum - image).or_default();
-                    d.0 += size;
-                    d.1 -= size;
-                }
-                update.execute(params![key, image])?;
-            }
+    for o in image_objects(conn, image)? {
+        if o.users == 0 {
+            continue;
         }
+        if o.users == 2 {
+            let d = deltas.entry(o.user_sum - image).or_default();
+            d.0 += o.size;
+            d.1 -= o.size;
+        }
+        let (users, sum) = if o.users == 1 {
+            (0, 0)
+        } else {
+            (o.users - 1, o.user_sum - image)
+        };
+        set.execute(params![&o.id.as_bytes()[..], users, sum])?;
     }
     conn.prepare_cached("DELETE FROM image_usage WHERE image = ?1")?
         .execute([image])?;
@@ -202,8 +201,8 @@ pub(crate) fn recompute(conn: &Connection) -> Result<BTreeMap<i64, Usage>> {
     let mut users: IdMap<u32> = IdMap::default();
     for image in &named {
         let objects = image_objects(conn, *image)?;
-        for (id, _) in &objects {
-            *users.entry(*id).or_default() += 1;
+        for o in &objects {
+            *users.entry(o.id).or_default() += 1;
         }
         per_image.insert(*image, objects);
     }
@@ -211,11 +210,11 @@ pub(crate) fn recompute(conn: &Connection) -> Result<BTreeMap<i64, Usage>> {
         .into_iter()
         .map(|(image, objects)| {
             let (mut exclusive, mut shared) = (0u64, 0u64);
-            for (id, size) in objects {
-                if users[&id] > 1 {
-                    shared += size as u64;
+            for o in objects {
+                if users[&o.id] > 1 {
+                    shared += o.size as u64;
                 } else {
-                    exclusive += size as u64;
+                    exclusive += o.size as u64;
                 }
             }
             (image, (exclusive, shared))
@@ -246,13 +245,14 @@ pub(crate) fn differences(conn: &Connection) -> Result<u64> {
     // Each object's users and their sum, counted.
     let mut counted: IdMap<(i64, i64)> = IdMap::default();
     for image in &named {
-        for (id, _) in image_objects(conn, *image)? {
-            let c = counted.entry(id).or_default();
+        for o in image_objects(conn, *image)? {
+            let c = counted.entry(o.id).or_default();
             c.0 += 1;
             c.1 += image;
         }
     }
-    let mut rows = conn.prepare_cached("SELECT id, users, user_sum FROM object_users")?;
+    let mut rows =
+        conn.prepare_cached("SELECT id, users, user_sum FROM objects WHERE users != 0")?;
     let mut rows = rows.query([])?;
     let mut seen = 0usize;
     while let Some(r) = rows.next()? {
@@ -269,9 +269,12 @@ pub(crate) fn differences(conn: &Connection) -> Result<u64> {
     Ok(wrong)
 }
 
-/// Build the summary again from the entries (fsck --repair).
+/// Build the summary again from the entries (fsck --repair, and when an object a named image
+/// has loses or regains its row).
 pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
-    conn.execute_batch("DELETE FROM image_usage; DELETE FROM object_users;")?;
+    conn.execute_batch(
+        "DELETE FROM image_usage; UPDATE objects SET users = 0, user_sum = 0 WHERE users != 0;",
+    )?;
     sync(conn)
 }
 
@@ -283,9 +286,8 @@ mod tests {
     use crate::refs::RefName;
     use crate::store::{Store, StoreOptions};
 
-    /// A layer row with one regular-file entry per content (objects named by their content,
-    /// sized by it), and an image row listing the given layers. Rows only: the summary reads
-    /// entries, not files.
+    /// A layer row with one regular-file entry per content (inline objects named by their
+    /// content, sized by it), and an image row listing the given layers.
     fn add_image(s: &Store, n: usize, layers: &[Vec<u8>]) -> String {
         let conn = s.conn();
         let digest = format!("sha256:{:064x}", n);
@@ -307,9 +309,30 @@ mod tests {
             let layer = conn.last_insert_rowid();
             let mut seq = 0i64;
             for c in contents {
-                // Content `c` (a small number) as an object of c * 100 + 1 bytes; every third
-                // one twice in its layer (a hard link's twin), which counts once.
-                let id = ObjectId::of(&[*c]);
+                // Content `c` (a small number) as an inline object of c * 100 + 1 bytes; every
+                // third one twice in its layer (a hard link's twin), which counts once.
+                let content = vec![*c; *c as usize * 100 + 1];
+                let id = ObjectId::of(&content);
+                if conn
+                    .query_row(
+                        "SELECT 1 FROM objects WHERE id = ?1",
+                        [&id.as_bytes()[..]],
+                        |_| Ok(()),
+                    )
+                    .is_err()
+                {
+                    conn.execute("INSERT INTO inline_contents (data) VALUES (?1)", [&content])
+                        .unwrap();
+                    conn.execute(
+                        "INSERT INTO objects (id, size, loose, content) VALUES (?1, ?2, 0, ?3)",
+                        params![
+                            &id.as_bytes()[..],
+                            content.len() as i64,
+                            conn.last_insert_rowid()
+                        ],
+                    )
+                    .unwrap();
+                }
                 for _ in 0..=usize::from(*c % 3 == 0) {
                     conn.execute(
                         "INSERT INTO entries (layer, seq, path, kind, mode, uid, gid, mtime,

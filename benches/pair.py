@@ -6,6 +6,7 @@ SPEC: {"variants": [{"name":..., "prepare": "sh cmd", "cmd": "sh cmd"}, ...], "o
 "order": "rotate" rotates the order by one variant per round instead of reversing it, so that with
 N variants every variant takes every position once per N rounds (a position effect, e.g. the one
 run after a big delete, then spreads evenly).
+"{r}" in a variant's prepare and cmd becomes the round's number (a fresh directory per sample).
 Each sample: wall s, user+sys s of the timed command (rusage of children), load average.
 """
 import json, os, resource, subprocess, sys, time
@@ -33,10 +34,10 @@ for r in range(rounds):
     else:
         order = variants if r % 2 == 0 else list(reversed(variants))
     for v in order:
-        subprocess.run(v["prepare"], shell=True, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(v["prepare"].replace("{r}", str(r)), shell=True, check=True, stdout=subprocess.DEVNULL)
         subprocess.run("sync", shell=True)
         load = os.getloadavg()[0]
-        wall, cpu, rc = run(v["cmd"])
+        wall, cpu, rc = run(v["cmd"].replace("{r}", str(r)))
         samples.append(dict(round=r, pos=order.index(v), name=v["name"], wall=wall, cpu=cpu, rc=rc, load1=load))
         print(f"round {r} {v['name']:12s} wall {wall:7.3f} s  cpu {cpu:7.3f} s  load {load:5.2f}", flush=True)
         json.dump(dict(spec=spec, samples=samples), open(out, "w"), indent=1)
