@@ -22,6 +22,9 @@
 #   CALLGRIND  1 (default) to count instructions of the first and last import at the largest size
 #   PROBE_SIZES  the sizes at which an import arriving during gc is timed (default 100000)
 #   PAIR_ROUNDS  rounds of the one-more-image pair at the largest size (default 4)
+#   PEER     1 (default) to time, first, a fresh import of the corpus's base-v1 against skopeo
+#            into containers-storage (import-ab.sh; root, skopeo, LAYERSTORE_CORPUS), PEER_ROUNDS
+#            paired rounds (default 8)
 #   REPORT   the Markdown report (default RUN_DIR/scale.md, see run_dir in benches/lib.sh)
 # Raw data (per-import times, gc JSON, pair samples) go to WORKDIR/out.
 set -euo pipefail
@@ -43,10 +46,13 @@ fstype=$(findmnt -n -o FSTYPE -T "$work" | head -n 1)
 max_images=0
 for n in $SIZES; do [ $((n / 10000)) -gt $max_images ] && max_images=$((n / 10000)); done
 probe_tag=img$max_images # one image more than the largest store uses: the probe
-if [ ! -f "$work/oci/done-$((max_images + 1))-$SHRINK" ]; then
+PAIR_ROUNDS=${PAIR_ROUNDS:-4}
+# The probe, then one image per round of the one-more-image pair (img101, img102, ...).
+n_images=$((max_images + PAIR_ROUNDS + 1))
+if [ ! -f "$work/oci/done-$n_images-$SHRINK" ]; then
   rm -rf "$work/oci"
-  "$mmf" "$work/oci" $((max_images + 1)) 10000 "$SHRINK"
-  touch "$work/oci/done-$((max_images + 1))-$SHRINK"
+  "$mmf" "$work/oci" $n_images 10000 "$SHRINK"
+  touch "$work/oci/done-$n_images-$SHRINK"
 fi
 now() { date +%s.%N; }
 secs() { python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
@@ -79,6 +85,14 @@ ms_mean() { # hyperfine JSON -> mean ms of each result
 json_get() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(str(d[k]) for k in sys.argv[2:]))' "$@"; }
 
 rows_import=() rows_stat=() rows_gc=() rows_probe=() notes=()
+# First, while nothing has been deleted on the disk yet: a fresh import of the corpus's base-v1
+# against skopeo copy into containers-storage (import-ab.sh, paired rounds, fresh directories).
+if [ "${PEER:-1}" = 1 ] && [ -f "$GOCI/index.json" ]; then
+  rm -rf "$work/import-ab"
+  VARIANTS="layerstore=$ls" ROUNDS=${PEER_ROUNDS:-8} FOUR=0 W=$work/import-ab \
+    "$here/import-ab.sh" "$out/import-ab.json" > "$out/import-ab.txt" 2>&1 ||
+    notes+=("import-ab.sh failed: see $out/import-ab.txt")
+fi
 for n in $SIZES; do
   images=$((n / 10000))
   store=$work/store-$n
@@ -110,19 +124,19 @@ print(f"| {int(sys.argv[2]):,} | {int(sys.argv[3]):,} ({int(sys.argv[4]):,} loos
 EOF
 )")
   if [ "$n" = "${SIZES##* }" ]; then
-    # One more image into the full store (every image named) and into an empty one,
-    # paired rounds; the prepare step takes the image out again (rm, gc).
+    # One more image into the full store (every image named) and the same image into a new
+    # empty one, paired rounds: round r imports img(max_images + 1 + r) into each. Nothing is
+    # deleted between samples (after an rm -rf or a gc, ext4 without a journal makes file
+    # creation in those block groups several times slower for minutes: see import-ab.sh).
     cat > "$out/pair-import-spec.json" << EOF
 {"variants": [
- {"name": "empty", "prepare": "rm -rf $work/empty", "cmd": "LAYERSTORE_STORE=$work/empty $ls -q import oci:$work/oci:$probe_tag"},
- {"name": "full", "prepare": "LAYERSTORE_STORE=$store $ls -q rm $probe_tag 2>/dev/null; LAYERSTORE_STORE=$store $ls -q gc", "cmd": "LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:$probe_tag"}
-]}
+ {"name": "empty", "prepare": "true", "cmd": "i=\$(($max_images + 1 + {r})); LAYERSTORE_STORE=$work/empty-{r} $ls -q import oci:$work/oci:img\$i"},
+ {"name": "full", "prepare": "true", "cmd": "i=\$(($max_images + 1 + {r})); LAYERSTORE_STORE=$store $ls -q import oci:$work/oci:img\$i"}
+], "order": "rotate"}
 EOF
-    python3 "$repo/benches/pair.py" "$out/pair-import.json" "${PAIR_ROUNDS:-4}" \
+    python3 "$repo/benches/pair.py" "$out/pair-import.json" "$PAIR_ROUNDS" \
       "$out/pair-import-spec.json" > "$out/pair-import.txt" 2>&1 || notes+=("pair-import failed")
-    rm -rf "$work/empty"
-    "$ls" -q rm "$probe_tag" 2> /dev/null || true
-    "$ls" -q gc
+    rm -rf "$work"/empty-*
   fi
   # Half the images unnamed: what gc will collect.
   "$ls" -q rm $(seq -f 'img%g' $((images / 2)) $((images - 1)))
@@ -188,6 +202,13 @@ mkdir -p "$(dirname "$REPORT")"
   echo "binary: $ls (sha256 $(sha256sum "$ls" | cut -c1-12), commit $(cat "$bin/GIT_HEAD" 2>/dev/null || git -C "$repo" rev-parse --short HEAD))"
   echo "images: make-many-files OUT $((max_images + 1)) 10000 $SHRINK; load at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
+  if [ -f "$out/import-ab.txt" ]; then
+    echo "## Fresh import of base-v1 against skopeo copy into containers-storage (import-ab.sh)"
+    echo
+    grep -E '^\|' "$out/import-ab.txt" || true
+    grep '^load1' "$out/import-ab.txt" || true
+    echo
+  fi
   echo "## Imports of the series (wall / CPU s, medians)"
   echo
   echo "| store | objects | imports | first | last | last/first |"
@@ -196,7 +217,7 @@ mkdir -p "$(dirname "$REPORT")"
   echo
   [ -n "$callgrind_line" ] && echo "$callgrind_line" && echo
   if [ -f "$out/pair-import.txt" ]; then
-    echo "One more image into the full store vs into an empty store (pair.py, ${PAIR_ROUNDS:-4} rounds):"
+    echo "One more image into the full store vs the same image into an empty store (pair.py, $PAIR_ROUNDS rounds):"
     echo; echo '```'; tail -n 4 "$out/pair-import.txt"; echo '```'; echo
   fi
   echo "## df, images, gc --dry-run (hyperfine, 10 runs, mean ms; half the images unnamed)"
