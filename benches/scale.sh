@@ -22,6 +22,8 @@
 #   CALLGRIND  1 (default) to count instructions of the first and last import at the largest size
 #   PROBE_SIZES  the sizes at which an import arriving during gc is timed (default 100000)
 #   PAIR_ROUNDS  rounds of the one-more-image pair at the largest size (default 4)
+#   SETTLE   seconds to wait after deleting a store before building the next (default 65: ext4
+#            without a journal stops skipping inodes freed more than 60 s ago once they are synced)
 #   PEER     1 (default) to time, first, a fresh import of the corpus's base-v1 against skopeo
 #            into containers-storage (import-ab.sh; root, skopeo, LAYERSTORE_CORPUS), PEER_ROUNDS
 #            paired rounds (default 8)
@@ -97,6 +99,11 @@ for n in $SIZES; do
   images=$((n / 10000))
   store=$work/store-$n
   rm -rf "$store" "$work/floor" "$work/store.copy"
+  # Let the inodes the last size freed age: on an ext4 without a journal, creating files next to
+  # thousands deleted in the last minute costs several times the kernel time (import-ab.sh), and
+  # would be charged to the first imports of this series.
+  sync
+  sleep "${SETTLE:-65}"
   export LAYERSTORE_STORE=$store
   : > "$out/imports-$n.txt"
   for i in $(seq 0 $((images - 1))); do
