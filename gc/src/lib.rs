@@ -26,9 +26,10 @@
 //! with what is swept. After it, under the dooming lock only (an import that found a file
 //! waits for it before it trusts the file, see [`layerstore_store::Store::dooming_lock`]), the
 //! tombstones' entries and the dead objects' rows go in small transactions that spare what was
-//! pinned or published since, and the files whose rows went are renamed to `.gc-` names in
-//! their own directory; then they are unlinked (unlinks free blocks and can take seconds on a
-//! `discard` mount; nothing waits on them). An import that needs the same content later writes
+//! pinned or published since, and as each transaction commits, the files whose rows it deleted
+//! are renamed to `.gc-` names in their own directory by a second thread and unlinked by a third
+//! (unlinks free blocks and can take seconds on a `discard` mount; the dooming lock goes when the
+//! renames are done, so nothing waits on the unlinks). An import that needs the same content later writes
 //! a new file under the object's name, which the doomed name does not touch.
 //!
 //! Crashes: entries go before the rows they name and rows before their files, so a gc killed at
@@ -74,9 +75,10 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Dead leases reclaimed.
     pub leases_reclaimed: usize,
-    /// How long gc waited for the exclusive lock, how long it held it, how long renaming the
-    /// doomed files took after it was released (imports that found one of them wait that
-    /// long), and how long the unlinks took after that.
+    /// How long gc waited for the exclusive lock, how long it held it, how long deleting the
+    /// rows and renaming the doomed files took after it was released (imports that found one
+    /// of them wait that long), and how long everything after the lock took: the unlinks run
+    /// beside the rows and the renames and end after them.
     pub lock_wait: Duration,
     pub lock_held: Duration,
     pub renames: Duration,
@@ -117,20 +119,14 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
     let swept = sweep.apply(mark, &roots)?;
     let lock_held = swept.lock_held;
     log::debug!(
-        "gc: rows deleted, lock held {lock_held:?}; {} files doomed in {:?} after it, {:?} in all",
-        swept.doomed.len(),
+        "gc: lock held {lock_held:?}; rows deleted and files doomed in {:?} after it, {} files \
+         unlinked by {:?}, {:?} in all",
         swept.renames,
+        swept.unlinked,
+        swept.unlink,
         held_start.elapsed()
     );
-    let unlink_start = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let checkpoint = s.spawn(|| store.checkpoint());
-        swept.doomed.unlink(store)?;
-        checkpoint
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-        Ok(())
-    })?;
+    store.checkpoint()?;
     // Variants of what went go too (checkouts that linked them keep their links). A checkout in
     // flight pins the layers it reads, so no object it makes variants of was swept.
     let variants_removed = store.prune_variants()?;
@@ -143,7 +139,7 @@ pub fn collect(store: &Store, opts: &GcOptions) -> Result<(GcPlan, Option<GcRepo
         lock_wait,
         lock_held,
         renames: swept.renames,
-        unlink: unlink_start.elapsed(),
+        unlink: swept.unlink,
         variants_removed,
     };
     Ok((removed, Some(report)))

@@ -8,8 +8,12 @@ use crate::error::Result;
 use crate::store::Store;
 
 /// Objects whose rows go per transaction after the lock: writers (pins, publishes) get the
-/// index between two batches.
-const ROW_BATCH: usize = 4096;
+/// index between two batches. A batch (in the inline contents' order) deletes object rows with
+/// random keys, which touch most leaf pages of `objects` whatever the batch's size, so fewer,
+/// larger batches rewrite that table fewer times: at 1,000,000 objects with 500,000 dead, 4,096
+/// rows a batch took 9.4–10.6 s, 32,768 took 5.5 s (about 0.34 s a transaction, what a
+/// writer may wait).
+const ROW_BATCH: usize = 32768;
 
 /// A dead object's row as the mark saw it.
 struct DeadRow {
@@ -28,9 +32,14 @@ impl Store {
     /// garbage the next one takes (tombstones are dead layers, rows no layer names are dead
     /// objects, files without rows are strays). Each batch spares what became needed since the
     /// commit: objects pinned by a lease, or named by a layer published after it (ids above
-    /// `top`; a dead layer's content imported again is such a layer). Returns the object
-    /// figures of what went and the loose objects whose files are to be renamed.
-    pub(super) fn drop_dead_rows(&self, top: i64) -> Result<(Dead, Vec<ObjectId>)> {
+    /// `top`; a dead layer's content imported again is such a layer). Each batch's loose
+    /// objects, whose rows are gone once it commits, go to `doom` (which renames their files
+    /// while the next batches are deleted). Returns the object figures of what went.
+    pub(super) fn drop_dead_rows(
+        &self,
+        top: i64,
+        mut doom: impl FnMut(Vec<ObjectId>) -> Result<()>,
+    ) -> Result<Dead> {
         let layers: Vec<i64> = self
             .conn()
             .prepare("SELECT id FROM gc_dead_layers ORDER BY id")?
@@ -73,8 +82,8 @@ impl Store {
             out
         };
         let mut gone = Dead::default();
-        let mut loose = Vec::new();
         for batch in rows.chunks(ROW_BATCH) {
+            let mut loose = Vec::new();
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let spared: IdMap<()> = object_ids(
@@ -116,7 +125,10 @@ impl Store {
             }
             totals.negated().add_to(&tx)?;
             tx.commit()?;
+            if !loose.is_empty() {
+                doom(loose)?;
+            }
         }
-        Ok((gone, loose))
+        Ok(gone)
     }
 }
