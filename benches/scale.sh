@@ -17,8 +17,8 @@
 #   SIZES    objects per store, multiples of 10000 (default "100000 300000 1000000")
 #   SHRINK   make-many-files' SHRINK: bytes above 4 KiB divided by it (default 8; 1 is the size
 #            distribution of gc-scale.sh, 216 MB an image)
-#   ROUNDS   paired gc/rm -rf rounds per size (default 3; 1 at 1,000,000, where each round
-#            would need another copy of the store)
+#   ROUNDS   paired gc/rm -rf rounds per size (default 3; at 1,000,000 ROUNDS_1M, default 1:
+#            each round there needs another copy of the 5.6 GB store)
 #   CALLGRIND  1 (default) to count instructions of the first and last import at the largest size
 #   PROBE_SIZES  the sizes at which an import arriving during gc is timed (default 100000)
 #   PAIR_ROUNDS  rounds of the one-more-image pair at the largest size (default 4)
@@ -152,7 +152,7 @@ EOF
   read -r df_ms images_ms plan_ms < <(ms_mean "$out/stat-$n.json")
   rows_stat+=("| $(printf "%'d" "$n") | $df_ms | $images_ms | $plan_ms |")
   rounds=$ROUNDS
-  [ "$n" -ge 1000000 ] && rounds=1
+  [ "$n" -ge 1000000 ] && rounds=${ROUNDS_1M:-1}
   [ "$rounds" -gt 1 ] && cp -a "$store" "$work/store.copy"
   doomed_files "$store" > "$out/doomed-$n.txt"
   ndoomed=$(wc -l < "$out/doomed-$n.txt")
