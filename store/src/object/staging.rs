@@ -306,7 +306,7 @@ impl<'s> Staging<'s> {
         let tmp = self.temp_name();
         let mut f = self.create_temp(&tmp)?;
         f.write_all(bytes).at(self.temp_path(&tmp))?;
-        start_writeback(&f);
+        start_writeback(&f, bytes.len() as u64);
         drop(f);
         self.queue_rename(tmp, id, size, file)?;
         Ok((NewObject::loose(id, size, file), PutOutcome::Written))
@@ -426,6 +426,9 @@ impl<'s> Staging<'s> {
     }
 }
 
+/// Object files from this size on start their writeback as soon as they are written.
+const WRITEBACK_FROM: u64 = 64 * 1024;
+
 /// Start writing a new object file's data to the disk now, in the background, so that the
 /// `syncfs` before the publish transaction finds little left to write and the disk works while
 /// the import parses and hashes (a fresh base-v1 import on the ext4 disk: 7 % less wall time,
@@ -433,7 +436,12 @@ impl<'s> Staging<'s> {
 /// the writeback of dirty pages without waiting for it (as `sync_file_range(WRITE)`, which
 /// rustix does not offer) and drops only pages that are clean already; on tmpfs it does nothing.
 /// Durability still comes from the `syncfs`: this only moves work earlier.
-fn start_writeback(f: &std::fs::File) {
+fn start_writeback(f: &std::fs::File, len: u64) {
+    // Small files: the call costs more than the overlap gains (a 10,000-file image of 4-10 KiB
+    // objects imported 14 % slower with it on every file).
+    if len < WRITEBACK_FROM {
+        return;
+    }
     if let Err(e) = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed) {
         log::debug!("fadvise(DONTNEED) on a new object file: {e}");
     }
@@ -466,7 +474,7 @@ impl ObjectWriter<'_, '_> {
             .file
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
-        start_writeback(&file);
+        start_writeback(&file, self.size);
         drop(file);
         let id = ObjectId::from_hash(self.hasher.finalize());
         let size = self.size;
