@@ -27,10 +27,11 @@
 //! waits for it before it trusts the file, see [`layerstore_store::Store::dooming_lock`]), the
 //! tombstones' entries and the dead objects' rows go in small transactions that spare what was
 //! pinned or published since, and as each transaction commits, the files whose rows it deleted
-//! are renamed to `.gc-` names in their own directory by a second thread and unlinked by a third
-//! (unlinks free blocks and can take seconds on a `discard` mount; the dooming lock goes when the
-//! renames are done, so nothing waits on the unlinks). An import that needs the same content later writes
-//! a new file under the object's name, which the doomed name does not touch.
+//! are renamed to `.gc-` names in their own directory by a second thread and unlinked by a
+//! third (unlinks free blocks and can take seconds on a `discard` mount; the dooming lock goes
+//! when the renames are done, so nothing waits on the unlinks). An import that needs the same
+//! content later writes a new file under the object's name, which the doomed name does not
+//! touch.
 //!
 //! Crashes: entries go before the rows they name and rows before their files, so a gc killed at
 //! any point leaves a sound store whose garbage (tombstones, rows no layer names, files no row

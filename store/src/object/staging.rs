@@ -431,11 +431,12 @@ const WRITEBACK_FROM: u64 = 64 * 1024;
 
 /// Start writing a new object file's data to the disk now, in the background, so that the
 /// `syncfs` before the publish transaction finds little left to write and the disk works while
-/// the import parses and hashes (a fresh base-v1 import on the ext4 disk: 7 % less wall time,
-/// `benches/results/runs/2026-12-07-kvm-epyc-2core/import-ab.md`). `POSIX_FADV_DONTNEED` starts
-/// the writeback of dirty pages without waiting for it (as `sync_file_range(WRITE)`, which
-/// rustix does not offer) and drops only pages that are clean already; on tmpfs it does nothing.
-/// Durability still comes from the `syncfs`: this only moves work earlier.
+/// the import parses and hashes (a fresh base-v1 import on the ext4 disk: 1-9 % less wall
+/// time, `benches/results/runs/2026-12-07-kvm-epyc-2core/import-ab.md`).
+/// `POSIX_FADV_DONTNEED` starts the writeback of dirty pages without waiting for it (as
+/// `sync_file_range(WRITE)`, which rustix does not offer) and drops only pages that are clean
+/// already; on tmpfs it does nothing. Durability still comes from the `syncfs`: this only moves
+/// work earlier.
 fn start_writeback(f: &std::fs::File, len: u64) {
     // Small files: the call costs more than the overlap gains (a 10,000-file image of 4-10 KiB
     // objects imported 14 % slower with it on every file).
