@@ -22,8 +22,9 @@
 #   CALLGRIND  1 (default) to count instructions of the first and last import at the largest size
 #   PROBE_SIZES  the sizes at which an import arriving during gc is timed (default 100000)
 #   PAIR_ROUNDS  rounds of the one-more-image pair at the largest size (default 4)
-#   SETTLE   seconds to wait after deleting a store before building the next (default 65: ext4
-#            without a journal stops skipping inodes freed more than 60 s ago once they are synced)
+#   SETTLE   seconds to wait after deleting a store before building the next (default 370: ext4
+#            without a journal skips inodes freed in the last 60 s, and in the last 360 s while
+#            their inode-table block is dirty, which the next creates make it; 65 was too short)
 #   PEER     1 (default) to time, first, a fresh import of the corpus's base-v1 against skopeo
 #            into containers-storage (import-ab.sh; root, skopeo, LAYERSTORE_CORPUS), PEER_ROUNDS
 #            paired rounds (default 8)
@@ -103,7 +104,7 @@ for n in $SIZES; do
   # thousands deleted in the last minute costs several times the kernel time (import-ab.sh), and
   # would be charged to the first imports of this series.
   sync
-  sleep "${SETTLE:-65}"
+  sleep "${SETTLE:-370}"
   export LAYERSTORE_STORE=$store
   : > "$out/imports-$n.txt"
   for i in $(seq 0 $((images - 1))); do
